@@ -27,3 +27,11 @@ lint: $(VENV)/ready
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Benchmarks against the Python peers (installed into bench/.venv by bench/run.py, never
+# needed by the server). See docs/performance.md.
+bench:
+	$(PYTHON) bench/run.py
+
+bench-quick:
+	$(PYTHON) bench/run.py --quick
