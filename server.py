@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Start the chat server: `python server.py 127.0.0.1 8080`, then open http://127.0.0.1:8080/.
+
+The command line of the 2010 article (`php server/server.php 127.0.0.1 8080`), in Python.
+This file only reads options, starts `websocket.Server` and turns failures into one line.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from websocket.callbacks import CallbackError, load
+from websocket.server import DEFAULTS, Server, ServerError, describe_address, url_host
+
+log = logging.getLogger("websocket")
+
+
+def size(text: str) -> int:
+    """A byte count: 1048576, 1024K, 1M, 16MiB..."""
+    units = {"": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+             "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+    number = text.strip().lower()
+    digits = number.rstrip("kmgib")
+    try:
+        value = int(digits) * units[number[len(digits):]]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 byte")
+    return value
+
+
+def positive(kind: type) -> object:
+    def convert(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be greater than 0")
+        return value
+    return convert
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="server.py",
+        description="A WebSocket chat server (RFC 6455, and the 2010 drafts 75 and 76). It "
+                    "serves the chat page and the WebSocket on the same port.",
+        epilog="Example: python server.py 127.0.0.1 8080, then open http://127.0.0.1:8080/ "
+               "in two browser tabs.")
+    parser.add_argument("address", help="address to listen on: 127.0.0.1 or ::1 (this "
+                        "machine only), 0.0.0.0 or :: (every interface), or a host name")
+    parser.add_argument("port", help="TCP port; 0 picks a free one (the log says which)")
+    parser.add_argument("--callback", metavar="all|echo|SCRIPT.py", default=None,
+                        help="what to do with messages: 'all' echoes each message to every "
+                        "user (default, as the article), 'echo' answers the sender only, or a "
+                        "drop-in script defining process(user, message, server)")
+    parser.add_argument("--max-message-size", type=size, metavar="BYTES",
+                        default=DEFAULTS["max_message_size"],
+                        help="largest message accepted; bigger ones close the connection with "
+                        "1009 (default: %(default)d = 1 MiB)")
+    parser.add_argument("--max-request-size", type=size, metavar="BYTES",
+                        default=DEFAULTS["max_request_size"],
+                        help="largest HTTP request head; bigger gets HTTP 431 (default: "
+                        "%(default)d)")
+    parser.add_argument("--handshake-timeout", type=positive(float), metavar="SECONDS",
+                        default=DEFAULTS["handshake_timeout"],
+                        help="time to send a complete request; slower gets HTTP 408 (default: "
+                        "%(default)g)")
+    parser.add_argument("--close-timeout", type=positive(float), metavar="SECONDS",
+                        default=DEFAULTS["close_timeout"],
+                        help="time a user has to answer our close frame (default: %(default)g)")
+    parser.add_argument("--max-connections", type=positive(int), metavar="N",
+                        default=DEFAULTS["max_connections"],
+                        help="WebSocket users at once; more get HTTP 503 (default: "
+                        "%(default)d)")
+    parser.add_argument("--max-buffer", type=size, metavar="BYTES",
+                        default=DEFAULTS["max_buffer"],
+                        help="unsent output per user; a user that does not read is "
+                        "disconnected with 1008 beyond it (default: %(default)d = 4 MiB)")
+    parser.add_argument("--selector", choices=("default", "select"), default="default",
+                        help="readiness API: 'default' is the best the system has (epoll on "
+                        "Linux); 'select' is plain select() as the article (at most ~1000 "
+                        "users)")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true",
+                          help="log every message and frame (direction, opcode, length)")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="log only warnings")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+    try:
+        port = int(args.port)
+        if not 0 <= port <= 65535:
+            raise ValueError
+    except ValueError:
+        print(f"server.py: error: bad port {args.port!r}: use a number from 0 to 65535",
+              file=sys.stderr)
+        return 1
+    try:
+        callbacks = load(args.callback)
+        server = Server(args.address, port, callbacks, selector=args.selector,
+                        max_message_size=args.max_message_size,
+                        max_request_size=args.max_request_size,
+                        handshake_timeout=args.handshake_timeout,
+                        close_timeout=args.close_timeout,
+                        max_connections=args.max_connections, max_buffer=args.max_buffer)
+        server.listen()
+    except (CallbackError, ServerError) as exc:
+        print(f"server.py: error: {exc}", file=sys.stderr)
+        return 1
+    host = url_host(args.address)
+    log.info("Server started : %s", time.strftime("%Y-%m-%d %H:%M:%S"))
+    log.info("Listening on   : %s port %d (%s)", args.address, server.port,
+             describe_address(args.address))
+    log.info("Chat page      : http://%s:%d/", host, server.port)
+    log.info("WebSocket URL  : ws://%s:%d/", host, server.port)
+    log.info("Callback       : %s; selector: %s", callbacks.name,
+             type(server._selector).__name__)
+    log.info("CTRL-C to quit")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:  # a second Ctrl-C before the handlers were installed
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

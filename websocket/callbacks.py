@@ -1,0 +1,83 @@
+"""What the server does with messages: the built-in callbacks and drop-in scripts.
+
+A callback mirrors the article's `process($user, $msg, $server)`:
+
+    def process(user, message, server):   # message: str (text) or bytes (binary)
+        server.broadcast(message)
+
+A drop-in script is a Python file defining `process` and, optionally,
+`on_connect(user, server)` and `on_disconnect(user, server)`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from .server import Server
+    from .user import User
+
+Process = Callable[["User", "str | bytes", "Server"], Any]
+Hook = Callable[["User", "Server"], Any]
+
+
+def echo_to_all(user: User, message: str | bytes, server: Server) -> None:
+    """The article's behaviour: every message goes to every connected user."""
+    server.broadcast(message)
+
+
+def echo_to_sender(user: User, message: str | bytes, server: Server) -> None:
+    """`--callback echo`: answer the sender only (what Autobahn's test cases expect)."""
+    server.send(user, message)
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    process: Process
+    on_connect: Optional[Hook] = None
+    on_disconnect: Optional[Hook] = None
+    name: str = "echo to all"
+
+
+BUILTIN = {
+    "all": Callbacks(echo_to_all, name="echo to all"),
+    "echo": Callbacks(echo_to_sender, name="echo to sender"),
+}
+
+
+class CallbackError(Exception):
+    """A drop-in script could not be loaded (reported by the CLI in one line)."""
+
+
+def load(spec: str | None) -> Callbacks:
+    """`None` or "all": echo to all; "echo": echo to sender; else a path to a script."""
+    if spec is None:
+        return BUILTIN["all"]
+    if spec in BUILTIN:
+        return BUILTIN[spec]
+    path = Path(spec)
+    if not path.is_file():
+        raise CallbackError(f"callback script not found: {spec} (or use 'all' or 'echo')")
+    module_name = f"websocket_callback_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise CallbackError(f"cannot load callback script {spec}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # any error in someone else's script: one line, no traceback
+        raise CallbackError(f"callback script {spec} failed to load: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    process = getattr(module, "process", None)
+    if not callable(process):
+        raise CallbackError(f"callback script {spec} does not define process(user, message, "
+                            "server)")
+    hooks = {name: getattr(module, name, None) for name in ("on_connect", "on_disconnect")}
+    for name, hook in hooks.items():
+        if hook is not None and not callable(hook):
+            raise CallbackError(f"{name} in {spec} is not a function")
+    return Callbacks(process, hooks["on_connect"], hooks["on_disconnect"], name=str(path))

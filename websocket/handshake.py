@@ -1,0 +1,231 @@
+"""The opening handshake: HTTP request parsing, protocol detection, RFC 6455 §4.2 answers.
+
+Sans-I/O. `parse_request(buf)` returns None until the request is complete (for draft-76 that
+includes the 8 bytes after the blank line) and enforces the size limit as bytes arrive, so a
+request trickled in byte by byte or sent in one packet gives the same result. The original
+PHP took one recv() for the whole request and answered blindly; this is the fix.
+
+`upgrade(request)` decides which of the three generations a WebSocket request speaks and
+returns everything the server needs to answer it, or raises `HttpError` with the status and
+the one-line reason. Plain HTTP requests (no Upgrade) are `http.py`'s business.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+
+from . import legacy
+from .errors import HttpError
+
+# RFC 6455 §1.3: "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", concatenated with the client's key.
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_REQUEST_SIZE = 16 * 1024  # the whole request head; browsers send well under 2 KiB
+MAX_HEADERS = 100  # as http.client's _MAXHEADERS
+DRAFT76_KEY3_SIZE = 8  # draft-76 §4.1: "the 8 bytes" after the blank line
+
+RFC6455 = "rfc6455"
+HIXIE76 = "hixie76"
+HIXIE75 = "hixie75"
+
+
+@dataclass(frozen=True)
+class Request:
+    """An HTTP request head, plus the 8-byte key3 of a draft-76 upgrade."""
+
+    method: str
+    target: str
+    version: str  # "HTTP/1.1"
+    headers: tuple[tuple[str, str], ...]  # in order, names as sent
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """The value of header `name` (case-insensitive); repeated headers joined by ", "."""
+        name = name.lower()
+        values = [value for key, value in self.headers if key.lower() == name]
+        return ", ".join(values) if values else None
+
+    def count(self, name: str) -> int:
+        name = name.lower()
+        return sum(1 for key, _ in self.headers if key.lower() == name)
+
+    def has_token(self, name: str, token: str) -> bool:
+        """True when the comma-separated header `name` lists `token` (case-insensitive)."""
+        value = self.header(name) or ""
+        return token.lower() in (part.strip().lower() for part in value.split(","))
+
+    @property
+    def is_upgrade(self) -> bool:
+        """An upgrade to WebSocket was asked for (RFC 6455 §4.1 item 5; draft-75/76 alike)."""
+        return self.has_token("Upgrade", "websocket")
+
+
+def _is_draft76(headers: list[tuple[str, str]]) -> bool:
+    names = {key.lower() for key, _ in headers}
+    return ("sec-websocket-key1" in names and "sec-websocket-key2" in names
+            and "sec-websocket-version" not in names)
+
+
+def parse_request(buf: bytes | bytearray,
+                  max_size: int = MAX_REQUEST_SIZE) -> tuple[Request, int] | None:
+    """Parse one request from the start of `buf`: (request, bytes consumed), or None for more.
+
+    Raises HttpError: 431 when the head exceeds `max_size` before its blank line, 400 when
+    the request line or a header line is malformed.
+    """
+    end = buf.find(b"\r\n\r\n", 0, max_size + 4)
+    if end < 0:
+        if len(buf) > max_size:
+            raise HttpError(431, f"request head larger than {max_size} bytes")
+        if buf.startswith((b"\x16", b"\x80")):
+            raise HttpError(400, "TLS handshake on a plain ws:// port")
+        return None
+    try:
+        head = bytes(buf[:end]).decode("iso-8859-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
+        raise HttpError(400, "undecodable request head") from None
+    lines = head.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise HttpError(400, "malformed request line")
+    method, target, version = parts
+    if not method.isalpha() or not method.isupper():
+        raise HttpError(400, "malformed request method")
+    if version not in ("HTTP/1.0", "HTTP/1.1"):
+        if version.startswith("HTTP/"):
+            raise HttpError(505, f"{version} not supported")
+        raise HttpError(400, "malformed request line")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise HttpError(431, f"more than {MAX_HEADERS} header lines")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        # RFC 7230 §3.2.4: no whitespace before the colon, no obsolete line folding.
+        if not colon or not name or name != name.strip() or " " in name or "\t" in name:
+            raise HttpError(400, "malformed header line")
+        headers.append((name, value.strip(" \t")))
+    consumed = end + 4
+    body = b""
+    if method == "GET" and _is_draft76(headers):
+        # draft-76 §4.1: the request is not complete until 8 more bytes have arrived.
+        if len(buf) < consumed + DRAFT76_KEY3_SIZE:
+            return None
+        body = bytes(buf[consumed:consumed + DRAFT76_KEY3_SIZE])
+        consumed += DRAFT76_KEY3_SIZE
+    return Request(method, target, version, tuple(headers), body), consumed
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """An accepted WebSocket upgrade: which protocol, and the bytes that answer it."""
+
+    protocol: str  # RFC6455, HIXIE76 or HIXIE75
+    response: bytes
+    resource: str
+    host: str
+    origin: str | None
+
+
+def accept_key(key: str) -> str:
+    """RFC 6455 §4.2.2 item 5.4: base64(SHA-1(key + GUID))."""
+    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _check_key(key: str) -> None:
+    """RFC 6455 §4.1 item 7: the key is 16 random bytes, base64-encoded (24 characters)."""
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise HttpError(400, "Sec-WebSocket-Key is not base64") from None
+    if len(raw) != 16:
+        raise HttpError(400, "Sec-WebSocket-Key is not 16 bytes in base64")
+
+
+def upgrade(request: Request, secure: bool = False) -> Upgrade:
+    """Answer a WebSocket upgrade request in the protocol generation it speaks.
+
+    The generation is chosen from the headers alone:
+      - `Sec-WebSocket-Version` present: RFC 6455 (version 13, else 426);
+      - `Sec-WebSocket-Key1` and `-Key2`: draft-76;
+      - neither: draft-75.
+    Raises HttpError with the status and reason for anything malformed.
+    """
+    if request.method != "GET":
+        # RFC 6455 §4.1 item 2 / §4.2.1 item 1: "an HTTP/1.1 or higher GET request".
+        raise HttpError(405, "a WebSocket upgrade must be a GET", (("Allow", "GET, HEAD"),))
+    if request.version != "HTTP/1.1":
+        raise HttpError(400, "a WebSocket upgrade needs HTTP/1.1")
+    if not request.target.startswith("/"):
+        raise HttpError(400, "the WebSocket resource must be an absolute path")
+    host = request.header("Host")
+    if not host or request.count("Host") != 1:
+        raise HttpError(400, "missing or repeated Host header")
+    if not request.has_token("Connection", "upgrade"):
+        raise HttpError(400, "Connection header does not include Upgrade")
+    origin = request.header("Origin") or request.header("Sec-WebSocket-Origin")
+    version = request.header("Sec-WebSocket-Version")
+    key = request.header("Sec-WebSocket-Key")
+    scheme = "wss" if secure else "ws"
+    if version is not None:
+        return _upgrade_rfc6455(request, version, key, host, origin)
+    if key is not None:
+        raise HttpError(400, "Sec-WebSocket-Key without Sec-WebSocket-Version")
+    key1 = request.header("Sec-WebSocket-Key1")
+    key2 = request.header("Sec-WebSocket-Key2")
+    location = f"{scheme}://{host}{request.target}"
+    if key1 is not None or key2 is not None:
+        if key1 is None or key2 is None:
+            raise HttpError(400, "draft-76 request needs both Sec-WebSocket-Key1 and -Key2")
+        if request.count("Sec-WebSocket-Key1") != 1 or request.count("Sec-WebSocket-Key2") != 1:
+            raise HttpError(400, "repeated Sec-WebSocket-Key1 or -Key2")
+        challenge = legacy.challenge_response(key1, key2, request.body)
+        protocol = request.header("Sec-WebSocket-Protocol")
+        response = legacy.accept_response(76, origin or "null", location, protocol, challenge)
+        return Upgrade(HIXIE76, response, request.target, host, origin)
+    protocol = request.header("WebSocket-Protocol")
+    response = legacy.accept_response(75, origin or "null", location, protocol)
+    return Upgrade(HIXIE75, response, request.target, host, origin)
+
+
+def _upgrade_rfc6455(request: Request, version: str, key: str | None, host: str,
+                     origin: str | None) -> Upgrade:
+    if request.count("Sec-WebSocket-Version") != 1 or version.strip() != "13":
+        # RFC 6455 §4.2.2 item 4: answer with the versions we speak.
+        raise HttpError(426, f"unsupported WebSocket version {version!r}; this server speaks 13",
+                        (("Sec-WebSocket-Version", "13"),))
+    if key is None:
+        raise HttpError(400, "missing Sec-WebSocket-Key")
+    if request.count("Sec-WebSocket-Key") != 1:
+        raise HttpError(400, "repeated Sec-WebSocket-Key")
+    _check_key(key)
+    response = (
+        "HTTP/1.1 101 Switching Protocols\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n"
+        "\r\n"
+    ).encode("ascii")
+    return Upgrade(RFC6455, response, request.target, host, origin)
+
+
+REASONS = {
+    400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    408: "Request Timeout", 426: "Upgrade Required", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
+}
+
+
+def error_response(error: HttpError, head_only: bool = False) -> bytes:
+    """An HTTP error response with the one-line reason as its body; the connection closes."""
+    body = (error.reason + "\n").encode("utf-8")
+    lines = [
+        f"HTTP/1.1 {error.status} {REASONS.get(error.status, 'Error')}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    lines += [f"{name}: {value}" for name, value in error.headers]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+    return head if head_only else head + body

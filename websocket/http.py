@@ -1,0 +1,100 @@
+"""Plain HTTP on the WebSocket port: the chat page from `client/`, and nothing else.
+
+The page and the socket share one address, so the page can never disagree with the server
+about where to connect (the 2010 article's most common failure). GET and HEAD only; every
+path is resolved inside the client directory and anything that would leave it is a 404.
+Reads files, never sockets: the loop sends the bytes this returns.
+"""
+from __future__ import annotations
+
+import email.utils
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from .errors import HttpError
+from .handshake import REASONS, Request
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+    ".webmanifest": "application/manifest+json",
+}
+MAX_FILE_SIZE = 8 << 20  # the page's files are small; refuse to load anything huge
+
+
+@dataclass(frozen=True)
+class Response:
+    data: bytes
+    keep_alive: bool
+    status: int
+
+
+def keep_alive(request: Request) -> bool:
+    """RFC 7230 §6.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive"."""
+    if request.has_token("Connection", "close"):
+        return False
+    if request.version == "HTTP/1.0":
+        return request.has_token("Connection", "keep-alive")
+    return True
+
+
+def resolve(root: Path, target: str) -> Path:
+    """Map a request target to a file under `root`, or raise HttpError(404 or 400)."""
+    if not target.startswith("/"):
+        raise HttpError(400, "request target must be an absolute path")
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    try:
+        decoded = unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        raise HttpError(400, "request path is not valid UTF-8") from None
+    if "\x00" in decoded or "\\" in decoded:
+        raise HttpError(400, "malformed request path")
+    segments = [part for part in decoded.split("/") if part]
+    if any(part in (".", "..") for part in segments):
+        raise HttpError(404, "not found")
+    base = root.resolve()
+    candidate = base.joinpath(*segments)
+    if candidate.is_dir():
+        candidate = candidate / "index.html"
+    try:
+        real = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise HttpError(404, "not found") from None
+    # Belt and braces: symbolic links must not lead out of the client directory either.
+    if base != real and base not in real.parents or not real.is_file():
+        raise HttpError(404, "not found")
+    return real
+
+
+def serve(request: Request, root: Path) -> Response:
+    """Answer a plain (non-upgrade) HTTP request with a file from `root`."""
+    if request.method not in ("GET", "HEAD"):
+        raise HttpError(405, f"method {request.method} not allowed", (("Allow", "GET, HEAD"),))
+    path = resolve(root, request.target)
+    try:
+        if path.stat().st_size > MAX_FILE_SIZE:
+            raise HttpError(404, "not found")
+        body = path.read_bytes()
+    except OSError:
+        raise HttpError(404, "not found") from None
+    persist = keep_alive(request)
+    content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    lines = [
+        f"HTTP/1.1 200 {REASONS.get(200, 'OK')}",
+        f"Date: {email.utils.formatdate(usegmt=True)}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Cache-Control: no-cache",
+        "X-Content-Type-Options: nosniff",
+        "Connection: keep-alive" if persist else "Connection: close",
+    ]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    data = head if request.method == "HEAD" else head + body
+    return Response(data, persist, 200)

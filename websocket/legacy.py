@@ -1,0 +1,166 @@
+"""The 2010 protocols: draft-75 and draft-76 (hixie-76, hybi-00) handshakes and framing.
+
+This is what the original phpwebsocket spoke. Sans-I/O, like the RFC 6455 modules:
+
+- `challenge_response(key1, key2, key3)`: draft-76 §5.2 steps, MD5 over two numbers and
+  the 8 bytes that follow the request's blank line (the part the PHP divided blindly).
+- `accept_response(...)`: the 101 answers of draft-75 and draft-76.
+- `HixieReceiver`: `0x00 <utf-8> 0xFF` text frames, the `0xFF 0x00` closing handshake, and
+  length-prefixed frames that are skipped (draft-76 §5.3), with the same events as RFC 6455.
+
+There are no close codes, no binary messages and no pings in these drafts.
+"""
+from __future__ import annotations
+
+import codecs
+import hashlib
+import struct
+
+from .errors import HttpError, InvalidPayload, MessageTooBig, ProtocolError
+from .messages import DEFAULT_MAX_MESSAGE_SIZE, Close, Event, Message
+
+CLOSE_FRAME = b"\xff\x00"  # draft-76 §4.2 / §5.3: the closing handshake
+MAX_KEY_NUMBER = 4_294_967_295  # draft-76 §5.2: "greater than 4,294,967,295 ... abort"
+
+
+def key_part(key: str) -> int:
+    """Draft-76 §5.2: the digits of a key, as a number, divided by its number of spaces.
+
+    Raises HttpError(400) where the PHP original divided blindly: no spaces, no digits, a
+    number of 2^32 or more, or a number that is not an exact multiple of the spaces.
+    """
+    digits = "".join(ch for ch in key if "0" <= ch <= "9")
+    spaces = key.count(" ")
+    if not digits:
+        raise HttpError(400, "Sec-WebSocket-Key has no digits")
+    number = int(digits)
+    if number > MAX_KEY_NUMBER:
+        raise HttpError(400, "Sec-WebSocket-Key number is 2^32 or more")
+    if spaces == 0:
+        raise HttpError(400, "Sec-WebSocket-Key has no spaces")
+    if number % spaces:
+        raise HttpError(400, "Sec-WebSocket-Key number is not a multiple of its spaces")
+    return number // spaces
+
+
+def challenge_response(key1: str, key2: str, key3: bytes) -> bytes:
+    """Draft-76 §5.2: MD5 of the two key parts (big-endian 32-bit) and the 8-byte key3."""
+    if len(key3) != 8:
+        raise HttpError(400, "draft-76 request needs exactly 8 bytes after the headers")
+    challenge = struct.pack("!II", key_part(key1), key_part(key2)) + key3
+    return hashlib.md5(challenge).digest()
+
+
+def accept_response(draft: int, origin: str, location: str, protocol: str | None = None,
+                    challenge: bytes = b"") -> bytes:
+    """The 101 response of draft-75 (`draft=75`) or draft-76 (`draft=76`, with the MD5)."""
+    prefix = "Sec-" if draft == 76 else ""
+    lines = [
+        "HTTP/1.1 101 WebSocket Protocol Handshake" if draft == 76
+        else "HTTP/1.1 101 Web Socket Protocol Handshake",
+        "Upgrade: WebSocket",
+        "Connection: Upgrade",
+        f"{prefix}WebSocket-Origin: {origin}",
+        f"{prefix}WebSocket-Location: {location}",
+    ]
+    if protocol:
+        lines.append(f"{prefix}WebSocket-Protocol: {protocol}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + challenge
+
+
+def encode_text(text: str) -> bytes:
+    """Draft-76 §4.2: a text frame is 0x00, the UTF-8 bytes, 0xFF."""
+    return b"\x00" + text.encode("utf-8") + b"\xff"
+
+
+_new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+MAX_LENGTH_BYTES = 9  # 9 x 7 bits covers any length we would accept
+
+
+class HixieReceiver:
+    """Turns what a draft-75/76 client sends into events (draft-76 §5.3)."""
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self.max_message_size = max_message_size
+        self.closed = False
+        self._frame_type: int | None = None  # None: between frames
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._texts: list[str] = []
+        self._size = 0
+        self._skip = 0  # bytes of a length-prefixed frame still to discard
+
+    def receive(self, buf: bytearray, events: list[Event] | None = None) -> list[Event]:
+        """Consume what can be acted on from the front of `buf`; return events.
+
+        Raises ProtocolError subclasses like `messages.Receiver.receive`, and keeps the
+        events before the error in `events` when the caller passes its own list.
+        """
+        if events is None:
+            events = []
+        pos = 0
+        end = len(buf)
+        try:
+            while pos < end and not self.closed:
+                if self._skip:
+                    step = min(self._skip, end - pos)
+                    pos += step
+                    self._skip -= step
+                    continue
+                if self._frame_type is None:
+                    frame_type = buf[pos]
+                    if frame_type & 0x80:
+                        # A length-prefixed frame: 7 bits per byte, high bit = "more".
+                        length = 0
+                        i = pos + 1
+                        while True:
+                            if i >= end:
+                                return events
+                            if i - pos > MAX_LENGTH_BYTES:
+                                raise ProtocolError("length-prefixed frame length too long")
+                            byte = buf[i]
+                            length = (length << 7) | (byte & 0x7F)
+                            i += 1
+                            if not byte & 0x80:
+                                break
+                        pos = i
+                        if frame_type == 0xFF and length == 0:
+                            self.closed = True  # the closing handshake
+                            events.append(Close(1005))
+                            break
+                        if length > self.max_message_size:
+                            raise MessageTooBig(f"frame over the {self.max_message_size}-byte"
+                                                " limit")
+                        self._skip = length  # draft-76: read and discard
+                        continue
+                    self._frame_type = frame_type
+                    self._decoder = _new_utf8_decoder()
+                    self._size = 0
+                    pos += 1
+                # Inside a sentinel-terminated frame: data runs to the next 0xFF.
+                stop = buf.find(b"\xff", pos, end)
+                chunk_end = end if stop < 0 else stop
+                self._size += chunk_end - pos
+                if self._size > self.max_message_size:
+                    raise MessageTooBig(f"message over the {self.max_message_size}-byte limit")
+                if self._frame_type == 0x00:
+                    self._decode(bytes(buf[pos:chunk_end]), final=stop >= 0)
+                pos = chunk_end
+                if stop < 0:
+                    break
+                pos += 1  # the 0xFF
+                if self._frame_type == 0x00:
+                    events.append(Message("".join(self._texts)))
+                self._frame_type = None
+                self._texts = []
+        finally:
+            del buf[:pos]
+        return events
+
+    def _decode(self, chunk: bytes, final: bool) -> None:
+        assert self._decoder is not None
+        try:
+            text = self._decoder.decode(chunk, final)
+        except UnicodeDecodeError:
+            raise InvalidPayload("text frame is not valid UTF-8") from None
+        if text:
+            self._texts.append(text)

@@ -1,0 +1,206 @@
+"""RFC 6455 frames to messages: fragments, incremental UTF-8, size limits (§5.4, §5.6, §8.1).
+
+Sans-I/O. `Receiver.receive(buf)` consumes whatever complete information `buf` holds and
+returns events; it never waits for a whole frame before acting on what it has already seen:
+
+- a frame header that announces a message over the limit fails at once (1009), before any
+  of the payload is buffered;
+- the payload of a text frame goes through an incremental UTF-8 decoder as it arrives, so
+  invalid UTF-8 fails (1007) as soon as the bad byte is in, even mid-frame.
+
+The events are shared with the draft-75/76 receiver in `legacy.py`.
+"""
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+from typing import Union
+
+from .errors import InvalidPayload, MessageTooBig, ProtocolError
+from .frames import Opcode, apply_mask, parse_close, parse_header
+
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB, as websockets' default max_size
+
+
+@dataclass(frozen=True)
+class Message:
+    """A whole data message: `str` for text, `bytes` for binary."""
+
+    data: str | bytes
+
+
+@dataclass(frozen=True)
+class Ping:
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Pong:
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    """The peer's close frame (§5.5.1); code 1005 when it carried none."""
+
+    code: int
+    reason: str = ""
+
+
+Event = Union[Message, Ping, Pong, Close]
+
+_new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class Receiver:
+    """Turns the bytes a client sends into events, for one RFC 6455 connection."""
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 require_mask: bool = True) -> None:
+        self.max_message_size = max_message_size
+        self.require_mask = require_mask
+        self.closed = False  # a close frame was received: §5.5.1 nothing after it counts
+        # The frame whose payload is still arriving, and how much of it has been read.
+        self._opcode = Opcode.CONTINUATION
+        self._fin = True
+        self._mask: bytes | None = None
+        self._remaining = 0
+        self._offset = 0
+        self._in_frame = False
+        # The data message being assembled from fragments (§5.4), if any.
+        self._message_opcode: Opcode | None = None
+        self._message_size = 0
+        self._parts: list[bytes] = []
+        self._texts: list[str] = []
+        self._decoder: codecs.IncrementalDecoder | None = None
+
+    def receive(self, buf: bytearray, events: list[Event] | None = None) -> list[Event]:
+        """Consume from the front of `buf` everything that can be acted on; return events.
+
+        Raises a `ProtocolError` subclass (carrying its close code) when the data breaks
+        RFC 6455; the caller must then fail the connection and not call this again. Pass
+        your own `events` list to keep the events that came before the error.
+        """
+        if events is None:
+            events = []
+        pos = 0
+        end = len(buf)
+        try:
+            while pos < end and not self.closed:
+                if not self._in_frame:
+                    header = parse_header(buf, pos, self.require_mask)
+                    if header is None:
+                        break
+                    opcode, length = header.opcode, header.length
+                    if opcode >= Opcode.CLOSE:
+                        # Control frames (§5.5) are small: wait for all of it, then act.
+                        if end - pos < header.size + length:
+                            break
+                        pos += header.size
+                        payload = bytes(buf[pos:pos + length])
+                        pos += length
+                        if header.mask is not None:
+                            payload = apply_mask(payload, header.mask)
+                        events.append(self._control(opcode, payload))
+                        continue
+                    self._start_frame(opcode, header.fin, length)
+                    pos += header.size
+                    if (self._message_opcode is None and header.fin
+                            and end - pos >= length):
+                        # Fast path: a whole unfragmented message is already here.
+                        payload = bytes(buf[pos:pos + length])
+                        pos += length
+                        if header.mask is not None:
+                            payload = apply_mask(payload, header.mask)
+                        events.append(Message(self._whole(opcode, payload)))
+                        continue
+                    self._begin_fragment(opcode, header.fin, length, header.mask)
+                # Payload of a data frame, possibly only part of it.
+                take = min(self._remaining, end - pos)
+                chunk = bytes(buf[pos:pos + take])
+                pos += take
+                if self._mask is not None:
+                    chunk = apply_mask(chunk, self._mask, self._offset)
+                self._offset += take
+                self._remaining -= take
+                self._add(chunk)
+                if self._remaining:
+                    break
+                self._in_frame = False
+                if self._fin:
+                    events.append(Message(self._finish()))
+        finally:
+            del buf[:pos]
+        return events
+
+    def _start_frame(self, opcode: Opcode, fin: bool, length: int) -> None:
+        """Check a data frame's header against the message in progress (§5.4) and limits."""
+        if opcode == Opcode.CONTINUATION:
+            if self._message_opcode is None:
+                raise ProtocolError("continuation frame without a message to continue")
+        elif self._message_opcode is not None:
+            raise ProtocolError("new data frame while a fragmented message is unfinished")
+        if self._message_size + length > self.max_message_size:
+            # Checked on the header, before a byte of the payload is kept.
+            raise MessageTooBig(
+                f"message over the {self.max_message_size}-byte limit "
+                f"({self._message_size + length} bytes announced)")
+
+    def _begin_fragment(self, opcode: Opcode, fin: bool, length: int,
+                        mask: bytes | None) -> None:
+        self._in_frame = True
+        self._fin = fin
+        self._mask = mask
+        self._remaining = length
+        self._offset = 0
+        if opcode != Opcode.CONTINUATION:
+            self._message_opcode = opcode
+            if opcode == Opcode.TEXT:
+                self._decoder = _new_utf8_decoder()
+        self._message_size += length
+
+    def _add(self, chunk: bytes) -> None:
+        if self._decoder is not None:
+            try:
+                text = self._decoder.decode(chunk)
+            except UnicodeDecodeError:
+                raise InvalidPayload("text message is not valid UTF-8") from None
+            if text:
+                self._texts.append(text)
+        else:
+            self._parts.append(chunk)
+
+    def _finish(self) -> str | bytes:
+        data: str | bytes
+        if self._decoder is not None:
+            try:
+                tail = self._decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                raise InvalidPayload("text message ends inside a UTF-8 sequence") from None
+            data = "".join(self._texts) + tail
+        else:
+            data = b"".join(self._parts)
+        self._message_opcode = None
+        self._message_size = 0
+        self._parts = []
+        self._texts = []
+        self._decoder = None
+        return data
+
+    @staticmethod
+    def _whole(opcode: Opcode, payload: bytes) -> str | bytes:
+        if opcode == Opcode.TEXT:
+            try:
+                return payload.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidPayload("text message is not valid UTF-8") from None
+        return payload
+
+    def _control(self, opcode: Opcode, payload: bytes) -> Event:
+        if opcode == Opcode.PING:
+            return Ping(payload)
+        if opcode == Opcode.PONG:
+            return Pong(payload)
+        code, reason = parse_close(payload)
+        self.closed = True
+        return Close(code, reason)

@@ -1,0 +1,794 @@
+"""The loop: one master socket, one selector, every user's socket, and nothing else.
+
+This is the article's `WebSocket` class (connectMaster, run, connect, disconnect,
+doHandshake, send) made non-blocking and complete. It owns sockets, buffers and timers; the
+protocol work is done by the sans-I/O modules, which it feeds with bytes:
+
+    accept        -> a User in the HANDSHAKE state, registered for reading
+    readable      -> recv into user.inbuf -> handshake.parse_request / receiver.receive
+    events        -> process(user, message, server); pings answered; closes echoed
+    send          -> frames queued on user.outbuf; flushed once per loop pass, and the
+                     socket watched for writing only while something is left over
+    errors        -> `_fail`, the one place a protocol error becomes a close code or an
+                     HTTP status; only that user is dropped
+    timers        -> handshake, closing and linger deadlines, in a heap
+
+No threads. A slow client never blocks anybody: its frames wait in its own buffer, up to
+`max_buffer` bytes, and then it alone is disconnected.
+"""
+from __future__ import annotations
+
+import errno
+import heapq
+import logging
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from . import handshake, legacy
+from .callbacks import Callbacks, load
+from .errors import HttpError, ProtocolError
+from .frames import CloseCode, Opcode, describe_close_code, encode_close, encode_frame
+from .http import serve
+from .legacy import HixieReceiver
+from .messages import DEFAULT_MAX_MESSAGE_SIZE, Close, Event, Message, Ping, Pong, Receiver
+from .user import User, UserState
+
+log = logging.getLogger("websocket")
+
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
+RECV_SIZE = 256 * 1024
+ACCEPTS_PER_PASS = 64  # accept() at most this many connections per readiness event
+MAX_IOVECS = 512  # frames handed to one sendmsg(); below every system's IOV_MAX
+FD_SETSIZE = 1024  # select.select() cannot watch a descriptor at or above this
+DEFAULTS: dict[str, Any] = {
+    "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,  # bytes per message (RFC 6455 and hixie)
+    "max_request_size": handshake.MAX_REQUEST_SIZE,  # bytes of HTTP request head
+    "handshake_timeout": 10.0,  # seconds to send a complete request (and between requests)
+    "close_timeout": 5.0,  # seconds a user has to answer our close frame
+    "max_connections": 10_000,  # WebSocket users at once; beyond it, HTTP 503
+    "max_buffer": 4 << 20,  # bytes of unsent output per user before it is dropped
+}
+LINGER_TIMEOUT = 2.0  # after our last bytes and a half-close, wait this long for the peer's EOF
+SHUTDOWN_TIMEOUT = 2.0  # on Ctrl-C, how long users get to answer the 1001 close
+TOO_SLOW = CloseCode.POLICY_VIOLATION  # for a user whose unsent output exceeds max_buffer
+
+_ACCEPT = "accept"
+_WAKEUP = "wakeup"
+
+
+class ServerError(Exception):
+    """The server cannot start (address in use, bad address...); one line for the CLI."""
+
+
+class Server:
+    """A WebSocket chat server: `Server(address, port).serve_forever()`.
+
+    Methods for callbacks: `get_users()`, `send(user, message)`,
+    `broadcast(message, exclude=None)`, `disconnect(user, code=1000, reason="")`, `log(...)`.
+    """
+
+    def __init__(self, address: str = "127.0.0.1", port: int = 8080,
+                 callbacks: Callbacks | str | None = None, *,
+                 selector: str = "default", client_dir: Path | str = CLIENT_DIR,
+                 **limits: Any) -> None:
+        unknown = set(limits) - set(DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        settings = {**DEFAULTS, **limits}
+        self.address = address
+        self.port = port
+        self.callbacks = callbacks if isinstance(callbacks, Callbacks) else load(callbacks)
+        self.max_message_size: int = settings["max_message_size"]
+        self.max_request_size: int = settings["max_request_size"]
+        self.handshake_timeout: float = settings["handshake_timeout"]
+        self.close_timeout: float = settings["close_timeout"]
+        self.max_connections: int = settings["max_connections"]
+        self.max_buffer: int = settings["max_buffer"]
+        self.client_dir = Path(client_dir)
+        self.use_select = selector == "select"
+        self._selector: selectors.BaseSelector = (
+            selectors.SelectSelector() if self.use_select else selectors.DefaultSelector())
+        self.master: socket.socket | None = None
+        self._users: dict[int, User] = {}  # every connection, by id
+        self._open: dict[int, User] = {}  # WebSocket users (state OPEN), in order of arrival
+        self._next_id = 1
+        self._pending: dict[User, None] = {}  # users with output queued during this pass
+        self._timers: list[tuple[float, int, User]] = []  # (deadline, user id, user) heap
+        self._running = False
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._accept_paused_until = 0.0
+        self._wakeup: tuple[socket.socket, socket.socket] | None = None
+        self._debug = False
+        self._trace = False
+
+    # -- connectMaster -------------------------------------------------------------------
+
+    def listen(self) -> None:
+        """Create, bind and register the non-blocking master socket (`connectMaster`)."""
+        try:
+            infos = socket.getaddrinfo(self.address or None, self.port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        except (socket.gaierror, UnicodeError, OverflowError) as exc:
+            raise ServerError(f"bad address {self.address!r}: {exc}") from None
+        family, kind, proto, _, sockaddr = infos[0]
+        master = socket.socket(family, kind, proto)
+        try:
+            # A restarted server gets its port back at once, not after TIME_WAIT.
+            master.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            master.bind(sockaddr)
+            master.listen(socket.SOMAXCONN)
+        except OSError as exc:
+            master.close()
+            what = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                what = "address already in use (is another server running on it?)"
+            raise ServerError(f"cannot listen on {self.address} port {self.port}: "
+                              f"{what.lower() if what[0].isupper() else what}") from None
+        master.setblocking(False)
+        self.master = master
+        self.port = master.getsockname()[1]
+        self._selector.register(master, selectors.EVENT_READ, _ACCEPT)
+        self._raise_fd_limit()
+
+    def _raise_fd_limit(self) -> None:
+        """Each user is a file descriptor: lift the soft limit to the hard one."""
+        try:
+            import resource
+        except ImportError:  # pragma: no cover - not on POSIX
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            try:
+                target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError):
+                pass
+        reachable = soft - 16 if soft != resource.RLIM_INFINITY else self.max_connections
+        if self.use_select:
+            reachable = min(reachable, FD_SETSIZE - 16)
+        if reachable < self.max_connections:
+            why = "select() watches descriptors below 1024" if self.use_select else \
+                f"the open-file limit is {soft}"
+            log.warning("--max-connections %d cannot be reached: %s; about %d users fit",
+                        self.max_connections, why, reachable)
+
+    # -- run -----------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """The loop (`run`): wait for readiness, serve it, flush output, run timers."""
+        if self.master is None:
+            self.listen()
+        self._install_signal_handlers()
+        self._debug = log.isEnabledFor(logging.DEBUG)
+        self._trace = self._debug
+        self._running = True
+        select = self._selector.select
+        try:
+            while True:
+                if self._stopping and (not self._users or time.monotonic() >= self._stop_deadline):
+                    break
+                for key, mask in select(self._timeout()):
+                    target = key.data
+                    if target is _ACCEPT:
+                        self._accept()
+                    elif target is _WAKEUP:
+                        self._drain_wakeup()
+                    else:
+                        if mask & selectors.EVENT_READ:
+                            self._read(target)
+                        if mask & selectors.EVENT_WRITE and target.state is not UserState.CLOSED:
+                            self._flush(target)
+                if self._pending:
+                    self._flush_pending()
+                if self._timers and self._timers[0][0] <= time.monotonic():
+                    self._run_timers()
+                if self._accept_paused_until and time.monotonic() >= self._accept_paused_until:
+                    self._resume_accepting()
+        finally:
+            for user in list(self._users.values()):
+                self._close_socket(user, "server stopped")
+            self._close_master()
+            self._restore_signal_handlers()
+            self._running = False
+        log.info("Server stopped")
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown: 1001 to every user, up to 2 s for their answers."""
+        if self._stopping:
+            self._stop_deadline = 0.0  # asked twice: stop now
+            return
+        self._stopping = True
+        self._stop_deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+        self._close_master()
+        log.info("Shutting down: closing %d connection(s) with 1001 (going away)",
+                 len(self._users))
+        for user in list(self._users.values()):
+            if user.state is UserState.OPEN:
+                self._send_close(user, CloseCode.GOING_AWAY, "server shutting down")
+            elif user.state is UserState.HANDSHAKE and not user.outbuf:
+                self._close_socket(user, "server shutting down")
+        self._flush_pending()
+
+    def _timeout(self) -> float | None:
+        """How long select() may sleep: until the next timer, or for ever."""
+        deadlines = []
+        if self._timers:
+            deadlines.append(self._timers[0][0])
+        if self._stopping:
+            deadlines.append(self._stop_deadline)
+        if self._accept_paused_until:
+            deadlines.append(self._accept_paused_until)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    # -- connect ---------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        """Accept waiting connections (the article's `connect`)."""
+        assert self.master is not None
+        for _ in range(ACCEPTS_PER_PASS):
+            try:
+                sock, address = self.master.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("cannot accept: %s; pausing new connections for 0.1 s",
+                              exc.strerror)
+                    self._pause_accepting()
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            sock.setblocking(False)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                # A chat line must not wait for Nagle's algorithm and a delayed ACK.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.use_select and sock.fileno() >= FD_SETSIZE - 1:
+                self._refuse(sock, address, 503, "server full: select() cannot watch more "
+                                                 "connections")
+                continue
+            user = User(self._next_id, sock, address)
+            self._next_id += 1
+            self._users[user.id] = user
+            self._selector.register(sock, selectors.EVENT_READ, user)
+            self._set_deadline(user, self.handshake_timeout)
+            if self._debug:
+                log.debug("user %d (%s) connected", user.id, user.peer)
+
+    def _refuse(self, sock: socket.socket, address: Any, status: int, reason: str) -> None:
+        """Answer a connection we cannot even watch, without blocking, and close it."""
+        log.warning("refusing %s: HTTP %d: %s", address, status, reason)
+        try:
+            sock.send(handshake.error_response(HttpError(status, reason)))
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(RECV_SIZE)  # take what already arrived, so close() sends no RST
+        except OSError:
+            pass
+        sock.close()
+
+    def _pause_accepting(self) -> None:
+        if self.master is not None and not self._accept_paused_until:
+            self._selector.unregister(self.master)
+        self._accept_paused_until = time.monotonic() + 0.1
+
+    def _resume_accepting(self) -> None:
+        self._accept_paused_until = 0.0
+        if self.master is not None:
+            self._selector.register(self.master, selectors.EVENT_READ, _ACCEPT)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self, user: User) -> None:
+        try:
+            data = user.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._close_socket(user, f"connection error: {exc.strerror or exc}")
+            return
+        if not data:
+            self._close_socket(user, "connection closed by the client"
+                               if user.state is not UserState.CLOSED else "")
+            return
+        if user.close_after_flush or user.state is UserState.CLOSED:
+            return  # lingering after our last bytes: the rest is discarded
+        user.inbuf += data
+        if user.state is UserState.HANDSHAKE:
+            self._handshake(user)
+        elif user.receiver is not None:
+            self._receive(user)
+
+    def _handshake(self, user: User) -> None:
+        """Parse requests as they complete (`doHandshake`): upgrade, or serve the page."""
+        while user.state is UserState.HANDSHAKE and user.inbuf and not user.close_after_flush:
+            try:
+                parsed = handshake.parse_request(user.inbuf, self.max_request_size)
+            except HttpError as exc:
+                self._fail(user, exc)
+                return
+            if parsed is None:
+                return
+            request, consumed = parsed
+            del user.inbuf[:consumed]
+            try:
+                if request.is_upgrade:
+                    self._upgrade(user, request)
+                else:
+                    self._serve_http(user, request)
+            except HttpError as exc:
+                self._fail(user, exc, head_only=request.method == "HEAD")
+                return
+        if user.state is UserState.OPEN and user.inbuf:
+            self._receive(user)  # frames that came in the same packet as the request
+
+    def _upgrade(self, user: User, request: handshake.Request) -> None:
+        upgrade = handshake.upgrade(request)
+        if len(self._open) >= self.max_connections:
+            raise HttpError(503, f"server full ({self.max_connections} users)")
+        user.protocol = upgrade.protocol
+        user.resource = upgrade.resource
+        user.host = upgrade.host
+        user.origin = upgrade.origin
+        user.headers = request.headers
+        if upgrade.protocol == handshake.RFC6455:
+            user.receiver = Receiver(self.max_message_size)
+        else:
+            user.receiver = HixieReceiver(self.max_message_size)
+        user.state = UserState.OPEN
+        user.deadline = None
+        user.last_action = time.monotonic()
+        self._open[user.id] = user
+        self._queue(user, upgrade.response)
+        log.info("user %d (%s) joined: %s, resource %s, origin %s", user.id, user.peer,
+                 _PROTOCOL_NAMES[upgrade.protocol], user.resource, user.origin or "-")
+        hook = self.callbacks.on_connect
+        if hook is not None:
+            self._call(hook, user, self)
+
+    def _serve_http(self, user: User, request: handshake.Request) -> None:
+        response = serve(request, self.client_dir)
+        if self._debug:
+            log.debug("user %d (%s): %s %s -> %d", user.id, user.peer, request.method,
+                      request.target, response.status)
+        self._queue(user, response.data)
+        if response.keep_alive:
+            self._set_deadline(user, self.handshake_timeout)
+        else:
+            user.close_after_flush = True
+
+    def _receive(self, user: User) -> None:
+        """Frames to events to actions (the article's `process` call, and more)."""
+        assert user.receiver is not None
+        events: list[Event] = []
+        error: ProtocolError | None = None
+        try:
+            user.receiver.receive(user.inbuf, events)
+        except ProtocolError as exc:
+            error = exc
+        for event in events:
+            if isinstance(event, Message):
+                if user.state is UserState.OPEN:  # while closing, data is discarded
+                    user.last_action = time.monotonic()
+                    if self._debug:
+                        self._log_message(user, event.data)
+                    self._call(self.callbacks.process, user, event.data, self)
+            elif isinstance(event, Ping):
+                # RFC 6455 §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong
+                # frame in response ... the Application data of the Ping".
+                if user.state is UserState.OPEN:
+                    self._queue_frame(user, Opcode.PONG, event.payload)
+            elif isinstance(event, Pong):
+                pass  # §5.5.3: an unsolicited Pong needs no answer
+            elif isinstance(event, Close):
+                self._on_close(user, event)
+            if user.state is UserState.CLOSED:
+                return
+        if error is not None:
+            self._fail(user, error)
+
+    def _log_message(self, user: User, data: str | bytes) -> None:
+        if isinstance(data, str):
+            shown = data if len(data) <= 200 else data[:200] + "..."
+            log.debug("user %d says %r", user.id, shown)
+        else:
+            log.debug("user %d sent %d binary bytes", user.id, len(data))
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def _on_close(self, user: User, event: Close) -> None:
+        """The peer's close frame (RFC 6455 §5.5.1, §7.1.2; draft-76 0xFF 0x00)."""
+        if user.close_code is None:
+            user.close_code, user.close_reason = event.code, event.reason
+        if user.state is UserState.CLOSING:
+            # The answer to our close: the closing handshake is complete and, §7.1.1, "the
+            # server SHOULD close the underlying TCP connection" first.
+            self._close_socket(user, "closing handshake complete")
+            return
+        # The peer started it: "the endpoint MUST send a Close frame in response ...
+        # typically echoing the status code it received" (§5.5.1).
+        code = None if event.code == CloseCode.NO_STATUS else event.code
+        self._leave_open(user)
+        if user.protocol == handshake.RFC6455:
+            self._queue_frame(user, Opcode.CLOSE, encode_close(code))
+        else:
+            self._queue(user, legacy.CLOSE_FRAME)
+        user.state = UserState.CLOSING
+        user.close_after_flush = True
+
+    def _send_close(self, user: User, code: int, reason: str) -> None:
+        """Start the closing handshake ourselves and wait for the peer's answer (§7.1.2)."""
+        if user.state is not UserState.OPEN:
+            return
+        user.close_code, user.close_reason = code, reason
+        self._leave_open(user)
+        if user.protocol == handshake.RFC6455:
+            self._queue_frame(user, Opcode.CLOSE, encode_close(code, reason))
+        else:
+            self._queue(user, legacy.CLOSE_FRAME)
+        user.state = UserState.CLOSING
+        self._set_deadline(user, self.close_timeout)
+
+    def _fail(self, user: User, error: HttpError | ProtocolError, head_only: bool = False) -> None:
+        """The one place where bad input becomes an answer: a close code or an HTTP status.
+
+        RFC 6455 §7.1.7 "Fail the WebSocket Connection": send a close frame with the code,
+        stop reading frames, and close the connection. Hixie users get 0xFF 0x00. Requests
+        get the HTTP status with a one-line reason. Only this user is affected.
+        """
+        if isinstance(error, HttpError):
+            log.warning("user %d (%s): HTTP %d: %s", user.id, user.peer, error.status,
+                        error.reason)
+            user.inbuf.clear()
+            self._queue(user, handshake.error_response(error, head_only))
+            user.close_after_flush = True
+            return
+        code = error.code
+        log.warning("user %d (%s): closing with %d (%s): %s", user.id, user.peer, code,
+                    describe_close_code(code), error.reason)
+        user.close_code, user.close_reason = code, error.reason
+        user.inbuf.clear()
+        user.receiver = None
+        if user.state is UserState.OPEN:
+            self._leave_open(user)
+            if user.protocol == handshake.RFC6455:
+                self._queue_frame(user, Opcode.CLOSE, encode_close(code, error.reason))
+            else:
+                self._queue(user, legacy.CLOSE_FRAME)
+        user.state = UserState.CLOSING
+        user.close_after_flush = True
+
+    def _leave_open(self, user: User) -> None:
+        """The user no longer takes part in the chat (its socket may still be flushing)."""
+        self._open.pop(user.id, None)
+
+    def _close_socket(self, user: User, why: str) -> None:
+        """Forget the user and close its socket (the article's `disconnect`)."""
+        if user.state is UserState.CLOSED and user.sock.fileno() < 0:
+            return
+        was_websocket = user.protocol is not None
+        self._leave_open(user)
+        self._users.pop(user.id, None)
+        self._pending.pop(user, None)
+        try:
+            self._selector.unregister(user.sock)
+        except (KeyError, ValueError):
+            pass
+        user.sock.close()
+        user.state = UserState.CLOSED
+        user.outbuf.clear()
+        user.outbuf_size = 0
+        if not was_websocket:
+            if self._debug:
+                log.debug("user %d (%s) disconnected: %s", user.id, user.peer, why)
+            return
+        if user.close_code is None:
+            code_text = "1006 (abnormal: no close frame)"
+        else:
+            code_text = f"{user.close_code} ({describe_close_code(user.close_code)})"
+            if user.close_reason:
+                code_text += f" {user.close_reason!r}"
+        log.info("user %d (%s) left: %s%s", user.id, user.peer, code_text,
+                 f"; {why}" if why else "")
+        hook = self.callbacks.on_disconnect
+        if hook is not None:
+            self._call(hook, user, self)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _queue(self, user: User, data: bytes) -> None:
+        """Queue bytes for a user; they leave at the end of this loop pass."""
+        user.outbuf.append(data)
+        user.outbuf_size += len(data)
+        if not user.writing:
+            self._pending[user] = None
+        if user.outbuf_size > self.max_buffer and user.state is UserState.OPEN:
+            self._overflow(user)
+
+    def _queue_frame(self, user: User, opcode: Opcode, payload: bytes) -> None:
+        if self._trace:
+            log.debug("user %d > %s %d bytes", user.id, opcode.name, len(payload))
+        self._queue(user, encode_frame(opcode, payload))
+
+    def _overflow(self, user: User) -> None:
+        """A user that does not read while others talk: drop its backlog, and then it."""
+        unsent = user.outbuf_size
+        # Keep a frame already partly on the wire (cutting it would corrupt the stream).
+        keep = user.outbuf[0] if user.out_offset else None
+        user.outbuf.clear()
+        user.outbuf_size = 0
+        if keep is not None:
+            user.outbuf.append(keep)
+            user.outbuf_size = len(keep)
+        log.warning("user %d (%s) is not reading: %d bytes unsent (limit %d); disconnecting",
+                    user.id, user.peer, unsent, self.max_buffer)
+        self._send_close(user, TOO_SLOW, "too slow: output buffer full")
+        user.close_after_flush = True
+
+    def _flush_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        for user in pending:
+            if user.state is not UserState.CLOSED:
+                self._flush(user)
+
+    def _flush(self, user: User) -> None:
+        """One send for everything queued (scatter-gather), the rest waits for EVENT_WRITE."""
+        out = user.outbuf
+        if out:
+            try:
+                if len(out) == 1:
+                    first = out[0]
+                    sent = user.sock.send(memoryview(first)[user.out_offset:]
+                                          if user.out_offset else first)
+                else:
+                    chunks: list[bytes | memoryview] = []
+                    for i, chunk in enumerate(out):
+                        if i == MAX_IOVECS:
+                            break
+                        chunks.append(chunk)
+                    if user.out_offset:
+                        chunks[0] = memoryview(chunks[0])[user.out_offset:]
+                    sent = user.sock.sendmsg(chunks)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._close_socket(user, f"connection lost: {exc.strerror or exc}")
+                return
+            user.outbuf_size -= sent
+            offset = user.out_offset + sent
+            while out and offset >= len(out[0]):
+                offset -= len(out.popleft())
+            user.out_offset = offset
+        if out:
+            if not user.writing:
+                user.writing = True
+                self._selector.modify(user.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
+                                      user)
+            return
+        if user.writing:
+            user.writing = False
+            self._selector.modify(user.sock, selectors.EVENT_READ, user)
+        if user.close_after_flush and user.state is not UserState.CLOSED:
+            self._linger(user)
+
+    def _linger(self, user: User) -> None:
+        """Everything is sent: half-close, and wait briefly for the peer's EOF.
+
+        Closing at once with unread input would make the kernel send a reset, which can
+        destroy our last response or close frame before the peer reads it.
+        """
+        try:
+            user.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close_socket(user, "")
+            return
+        if user.state is UserState.OPEN:
+            self._leave_open(user)
+        self._set_deadline(user, LINGER_TIMEOUT)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _set_deadline(self, user: User, seconds: float) -> None:
+        user.deadline = time.monotonic() + seconds
+        heapq.heappush(self._timers, (user.deadline, user.id, user))
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, user = heapq.heappop(timers)
+            if user.deadline != deadline or user.state is UserState.CLOSED:
+                continue  # replaced by a later deadline, or already gone
+            user.deadline = None
+            if user.close_after_flush:
+                if user.outbuf:
+                    self._close_socket(user, "could not deliver the last bytes in time")
+                else:
+                    self._close_socket(user, "")
+            elif user.state is UserState.HANDSHAKE:
+                if user.inbuf:
+                    self._fail(user, HttpError(408, f"request not complete within "
+                                                    f"{self.handshake_timeout:g} s"))
+                    self._flush(user)
+                else:
+                    self._close_socket(user, "idle")
+            elif user.state is UserState.CLOSING:
+                if user.close_code is not None and user.close_reason:
+                    user.close_reason += " (no answer to our close)"
+                self._close_socket(user, "no close frame in answer to ours")
+
+    # -- the API for callbacks (the article's `send`, plus what a real chat needs) ----------
+
+    def get_users(self) -> list[User]:
+        """Every user with an open WebSocket, in order of arrival."""
+        return list(self._open.values())
+
+    def send(self, user: User, message: str | bytes) -> bool:
+        """Queue one message for one user. False if it cannot go (closed, or binary to hixie)."""
+        if user.state is not UserState.OPEN:
+            return False
+        if user.protocol == handshake.RFC6455:
+            if isinstance(message, str):
+                self._queue_frame(user, Opcode.TEXT, message.encode("utf-8"))
+            else:
+                self._queue_frame(user, Opcode.BINARY, bytes(message))
+            return True
+        if isinstance(message, str):
+            self._queue(user, legacy.encode_text(message))
+            return True
+        if self._debug:
+            log.debug("user %d (%s) cannot receive binary messages; skipped", user.id,
+                      user.protocol)
+        return False
+
+    def broadcast(self, message: str | bytes,
+                  exclude: User | Iterable[User] | None = None) -> int:
+        """Queue a message for every open user (except `exclude`); return how many get it.
+
+        The frame is encoded once per protocol, not once per user: every user's queue
+        holds the same bytes object.
+        """
+        if isinstance(message, str):
+            payload = message.encode("utf-8")
+            frame = encode_frame(Opcode.TEXT, payload)
+            hixie: bytes | None = b"\x00" + payload + b"\xff"
+            opcode = Opcode.TEXT
+        else:
+            payload = bytes(message)
+            frame = encode_frame(Opcode.BINARY, payload)
+            hixie = None
+            opcode = Opcode.BINARY
+        if exclude is None:
+            excluded: Any = ()
+        elif isinstance(exclude, User):
+            excluded = (exclude,)
+        else:
+            excluded = set(exclude)
+        delivered = 0
+        queue = self._queue
+        for user in list(self._open.values()):
+            if user in excluded:
+                continue
+            if user.protocol == handshake.RFC6455:
+                if self._trace:
+                    log.debug("user %d > %s %d bytes", user.id, opcode.name, len(payload))
+                queue(user, frame)
+            elif hixie is not None:
+                queue(user, hixie)
+            else:
+                if self._debug:
+                    log.debug("user %d (%s) cannot receive binary messages; skipped",
+                              user.id, user.protocol)
+                continue
+            delivered += 1
+        return delivered
+
+    def disconnect(self, user: User, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close a user's WebSocket with `code` and `reason` (the closing handshake)."""
+        if user.state is UserState.OPEN:
+            self._send_close(user, code, reason)
+        elif user.state is UserState.HANDSHAKE:
+            self._close_socket(user, reason or "disconnected by the server")
+
+    def log(self, *args: Any) -> None:
+        """Log a line from a callback, at INFO level."""
+        log.info(" ".join(str(arg) for arg in args))
+
+    def _call(self, function: Any, *args: Any) -> None:
+        """Run a callback; if it raises, log the traceback and carry on serving everyone."""
+        try:
+            function(*args)
+        except Exception:
+            name = getattr(function, "__name__", "callback")
+            log.exception("callback %s() raised; the server carries on", name)
+
+    # -- signals and the master socket ---------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals can only be handled in the main thread
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._wakeup = (reader, writer)
+        self._selector.register(reader, selectors.EVENT_READ, _WAKEUP)
+        # A signal writes a byte to `writer`, which wakes select() at once.
+        self._old_wakeup_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        self._old_handlers = {sig: signal.signal(sig, self._on_signal)
+                              for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signalled = signum
+
+    def _drain_wakeup(self) -> None:
+        assert self._wakeup is not None
+        try:
+            while self._wakeup[0].recv(512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        if getattr(self, "_signalled", None):
+            self._signalled = None
+            self.stop()
+
+    def _restore_signal_handlers(self) -> None:
+        if self._wakeup is None:
+            return
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._old_wakeup_fd)
+        for sock in self._wakeup:
+            try:
+                self._selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+            sock.close()
+        self._wakeup = None
+
+    def _close_master(self) -> None:
+        if self.master is None:
+            return
+        if not self._accept_paused_until:
+            try:
+                self._selector.unregister(self.master)
+            except (KeyError, ValueError):
+                pass
+        self.master.close()
+        self.master = None
+
+
+_PROTOCOL_NAMES = {
+    handshake.RFC6455: "RFC 6455",
+    handshake.HIXIE76: "draft-76 (hixie-76)",
+    handshake.HIXIE75: "draft-75 (hixie-75)",
+}
+
+
+def describe_address(address: str) -> str:
+    """One line on who can connect, for the start-up log."""
+    if address in ("0.0.0.0", ""):
+        return "every IPv4 interface: other machines on the network can connect"
+    if address == "::":
+        return "every interface: other machines on the network can connect"
+    if address in ("localhost", "::1") or address.startswith("127."):
+        return "loopback: only this machine can connect"
+    return f"only clients that can reach {address} can connect"
+
+
+def url_host(address: str) -> str:
+    """The host part of a URL for `address` (IPv6 in brackets; wildcards as loopback)."""
+    if address in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if address == "::":
+        return "[::1]"
+    return f"[{address}]" if ":" in address else address
+

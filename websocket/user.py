@@ -1,0 +1,98 @@
+"""The User: one connection's state, buffers and metadata. No I/O happens here.
+
+The PHP original's User had an id, a socket and a `handshake` flag; ours adds what a
+callback needs to know about who is talking (address, protocol, resource, Host, Origin,
+headers, times) and what the loop needs to serve it (input/output buffers, the receiver).
+"""
+from __future__ import annotations
+
+import socket
+import time
+from collections import deque
+from enum import Enum
+from typing import Any, Union
+
+from .legacy import HixieReceiver
+from .messages import Receiver
+
+
+class UserState(Enum):
+    HANDSHAKE = "handshake"  # reading an HTTP request (upgrade, or a page between requests)
+    OPEN = "open"  # WebSocket established: messages flow
+    CLOSING = "closing"  # our close frame is sent or queued; waiting for the peer's
+    CLOSED = "closed"  # socket closed; the object may still be held by a callback
+
+
+class User:
+    """One connected client. Callbacks read these attributes; only the server changes them.
+
+    Attributes:
+        id: a number unique for the life of the server, in order of connection.
+        address: the peer's (host, port) as `accept()` returned it.
+        state: a `UserState`; `handshake` is True once the WebSocket is established.
+        protocol: "rfc6455", "hixie76" or "hixie75" after the handshake, else None.
+        resource: the request path the client connected to (e.g. "/" or "/chat").
+        host, origin: the request's Host and Origin headers (origin may be None).
+        headers: every request header, in order, as (name, value) pairs.
+        connected_at: wall-clock time (time.time()) of the connection.
+        last_action: time.monotonic() of the last message received.
+        data: a free dict for callbacks' own per-user data (a nickname, a room...).
+    """
+
+    __slots__ = (
+        "id", "sock", "address", "state", "protocol", "resource", "host", "origin",
+        "headers", "connected_at", "last_action", "data", "inbuf", "outbuf",
+        "outbuf_size", "out_offset", "receiver", "deadline", "close_code",
+        "close_reason", "close_after_flush", "reject", "writing", "__weakref__",
+    )
+
+    def __init__(self, user_id: int, sock: socket.socket, address: Any) -> None:
+        self.id = user_id
+        self.sock = sock
+        self.address = address
+        self.state = UserState.HANDSHAKE
+        self.protocol: str | None = None
+        self.resource = ""
+        self.host = ""
+        self.origin: str | None = None
+        self.headers: tuple[tuple[str, str], ...] = ()
+        self.connected_at = time.time()
+        self.last_action = time.monotonic()
+        self.data: dict[str, Any] = {}
+        # Loop-owned state below.
+        self.inbuf = bytearray()
+        # Whole frames (or responses) waiting for the socket, in order; the first one may
+        # be partly sent already (`out_offset` bytes of it). Keeping frames whole means a
+        # broadcast queues one shared bytes object per user, never a copy.
+        self.outbuf: deque[bytes] = deque()
+        self.outbuf_size = 0
+        self.out_offset = 0
+        self.receiver: Union[Receiver, HixieReceiver, None] = None
+        self.deadline: float | None = None  # monotonic time when the current wait expires
+        self.close_code: int | None = None  # what the connection ended with (for the log)
+        self.close_reason = ""
+        self.close_after_flush = False  # HTTP answered / close sent: drop once flushed
+        self.reject: int | None = None  # an HTTP status to refuse the upgrade with (503)
+        self.writing = False  # registered for EVENT_WRITE
+
+    @property
+    def handshake(self) -> bool:
+        """The PHP original's flag: True once the WebSocket handshake is done."""
+        return self.state in (UserState.OPEN, UserState.CLOSING)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is UserState.OPEN
+
+    @property
+    def peer(self) -> str:
+        """The address as 'host:port' ('[::1]:port' for IPv6), for logs."""
+        try:
+            host, port = self.address[0], self.address[1]
+        except (TypeError, IndexError):
+            return str(self.address)
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.peer} {self.state.value} {self.protocol or ''}>".replace(
+            " >", ">")
