@@ -418,11 +418,11 @@ class Server:
         # typically echoing the status code it received" (§5.5.1).
         code = None if event.code == CloseCode.NO_STATUS else event.code
         self._leave_open(user)
+        user.state = UserState.CLOSING
         if user.protocol == handshake.RFC6455:
             self._queue_frame(user, Opcode.CLOSE, encode_close(code))
         else:
             self._queue(user, legacy.CLOSE_FRAME)
-        user.state = UserState.CLOSING
         user.close_after_flush = True
 
     def _send_close(self, user: User, code: int, reason: str) -> None:
@@ -431,11 +431,11 @@ class Server:
             return
         user.close_code, user.close_reason = code, reason
         self._leave_open(user)
+        user.state = UserState.CLOSING
         if user.protocol == handshake.RFC6455:
             self._queue_frame(user, Opcode.CLOSE, encode_close(code, reason))
         else:
             self._queue(user, legacy.CLOSE_FRAME)
-        user.state = UserState.CLOSING
         self._set_deadline(user, self.close_timeout)
 
     def _fail(self, user: User, error: HttpError | ProtocolError, head_only: bool = False) -> None:
@@ -460,6 +460,7 @@ class Server:
         user.receiver = None
         if user.state is UserState.OPEN:
             self._leave_open(user)
+            user.state = UserState.CLOSING
             if user.protocol == handshake.RFC6455:
                 self._queue_frame(user, Opcode.CLOSE, encode_close(code, error.reason))
             else:
@@ -506,13 +507,18 @@ class Server:
     # -- writing ---------------------------------------------------------------------------
 
     def _queue(self, user: User, data: bytes) -> None:
-        """Queue bytes for a user; they leave at the end of this loop pass."""
+        """Queue bytes for a user; they leave at the end of this loop pass.
+
+        A user whose unsent backlog is already over `max_buffer` is not reading: it is
+        dropped instead (one message larger than the limit still goes to a reader).
+        """
+        if user.outbuf_size > self.max_buffer and user.state is UserState.OPEN:
+            self._overflow(user)
+            return
         user.outbuf.append(data)
         user.outbuf_size += len(data)
         if not user.writing:
             self._pending[user] = None
-        if user.outbuf_size > self.max_buffer and user.state is UserState.OPEN:
-            self._overflow(user)
 
     def _queue_frame(self, user: User, opcode: Opcode, payload: bytes) -> None:
         if self._trace:
