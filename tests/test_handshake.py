@@ -1,0 +1,164 @@
+"""The opening handshake on bytes: incremental parsing, detection, RFC 6455 §4.2 answers."""
+from __future__ import annotations
+
+import pytest
+
+from websocket.errors import HttpError
+from websocket.handshake import (
+    HIXIE75, HIXIE76, RFC6455, Request, accept_key, error_response, parse_request, upgrade,
+)
+
+RFC_REQUEST = (b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Origin: http://example.com\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def request(data: bytes) -> Request:
+    parsed = parse_request(data)
+    assert parsed is not None
+    return parsed[0]
+
+
+def rfc(**changes: str | None) -> Request:
+    """The RFC's §1.2 request with some headers replaced (None removes one)."""
+    headers = dict(request(RFC_REQUEST).headers)
+    for name, value in changes.items():
+        name = name.replace("_", "-")
+        if value is None:
+            headers.pop(name, None)
+        else:
+            headers[name] = value
+    return Request("GET", "/chat", "HTTP/1.1", tuple(headers.items()))
+
+
+def test_rfc_1_3_accept_key() -> None:
+    # Test vector from RFC 6455 §1.3.
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_rfc_request_is_answered_with_101_and_the_accept_key() -> None:
+    answer = upgrade(request(RFC_REQUEST))
+    assert answer.protocol == RFC6455
+    assert answer.response.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer.response
+    assert answer.response.endswith(b"\r\n\r\n")
+    assert (answer.resource, answer.host, answer.origin) == (
+        "/chat", "server.example.com", "http://example.com")
+
+
+def test_request_fed_byte_by_byte_completes_only_at_the_end() -> None:
+    for cut in range(len(RFC_REQUEST)):
+        assert parse_request(RFC_REQUEST[:cut]) is None
+    parsed = parse_request(RFC_REQUEST + b"\x81\x85trailing")
+    assert parsed is not None and parsed[1] == len(RFC_REQUEST)  # frames after it are left
+
+
+def test_headers_are_case_insensitive_and_tokens_are_lists() -> None:
+    data = RFC_REQUEST.replace(b"Connection: Upgrade", b"connection: keep-alive, Upgrade")
+    data = data.replace(b"Upgrade: websocket", b"UPGRADE: WebSocket")
+    assert upgrade(request(data)).protocol == RFC6455
+
+
+@pytest.mark.parametrize("changes, status, reason", [
+    ({"Sec-WebSocket-Version": "8"}, 426, "version"),
+    ({"Sec-WebSocket-Key": None}, 400, "missing Sec-WebSocket-Key"),
+    ({"Sec-WebSocket-Key": "not base64!"}, 400, "base64"),
+    ({"Sec-WebSocket-Key": "c2hvcnQ="}, 400, "16 bytes"),
+    ({"Sec-WebSocket-Version": None}, 400, "without Sec-WebSocket-Version"),
+    ({"Host": None}, 400, "Host"),
+    ({"Connection": "keep-alive"}, 400, "Connection"),
+])
+def test_bad_upgrades_get_a_status_and_a_reason(changes: dict[str, str | None], status: int,
+                                                 reason: str) -> None:
+    with pytest.raises(HttpError, match=reason) as info:
+        upgrade(rfc(**changes))
+    assert info.value.status == status
+
+
+def test_426_names_the_version_we_speak() -> None:
+    with pytest.raises(HttpError) as info:
+        upgrade(rfc(**{"Sec-WebSocket-Version": "8"}))
+    response = error_response(info.value)
+    assert response.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+    assert b"\r\nSec-WebSocket-Version: 13\r\n" in response
+
+
+def test_upgrade_must_be_get_over_http_1_1() -> None:
+    with pytest.raises(HttpError) as info:
+        upgrade(request(RFC_REQUEST.replace(b"GET", b"POST", 1)))
+    assert info.value.status == 405
+    with pytest.raises(HttpError) as info:
+        upgrade(request(RFC_REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0", 1)))
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"GET / HTTP/1.1 extra\r\n\r\n", 400),
+    (b"GET\r\n\r\n", 400),
+    (b"get / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/2.0\r\n\r\n", 505),
+    (b"GET / SPDY\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # a TLS ClientHello
+])
+def test_malformed_requests_are_400(data: bytes, status: int) -> None:
+    with pytest.raises(HttpError) as info:
+        parse_request(data)
+    assert info.value.status == status
+
+
+def test_size_limit_is_enforced_before_the_blank_line() -> None:
+    assert parse_request(b"GET / HTTP/1.1\r\nX: " + b"a" * 100, max_size=200) is None
+    with pytest.raises(HttpError) as info:
+        parse_request(b"GET / HTTP/1.1\r\nX: " + b"a" * 300, max_size=200)
+    assert info.value.status == 431
+
+
+def test_too_many_headers() -> None:
+    data = b"GET / HTTP/1.1\r\n" + b"".join(b"X%d: y\r\n" % i for i in range(101)) + b"\r\n"
+    with pytest.raises(HttpError) as info:
+        parse_request(data)
+    assert info.value.status == 431
+
+
+def test_repeated_key_is_400() -> None:
+    data = RFC_REQUEST.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    with pytest.raises(HttpError) as info:
+        upgrade(request(data))
+    assert info.value.status == 400
+
+
+def test_generation_is_chosen_from_the_headers() -> None:
+    draft76 = (b"GET /demo HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key2: 12998 5 Y3 1  .P00\r\nUpgrade: WebSocket\r\n"
+               b"Sec-WebSocket-Key1: 4 @1  46546xW%0l 1 5\r\nOrigin: http://example.com\r\n"
+               b"\r\n^n:ds[4U")
+    assert upgrade(request(draft76)).protocol == HIXIE76
+    draft75 = (b"GET /demo HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+               b"Host: example.com\r\nOrigin: http://example.com\r\n\r\n")
+    answer = upgrade(request(draft75))
+    assert answer.protocol == HIXIE75
+    assert b"WebSocket-Location: ws://example.com/demo\r\n" in answer.response
+    assert b"WebSocket-Origin: http://example.com\r\n" in answer.response
+
+
+def test_draft76_request_waits_for_the_8_bytes_after_the_blank_line() -> None:
+    head = (b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key1: 1 0\r\nSec-WebSocket-Key2: 1 0\r\n\r\n")
+    for extra in range(8):
+        assert parse_request(head + b"12345678"[:extra]) is None
+    parsed = parse_request(head + b"12345678" + b"\x00hi\xff")
+    assert parsed is not None
+    assert parsed[0].body == b"12345678" and parsed[1] == len(head) + 8
+
+
+def test_error_response_has_a_one_line_reason_and_closes() -> None:
+    response = error_response(HttpError(400, "missing Sec-WebSocket-Key"))
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"Connection: close" in head
+    assert body == b"missing Sec-WebSocket-Key\n"
+    assert b"Content-Length: %d" % len(body) in head

@@ -1,0 +1,79 @@
+"""Plain HTTP on the WebSocket port: the page, content types, and no way out of client/."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from websocket.errors import HttpError
+from websocket.handshake import Request
+from websocket.http import keep_alive, resolve, serve
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    client = tmp_path / "client"
+    client.mkdir()
+    (client / "index.html").write_text("<!doctype html><title>chat</title>")
+    (client / "chat.js").write_text("1;")
+    (client / "sub").mkdir()
+    (client / "sub" / "index.html").write_text("sub")
+    (tmp_path / "secret.txt").write_text("secret")
+    (client / "link").symlink_to(tmp_path / "secret.txt")
+    return client
+
+
+def get(target: str, method: str = "GET", version: str = "HTTP/1.1",
+        headers: tuple[tuple[str, str], ...] = ()) -> Request:
+    return Request(method, target, version, (("Host", "h"),) + headers)
+
+
+def test_index_at_slash(root: Path) -> None:
+    response = serve(get("/"), root)
+    assert response.data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Type: text/html; charset=utf-8\r\n" in response.data
+    assert response.data.endswith(b"<!doctype html><title>chat</title>")
+    assert response.keep_alive
+
+
+def test_content_types(root: Path) -> None:
+    assert b"Content-Type: text/javascript" in serve(get("/chat.js?v=1"), root).data
+    assert serve(get("/sub/"), root).data.endswith(b"sub")
+
+
+def test_head_has_headers_only(root: Path) -> None:
+    response = serve(get("/", "HEAD"), root)
+    assert b"Content-Length: 34\r\n" in response.data
+    assert response.data.endswith(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize("target", [
+    "/nope.html", "/../secret.txt", "/%2e%2e/secret.txt", "/%2E%2E%2Fsecret.txt",
+    "/sub/../../secret.txt", "//etc/passwd", "/etc/passwd", "/link", "/./index.html/..",
+])
+def test_nothing_outside_client_is_served(root: Path, target: str) -> None:
+    with pytest.raises(HttpError) as info:
+        resolve(root, target)
+    assert info.value.status == 404
+
+
+@pytest.mark.parametrize("target", ["index.html", "http://h/", "/%00", "/a%5c..%5csecret",
+                                    "/%ff"])
+def test_malformed_paths_are_400(root: Path, target: str) -> None:
+    with pytest.raises(HttpError) as info:
+        resolve(root, target)
+    assert info.value.status == 400
+
+
+def test_other_methods_are_405(root: Path) -> None:
+    with pytest.raises(HttpError) as info:
+        serve(get("/", "POST"), root)
+    assert info.value.status == 405
+    assert ("Allow", "GET, HEAD") in info.value.headers
+
+
+def test_keep_alive_rules() -> None:
+    assert keep_alive(get("/"))
+    assert not keep_alive(get("/", headers=(("Connection", "close"),)))
+    assert not keep_alive(get("/", version="HTTP/1.0"))
+    assert keep_alive(get("/", version="HTTP/1.0", headers=(("Connection", "Keep-Alive"),)))
