@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import struct
+from typing import Callable
 
 from .errors import HttpError, InvalidPayload, MessageTooBig, ProtocolError
 from .messages import DEFAULT_MAX_MESSAGE_SIZE, Close, Event, Message
@@ -88,6 +89,8 @@ class HixieReceiver:
         self._texts: list[str] = []
         self._size = 0
         self._skip = 0  # bytes of a length-prefixed frame still to discard
+        # Called with (frame type, length) for each frame, when set (for -v logs).
+        self.on_frame: Callable[[int, int], object] | None = None
 
     def receive(self, buf: bytearray, events: list[Event] | None = None) -> list[Event]:
         """Consume what can be acted on from the front of `buf`; return events.
@@ -123,6 +126,8 @@ class HixieReceiver:
                             if not byte & 0x80:
                                 break
                         pos = i
+                        if self.on_frame is not None:
+                            self.on_frame(frame_type, length)
                         if frame_type == 0xFF and length == 0:
                             self.closed = True  # the closing handshake
                             events.append(Close(1005))
@@ -148,6 +153,8 @@ class HixieReceiver:
                 if stop < 0:
                     break
                 pos += 1  # the 0xFF
+                if self.on_frame is not None:
+                    self.on_frame(self._frame_type, self._size)
                 if self._frame_type == 0x00:
                     events.append(Message("".join(self._texts)))
                 self._frame_type = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Union
 
 from .errors import InvalidPayload, MessageTooBig, ProtocolError
 from .frames import Opcode, apply_mask, parse_close, parse_header
@@ -60,6 +60,8 @@ class Receiver:
         self.max_message_size = max_message_size
         self.require_mask = require_mask
         self.closed = False  # a close frame was received: §5.5.1 nothing after it counts
+        # Called with (opcode, fin, length) for every frame header, when set (for -v logs).
+        self.on_frame: Callable[[Opcode, bool, int], object] | None = None
         # The frame whose payload is still arriving, and how much of it has been read.
         self._opcode = Opcode.CONTINUATION
         self._fin = True
@@ -92,6 +94,8 @@ class Receiver:
                     if header is None:
                         break
                     opcode, length = header.opcode, header.length
+                    if self.on_frame is not None:
+                        self.on_frame(opcode, header.fin, length)
                     if opcode >= Opcode.CLOSE:
                         # Control frames (§5.5) are small: wait for all of it, then act.
                         if end - pos < header.size + length:

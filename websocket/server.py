@@ -208,8 +208,7 @@ class Server:
         self._stopping = True
         self._stop_deadline = time.monotonic() + SHUTDOWN_TIMEOUT
         self._close_master()
-        log.info("Shutting down: closing %d connection(s) with 1001 (going away)",
-                 len(self._users))
+        log.info("Shutting down: closing %d user(s) with 1001 (going away)", len(self._open))
         for user in list(self._users.values()):
             if user.state is UserState.OPEN:
                 self._send_close(user, CloseCode.GOING_AWAY, "server shutting down")
@@ -342,8 +341,15 @@ class Server:
         user.headers = request.headers
         if upgrade.protocol == handshake.RFC6455:
             user.receiver = Receiver(self.max_message_size)
+            if self._trace:
+                user.receiver.on_frame = lambda opcode, fin, length: log.debug(
+                    "user %d < %s%s %d bytes", user.id, opcode.name, "" if fin else " (more)",
+                    length)
         else:
             user.receiver = HixieReceiver(self.max_message_size)
+            if self._trace:
+                user.receiver.on_frame = lambda kind, length: log.debug(
+                    "user %d < hixie frame %#04x %d bytes", user.id, kind, length)
         user.state = UserState.OPEN
         user.deadline = None
         user.last_action = time.monotonic()
