@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 from websocket.callbacks import CallbackError, load
 from websocket.server import DEFAULTS, Server, ServerError, describe_address, url_host
@@ -32,7 +33,7 @@ def size(text: str) -> int:
     return value
 
 
-def positive(kind: type) -> object:
+def positive(kind: type) -> Callable[[str], object]:
     def convert(text: str) -> object:
         try:
             value = kind(text)

@@ -14,9 +14,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -44,7 +43,8 @@ class ServerProcess:
         self.page_url = match.group(1)
         self.host = address
         self.port = int(match.group(3))
-        self.ws_url = f"ws://{'[%s]' % address if ':' in address else address}:{self.port}/"
+        host = f"[{address}]" if ":" in address else address
+        self.ws_url = f"ws://{host}:{self.port}/"
 
     def _drain(self, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]

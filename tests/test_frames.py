@@ -7,8 +7,15 @@ import pytest
 
 from websocket.errors import InvalidPayload, ProtocolError
 from websocket.frames import (
-    CloseCode, Opcode, apply_mask, encode_close, encode_frame, is_valid_close_code, parse_close,
-    parse_frame, parse_header,
+    CloseCode,
+    Opcode,
+    apply_mask,
+    encode_close,
+    encode_frame,
+    is_valid_close_code,
+    parse_close,
+    parse_frame,
+    parse_header,
 )
 
 # RFC 6455 §5.7 "Examples", verbatim.

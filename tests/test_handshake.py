@@ -5,7 +5,14 @@ import pytest
 
 from websocket.errors import HttpError
 from websocket.handshake import (
-    HIXIE75, HIXIE76, RFC6455, Request, accept_key, error_response, parse_request, upgrade,
+    HIXIE75,
+    HIXIE76,
+    RFC6455,
+    Request,
+    accept_key,
+    error_response,
+    parse_request,
+    upgrade,
 )
 
 RFC_REQUEST = (b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n"
@@ -125,7 +132,8 @@ def test_too_many_headers() -> None:
 
 
 def test_repeated_key_is_400() -> None:
-    data = RFC_REQUEST.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    again = b"\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    data = RFC_REQUEST.replace(b"\r\n\r\n", again)
     with pytest.raises(HttpError) as info:
         upgrade(request(data))
     assert info.value.status == 400

@@ -5,7 +5,12 @@ import pytest
 
 from websocket.errors import HttpError, InvalidPayload, MessageTooBig
 from websocket.legacy import (
-    CLOSE_FRAME, HixieReceiver, accept_response, challenge_response, encode_text, key_part,
+    CLOSE_FRAME,
+    HixieReceiver,
+    accept_response,
+    challenge_response,
+    encode_text,
+    key_part,
 )
 from websocket.messages import Close, Event, Message
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from websocket.errors import InvalidPayload, MessageTooBig, ProtocolError
-from websocket.frames import Opcode, encode_frame, encode_close
+from websocket.frames import Opcode, encode_close, encode_frame
 from websocket.messages import Close, Event, Message, Ping, Pong, Receiver
 
 KEY = b"\x37\xfa\x21\x3d"

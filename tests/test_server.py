@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import ServerProcess
 from wsclient import Client, close_payload, draft75_request, draft76_request, frame
 

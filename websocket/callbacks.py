@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .server import Server
@@ -37,8 +38,8 @@ def echo_to_sender(user: User, message: str | bytes, server: Server) -> None:
 @dataclass(frozen=True)
 class Callbacks:
     process: Process
-    on_connect: Optional[Hook] = None
-    on_disconnect: Optional[Hook] = None
+    on_connect: Hook | None = None
+    on_disconnect: Hook | None = None
     name: str = "echo to all"
 
 

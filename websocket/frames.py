@@ -77,7 +77,8 @@ MASK_BIT = 0x80
 LENGTH_BITS = 0x7F
 LENGTH_16 = 126  # "the following 2 bytes interpreted as a 16-bit unsigned integer"
 LENGTH_64 = 127  # "the following 8 bytes interpreted as a 64-bit unsigned integer"
-MAX_CONTROL_PAYLOAD = 125  # §5.5: "All control frames MUST have a payload length of 125 bytes or less"
+# §5.5: "All control frames MUST have a payload length of 125 bytes or less".
+MAX_CONTROL_PAYLOAD = 125
 
 
 @dataclass(frozen=True)

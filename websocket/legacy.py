@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import HttpError, InvalidPayload, MessageTooBig, ProtocolError
 from .messages import DEFAULT_MAX_MESSAGE_SIZE, Close, Event, Message

@@ -13,8 +13,8 @@ The events are shared with the draft-75/76 receiver in `legacy.py`.
 from __future__ import annotations
 
 import codecs
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 from .errors import InvalidPayload, MessageTooBig, ProtocolError
 from .frames import Opcode, apply_mask, parse_close, parse_header
@@ -47,7 +47,7 @@ class Close:
     reason: str = ""
 
 
-Event = Union[Message, Ping, Pong, Close]
+Event = Message | Ping | Pong | Close
 
 _new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 

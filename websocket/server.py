@@ -107,6 +107,7 @@ class Server:
         self._wakeup: tuple[socket.socket, socket.socket] | None = None
         self._debug = False
         self._trace = False
+        self._signalled: int | None = None
 
     # -- connectMaster -------------------------------------------------------------------
 
@@ -748,7 +749,7 @@ class Server:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
-        if getattr(self, "_signalled", None):
+        if self._signalled is not None:
             self._signalled = None
             self.stop()
 

@@ -10,7 +10,7 @@ import socket
 import time
 from collections import deque
 from enum import Enum
-from typing import Any, Union
+from typing import Any
 
 from .legacy import HixieReceiver
 from .messages import Receiver
@@ -67,7 +67,7 @@ class User:
         self.outbuf: deque[bytes] = deque()
         self.outbuf_size = 0
         self.out_offset = 0
-        self.receiver: Union[Receiver, HixieReceiver, None] = None
+        self.receiver: Receiver | HixieReceiver | None = None
         self.deadline: float | None = None  # monotonic time when the current wait expires
         self.close_code: int | None = None  # what the connection ended with (for the log)
         self.close_reason = ""
