@@ -509,3 +509,23 @@ def test_ipv6_loopback(start_server: Start) -> None:
     a = Client(server.port, host="::1").handshake()
     a.send_text("v6")
     assert a.recv_message() == "v6"
+
+
+def test_readme_drop_in_example_works(start_server: Start, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = readme.split("```python\n# rooms.py", 1)[1].split("```", 1)[0]
+    script = tmp_path / "rooms.py"
+    script.write_text("# rooms.py" + code)
+    server = start_server("--callback", str(script))
+    a = Client(server.port).handshake()
+    assert a.recv_message() == "welcome, 1 here"
+    b = Client(server.port).handshake()
+    assert b.recv_message() == "welcome, 2 here"
+    a.send_text("/nick ada")
+    a.send_text("hello")
+    assert b.recv_message() == "ada: hello"
+    b.send_text("/quit")
+    assert b.recv_close() == (1000, "bye")
+    b.send_frame(0x8, close_payload(1000))
+    assert a.recv_message() == "guest2 left"
+    a.close_handshake()
