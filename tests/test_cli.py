@@ -80,8 +80,9 @@ def test_restart_gets_the_port_back_at_once(start_server: Start) -> None:
     user = Client(port).handshake()
     user.send_text("x")
     user.recv_message()
-    assert first.stop() == 0  # the server closed first: its side is in TIME_WAIT now
+    user.close_handshake()  # the server closes TCP first: its side is in TIME_WAIT now
     user.close()
+    assert first.stop() == 0
     again = subprocess.Popen([sys.executable, str(SERVER), "127.0.0.1", str(port)],
                              stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:

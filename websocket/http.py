@@ -61,14 +61,14 @@ def resolve(root: Path, target: str) -> Path:
         raise HttpError(404, "not found")
     base = root.resolve()
     candidate = base.joinpath(*segments)
-    if candidate.is_dir():
-        candidate = candidate / "index.html"
     try:
+        if candidate.is_dir():
+            candidate = candidate / "index.html"
         real = candidate.resolve(strict=True)
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):  # e.g. a name longer than NAME_MAX
         raise HttpError(404, "not found") from None
     # Belt and braces: symbolic links must not lead out of the client directory either.
-    if base != real and base not in real.parents or not real.is_file():
+    if (base != real and base not in real.parents) or not real.is_file():
         raise HttpError(404, "not found")
     return real
 

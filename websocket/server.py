@@ -430,7 +430,10 @@ class Server:
             self._queue_frame(user, Opcode.CLOSE, encode_close(code))
         else:
             self._queue(user, legacy.CLOSE_FRAME)
+        # Both close frames are exchanged once ours is out; the peer sends nothing more, so
+        # the server closes the TCP connection right then (§7.1.1), with no reset to fear.
         user.close_after_flush = True
+        user.linger = False
 
     def _send_close(self, user: User, code: int, reason: str) -> None:
         """Start the closing handshake ourselves and wait for the peer's answer (§7.1.2)."""
@@ -591,7 +594,10 @@ class Server:
             user.writing = False
             self._selector.modify(user.sock, selectors.EVENT_READ, user)
         if user.close_after_flush and user.state is not UserState.CLOSED:
-            self._linger(user)
+            if user.linger:
+                self._linger(user)
+            else:
+                self._close_socket(user, "closing handshake complete")
 
     def _linger(self, user: User) -> None:
         """Everything is sent: half-close, and wait briefly for the peer's EOF.

@@ -43,7 +43,7 @@ class User:
         "id", "sock", "address", "state", "protocol", "resource", "host", "origin",
         "headers", "connected_at", "last_action", "data", "inbuf", "outbuf",
         "outbuf_size", "out_offset", "receiver", "deadline", "close_code",
-        "close_reason", "close_after_flush", "reject", "writing", "__weakref__",
+        "close_reason", "close_after_flush", "linger", "writing", "__weakref__",
     )
 
     def __init__(self, user_id: int, sock: socket.socket, address: Any) -> None:
@@ -72,7 +72,7 @@ class User:
         self.close_code: int | None = None  # what the connection ended with (for the log)
         self.close_reason = ""
         self.close_after_flush = False  # HTTP answered / close sent: drop once flushed
-        self.reject: int | None = None  # an HTTP status to refuse the upgrade with (503)
+        self.linger = True  # after the last bytes, half-close and wait for the peer's EOF
         self.writing = False  # registered for EVENT_WRITE
 
     @property
