@@ -529,3 +529,31 @@ def test_readme_drop_in_example_works(start_server: Start, tmp_path: Path) -> No
     b.send_frame(0x8, close_payload(1000))
     assert a.recv_message() == "guest2 left"
     a.close_handshake()
+
+
+def test_select_refuses_users_beyond_fd_setsize_cleanly(start_server: Start) -> None:
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the open-file hard limit ({hard}) is below what this test needs")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    server = start_server("--selector", "select")
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
+             for _ in range(1100)]
+    try:
+        answers = []
+        for sock in socks:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Sec-WebSocket-Version: 13\r\n\r\n")
+            answers.append(sock.recv(64).split(b" ")[1])
+        assert set(answers) == {b"101", b"503"}
+        assert answers.count(b"101") > 900  # select() watches descriptors up to 1023
+        assert answers[-1] == b"503"
+    finally:
+        for sock in socks:
+            sock.close()
+    assert server.proc.poll() is None
+    assert "Traceback" not in server.log
+    (a,) = joined(server.port)
+    assert_still_chatting(server.port, a)
