@@ -84,6 +84,9 @@ MAX_LENGTH_BYTES = 9  # 9 x 7 bits covers any length we would accept
 class HixieReceiver:
     """Turns what a draft-75/76 client sends into events (draft-76 §5.3)."""
 
+    __slots__ = ("max_message_size", "closed", "on_frame", "_frame_type", "_decoder", "_texts",
+                 "_size", "_skip")
+
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.max_message_size = max_message_size
         self.closed = False

@@ -55,6 +55,10 @@ _new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 class Receiver:
     """Turns the bytes a client sends into events, for one RFC 6455 connection."""
 
+    __slots__ = ("max_message_size", "require_mask", "closed", "on_frame", "_fin",
+                 "_mask", "_remaining", "_offset", "_in_frame", "_message_opcode",
+                 "_message_size", "_parts", "_texts", "_decoder")
+
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  require_mask: bool = True) -> None:
         self.max_message_size = max_message_size
@@ -63,7 +67,6 @@ class Receiver:
         # Called with (opcode, fin, length) for every frame header, when set (for -v logs).
         self.on_frame: Callable[[Opcode, bool, int], object] | None = None
         # The frame whose payload is still arriving, and how much of it has been read.
-        self._opcode = Opcode.CONTINUATION
         self._fin = True
         self._mask: bytes | None = None
         self._remaining = 0

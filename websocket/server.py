@@ -581,8 +581,14 @@ class Server:
                 return
             user.outbuf_size -= sent
             offset = user.out_offset + sent
-            while out and offset >= len(out[0]):
-                offset -= len(out.popleft())
+            done = 0
+            for chunk in out:
+                if offset < len(chunk):
+                    break
+                offset -= len(chunk)
+                done += 1
+            if done:
+                del out[:done]
             user.out_offset = offset
         if out:
             if not user.writing:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections import deque
 from enum import Enum
 from typing import Any
 
@@ -41,7 +40,7 @@ class User:
 
     __slots__ = (
         "id", "sock", "address", "state", "protocol", "resource", "host", "origin",
-        "headers", "connected_at", "last_action", "data", "inbuf", "outbuf",
+        "_headers", "connected_at", "last_action", "data", "inbuf", "outbuf",
         "outbuf_size", "out_offset", "receiver", "deadline", "close_code",
         "close_reason", "close_after_flush", "linger", "writing", "__weakref__",
     )
@@ -55,7 +54,9 @@ class User:
         self.resource = ""
         self.host = ""
         self.origin: str | None = None
-        self.headers: tuple[tuple[str, str], ...] = ()
+        # The request headers, kept as one string (a browser sends ~12 headers: as tuples of
+        # strings they would cost more memory than everything else an idle user holds).
+        self._headers = ""
         self.connected_at = time.time()
         self.last_action = time.monotonic()
         self.data: dict[str, Any] = {}
@@ -64,7 +65,7 @@ class User:
         # Whole frames (or responses) waiting for the socket, in order; the first one may
         # be partly sent already (`out_offset` bytes of it). Keeping frames whole means a
         # broadcast queues one shared bytes object per user, never a copy.
-        self.outbuf: deque[bytes] = deque()
+        self.outbuf: list[bytes] = []
         self.outbuf_size = 0
         self.out_offset = 0
         self.receiver: Receiver | HixieReceiver | None = None
@@ -79,6 +80,16 @@ class User:
     def handshake(self) -> bool:
         """The PHP original's flag: True once the WebSocket handshake is done."""
         return self.state in (UserState.OPEN, UserState.CLOSING)
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Every request header, in order, as (name, value) pairs."""
+        pairs = (line.partition(":") for line in self._headers.split("\n") if line)
+        return tuple((name, value.strip()) for name, _, value in pairs)
+
+    @headers.setter
+    def headers(self, headers: tuple[tuple[str, str], ...]) -> None:
+        self._headers = "".join(f"{name}:{value}\n" for name, value in headers)
 
     @property
     def is_open(self) -> bool:
