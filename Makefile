@@ -35,3 +35,44 @@ bench:
 
 bench-quick:
 	$(PYTHON) bench/run.py --quick
+
+# Autobahn|Testsuite cases 1.x-10.x (all 301) against our server in echo mode, closing
+# handshakes checked too (--strict-close). Fails if the runner is missing or a case FAILED.
+# See docs/conformance.md.
+AUTOBAHN_OUT ?= reports/autobahn
+
+conformance:
+	@if [ ! -x "$(AUTOBAHN)" ]; then \
+	  echo "make conformance: the Autobahn runner is not at $(AUTOBAHN) (or not executable)." >&2; \
+	  echo "  It lives in the team's shared/ checkout, beside this one; elsewhere run" >&2; \
+	  echo "  make conformance AUTOBAHN=/path/to/shared/tools/autobahn/run" >&2; \
+	  exit 2; \
+	fi
+	@port=$$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'); \
+	$(PYTHON) server.py 127.0.0.1 $$port --callback echo --max-message-size 16777216 -q & \
+	pid=$$!; \
+	trap 'kill $$pid 2>/dev/null' EXIT INT TERM; \
+	if ! $(PYTHON) -c 'import socket, sys, time; port = int(sys.argv[1]); sys.exit(0 if any(not socket.socket().connect_ex(("127.0.0.1", port)) or time.sleep(0.1) for _ in range(100)) else 1)' $$port; then \
+	  echo "make conformance: the server (PID $$pid) is not listening on 127.0.0.1:$$port" >&2; \
+	  exit 1; \
+	fi; \
+	echo "conformance: server PID $$pid on 127.0.0.1:$$port (--callback echo --max-message-size 16777216)"; \
+	rc=0; rm -f $(AUTOBAHN_OUT)/report.json $(AUTOBAHN_OUT)/table.md; \
+	$(AUTOBAHN) --url ws://127.0.0.1:$$port --strict-close --out $(AUTOBAHN_OUT) || rc=$$?; \
+	kill $$pid; wait $$pid; trap - EXIT INT TERM; \
+	if [ $$rc -eq 0 ] || [ -f $(AUTOBAHN_OUT)/report.json ]; then \
+	  $(PYTHON) tests/autobahn_report.py $(AUTOBAHN_OUT)/report.json --expect 301 \
+	    > $(AUTOBAHN_OUT)/table.md || rc=1; \
+	  cat $(AUTOBAHN_OUT)/table.md; \
+	fi; \
+	if [ $$rc -ne 0 ]; then echo "make conformance: FAILED (exit $$rc)" >&2; fi; \
+	exit $$rc
+
+# Chaos soak: hundreds of chatting users plus users that vanish, trickle, send garbage or stop
+# reading, against a server with small limits; checks delivery, fds, RSS and latency.
+# `make test` runs a ~10 s version (tests/test_soak.py). SOAK_DURATION=600 for a longer one.
+SOAK_DURATION ?= 180
+SOAK_USERS ?= 300
+
+soak:
+	$(PYTHON) tests/soak.py --duration $(SOAK_DURATION) --users $(SOAK_USERS)

@@ -430,10 +430,10 @@ class Server:
             self._queue_frame(user, Opcode.CLOSE, encode_close(code))
         else:
             self._queue(user, legacy.CLOSE_FRAME)
-        # Both close frames are exchanged once ours is out; the peer sends nothing more, so
-        # the server closes the TCP connection right then (§7.1.1), with no reset to fear.
+        # Both close frames are exchanged: the user has left the chat. The socket lingers
+        # until our answer is flushed and the peer's EOF arrives (see `_linger`).
         user.close_after_flush = True
-        user.linger = False
+        self._announce_left(user, "closing handshake complete")
 
     def _send_close(self, user: User, code: int, reason: str) -> None:
         """Start the closing handshake ourselves and wait for the peer's answer (§7.1.2)."""
@@ -486,7 +486,7 @@ class Server:
         """Forget the user and close its socket (the article's `disconnect`)."""
         if user.state is UserState.CLOSED and user.sock.fileno() < 0:
             return
-        was_websocket = user.protocol is not None
+        was_websocket = user.protocol is not None and not user.left
         self._leave_open(user)
         self._users.pop(user.id, None)
         self._pending.pop(user, None)
@@ -502,6 +502,13 @@ class Server:
             if self._debug:
                 log.debug("user %d (%s) disconnected: %s", user.id, user.peer, why)
             return
+        self._announce_left(user, why)
+
+    def _announce_left(self, user: User, why: str) -> None:
+        """Log a WebSocket user's departure with its close code, and call on_disconnect once."""
+        if user.left:
+            return
+        user.left = True
         if user.close_code is None:
             code_text = "1006 (abnormal: no close frame)"
         else:
@@ -600,10 +607,7 @@ class Server:
             user.writing = False
             self._selector.modify(user.sock, selectors.EVENT_READ, user)
         if user.close_after_flush and user.state is not UserState.CLOSED:
-            if user.linger:
-                self._linger(user)
-            else:
-                self._close_socket(user, "closing handshake complete")
+            self._linger(user)
 
     def _linger(self, user: User) -> None:
         """Everything is sent: half-close, and wait briefly for the peer's EOF.

@@ -42,7 +42,7 @@ class User:
         "id", "sock", "address", "state", "protocol", "resource", "host", "origin",
         "_headers", "connected_at", "last_action", "data", "inbuf", "outbuf",
         "outbuf_size", "out_offset", "receiver", "deadline", "close_code",
-        "close_reason", "close_after_flush", "linger", "writing", "__weakref__",
+        "close_reason", "close_after_flush", "left", "writing", "__weakref__",
     )
 
     def __init__(self, user_id: int, sock: socket.socket, address: Any) -> None:
@@ -73,7 +73,7 @@ class User:
         self.close_code: int | None = None  # what the connection ended with (for the log)
         self.close_reason = ""
         self.close_after_flush = False  # HTTP answered / close sent: drop once flushed
-        self.linger = True  # after the last bytes, half-close and wait for the peer's EOF
+        self.left = False  # its departure was logged and on_disconnect called
         self.writing = False  # registered for EVENT_WRITE
 
     @property
