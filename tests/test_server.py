@@ -557,3 +557,24 @@ def test_select_refuses_users_beyond_fd_setsize_cleanly(start_server: Start) -> 
     assert "Traceback" not in server.log
     (a,) = joined(server.port)
     assert_still_chatting(server.port, a)
+
+
+def test_max_request_size_is_configurable(start_server: Start) -> None:
+    server = start_server("--max-request-size", "1024")
+    with Client(server.port) as c:
+        c.send(c.upgrade_request(extra="X-Padding: " + "p" * 900 + "\r\n")[0])
+        assert c.http_response()[0] == 431
+    c = Client(server.port).handshake()  # an ordinary request still fits
+    c.close()
+
+
+def test_close_that_is_never_answered_times_out(start_server: Start, tmp_path: Path) -> None:
+    script = tmp_path / "kick.py"
+    script.write_text("def process(user, message, server):\n"
+                      "    server.disconnect(user, 4000, 'kicked')\n")
+    server = start_server("--callback", str(script), "--close-timeout", "0.5")
+    (a,) = joined(server.port)
+    a.send_text("kick me")
+    assert a.recv_close() == (4000, "kicked")
+    assert a.at_eof(timeout=5)  # we never answer: the server gives up after 0.5 s
+    server.wait_for_log(r"left: 4000 .*no close frame in answer to ours")
