@@ -1,0 +1,34 @@
+"""What every benchmark adapter shares: the command line, the open-file limit, the ready line.
+
+Each adapter is started as `python ADAPTER.py HOST PORT [--mode chat|echo]` (port 0 picks a free
+one) and prints `LISTENING HOST:PORT` on stdout once it accepts connections. `chat` delivers every
+message to every connected user, sender included; `echo` answers the sender only.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+
+BACKLOG = 1024  # the same listen backlog for every target (some libraries default to 5)
+MAX_MESSAGE = 16 * 1024 * 1024  # large enough for the 1 MiB scenario everywhere
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--mode", choices=("chat", "echo"), default="chat")
+    return parser.parse_args()
+
+
+def raise_nofile() -> None:
+    """Raise the soft open-file limit to the hard limit, as our server does for itself."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def announce(host: str, port: int) -> None:
+    sys.stdout.write(f"LISTENING {host}:{port}\n")
+    sys.stdout.flush()
