@@ -159,7 +159,8 @@ _XOR_TABLES = [bytes(b ^ key for b in range(256)) for key in range(256)]
 _STRIDED_FROM = 2048  # from this size on, four strided translate() calls beat big integers
 
 
-def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes:
+def apply_mask(data: bytes | bytearray | memoryview, mask: bytes,
+               offset: int = 0) -> bytes | bytearray:
     """XOR `data` with the 4-byte `mask` (RFC 6455 §5.3), starting at key byte `offset % 4`.
 
     Pure Python but fast: small payloads are XORed as one big integer; large ones as four
@@ -175,10 +176,11 @@ def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 
         key = (mask * (n // 4 + 1))[:n]
         return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
             n, "little")
-    out = bytearray(data)
+    source = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+    out = bytearray(n)
     for i in range(4):
-        out[i::4] = out[i::4].translate(_XOR_TABLES[mask[i]])
-    return bytes(out)
+        out[i::4] = source[i::4].translate(_XOR_TABLES[mask[i]])
+    return out
 
 
 def encode_header(opcode: int, length: int, fin: bool = True, mask: bytes | None = None) -> bytes:
@@ -194,12 +196,19 @@ def encode_header(opcode: int, length: int, fin: bool = True, mask: bytes | None
     return header + mask if mask is not None else header
 
 
-def encode_frame(opcode: int, payload: bytes = b"", fin: bool = True,
+def encode_frame(opcode: int, payload: bytes | bytearray = b"", fin: bool = True,
                  mask: bytes | None = None) -> bytes:
     """One whole frame. Servers send unmasked frames (§5.1); clients pass a 4-byte `mask`."""
     if mask is not None:
         payload = apply_mask(payload, mask)
     return encode_header(opcode, len(payload), fin, mask) + payload
+
+
+def frame_parts(opcode: int, payload: bytes) -> tuple[bytes, ...]:
+    """A server frame as buffers for scatter-gather output: large payloads are not copied."""
+    if len(payload) < 65536:
+        return (encode_header(opcode, len(payload)) + payload,)
+    return (encode_header(opcode, len(payload)), payload)
 
 
 def parse_frame(buf: bytes | bytearray, require_mask: bool = True) -> tuple[Frame, int] | None:
@@ -213,7 +222,7 @@ def parse_frame(buf: bytes | bytearray, require_mask: bool = True) -> tuple[Fram
         return None
     payload = bytes(buf[header.size:header.size + header.length])
     if header.mask is not None:
-        payload = apply_mask(payload, header.mask)
+        payload = bytes(apply_mask(payload, header.mask))
     return Frame(header.opcode, payload, header.fin), header.size + header.length
 
 

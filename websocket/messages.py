@@ -75,7 +75,7 @@ class Receiver:
         # The data message being assembled from fragments (§5.4), if any.
         self._message_opcode: Opcode | None = None
         self._message_size = 0
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray] = []
         self._texts: list[str] = []
         self._decoder: codecs.IncrementalDecoder | None = None
 
@@ -104,18 +104,18 @@ class Receiver:
                         if end - pos < header.size + length:
                             break
                         pos += header.size
-                        payload = bytes(buf[pos:pos + length])
+                        control = bytes(buf[pos:pos + length])
                         pos += length
                         if header.mask is not None:
-                            payload = apply_mask(payload, header.mask)
-                        events.append(self._control(opcode, payload))
+                            control = bytes(apply_mask(control, header.mask))
+                        events.append(self._control(opcode, control))
                         continue
                     self._start_frame(opcode, header.fin, length)
                     pos += header.size
                     if (self._message_opcode is None and header.fin
                             and end - pos >= length):
                         # Fast path: a whole unfragmented message is already here.
-                        payload = bytes(buf[pos:pos + length])
+                        payload: bytes | bytearray = buf[pos:pos + length]  # the one copy
                         pos += length
                         if header.mask is not None:
                             payload = apply_mask(payload, header.mask)
@@ -124,7 +124,7 @@ class Receiver:
                     self._begin_fragment(opcode, header.fin, length, header.mask)
                 # Payload of a data frame, possibly only part of it.
                 take = min(self._remaining, end - pos)
-                chunk = bytes(buf[pos:pos + take])
+                chunk: bytes | bytearray = buf[pos:pos + take]
                 pos += take
                 if self._mask is not None:
                     chunk = apply_mask(chunk, self._mask, self._offset)
@@ -166,7 +166,7 @@ class Receiver:
                 self._decoder = _new_utf8_decoder()
         self._message_size += length
 
-    def _add(self, chunk: bytes) -> None:
+    def _add(self, chunk: bytes | bytearray) -> None:
         if self._decoder is not None:
             try:
                 text = self._decoder.decode(chunk)
@@ -195,13 +195,13 @@ class Receiver:
         return data
 
     @staticmethod
-    def _whole(opcode: Opcode, payload: bytes) -> str | bytes:
+    def _whole(opcode: Opcode, payload: bytes | bytearray) -> str | bytes:
         if opcode == Opcode.TEXT:
             try:
                 return payload.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidPayload("text message is not valid UTF-8") from None
-        return payload
+        return payload if isinstance(payload, bytes) else bytes(payload)
 
     def _control(self, opcode: Opcode, payload: bytes) -> Event:
         if opcode == Opcode.PING:

@@ -33,7 +33,7 @@ from typing import Any
 from . import handshake, legacy
 from .callbacks import Callbacks, load
 from .errors import HttpError, ProtocolError
-from .frames import CloseCode, Opcode, describe_close_code, encode_close, encode_frame
+from .frames import CloseCode, Opcode, describe_close_code, encode_close, frame_parts
 from .http import serve
 from .legacy import HixieReceiver
 from .messages import DEFAULT_MAX_MESSAGE_SIZE, Close, Event, Message, Ping, Pong, Receiver
@@ -42,7 +42,7 @@ from .user import User, UserState
 log = logging.getLogger("websocket")
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
-RECV_SIZE = 256 * 1024
+RECV_SIZE = 1024 * 1024
 ACCEPTS_PER_PASS = 64  # accept() at most this many connections per readiness event
 MAX_IOVECS = 512  # frames handed to one sendmsg(); below every system's IOV_MAX
 FD_SETSIZE = 1024  # select.select() cannot watch a descriptor at or above this
@@ -108,6 +108,8 @@ class Server:
         self._debug = False
         self._trace = False
         self._signalled: int | None = None
+        self._scratch = bytearray(RECV_SIZE)
+        self._scratch_view = memoryview(self._scratch)
 
     # -- connectMaster -------------------------------------------------------------------
 
@@ -290,19 +292,20 @@ class Server:
 
     def _read(self, user: User) -> None:
         try:
-            data = user.sock.recv(RECV_SIZE)
+            # Into one reused buffer: no fresh RECV_SIZE allocation for every read.
+            size = user.sock.recv_into(self._scratch)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._close_socket(user, f"connection error: {exc.strerror or exc}")
             return
-        if not data:
+        if not size:
             self._close_socket(user, "connection closed by the client"
                                if user.state is not UserState.CLOSED else "")
             return
         if user.close_after_flush or user.state is UserState.CLOSED:
             return  # lingering after our last bytes: the rest is discarded
-        user.inbuf += data
+        user.inbuf += self._scratch_view[:size]
         if user.state is UserState.HANDSHAKE:
             self._handshake(user)
         elif user.receiver is not None:
@@ -540,7 +543,8 @@ class Server:
     def _queue_frame(self, user: User, opcode: Opcode, payload: bytes) -> None:
         if self._trace:
             log.debug("user %d > %s %d bytes", user.id, opcode.name, len(payload))
-        self._queue(user, encode_frame(opcode, payload))
+        for part in frame_parts(opcode, payload):
+            self._queue(user, part)
 
     def _overflow(self, user: User) -> None:
         """A user that does not read while others talk: drop its backlog, and then it."""
@@ -686,16 +690,13 @@ class Server:
         The frame is encoded once per protocol, not once per user: every user's queue
         holds the same bytes object.
         """
-        if isinstance(message, str):
-            payload = message.encode("utf-8")
-            frame = encode_frame(Opcode.TEXT, payload)
-            hixie: bytes | None = b"\x00" + payload + b"\xff"
-            opcode = Opcode.TEXT
-        else:
-            payload = bytes(message)
-            frame = encode_frame(Opcode.BINARY, payload)
-            hixie = None
-            opcode = Opcode.BINARY
+        is_text = isinstance(message, str)
+        payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        opcode = Opcode.TEXT if is_text else Opcode.BINARY
+        # Large payloads stay one shared object, sent after a separate header.
+        parts = frame_parts(opcode, payload)
+        frame = parts[0] if len(parts) == 1 else None
+        hixie: bytes | None = None
         if exclude is None:
             excluded: Any = ()
         elif isinstance(exclude, User):
@@ -704,14 +705,22 @@ class Server:
             excluded = set(exclude)
         delivered = 0
         queue = self._queue
+        rfc6455 = handshake.RFC6455
+        trace = self._trace
         for user in list(self._open.values()):
             if user in excluded:
                 continue
-            if user.protocol == handshake.RFC6455:
-                if self._trace:
+            if user.protocol == rfc6455:
+                if trace:
                     log.debug("user %d > %s %d bytes", user.id, opcode.name, len(payload))
-                queue(user, frame)
-            elif hixie is not None:
+                if frame is not None:
+                    queue(user, frame)
+                else:
+                    for part in parts:
+                        queue(user, part)
+            elif is_text:
+                if hixie is None:
+                    hixie = b"\x00" + payload + b"\xff"  # draft-76 §4.2, built once
                 queue(user, hixie)
             else:
                 if self._debug:
