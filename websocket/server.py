@@ -555,7 +555,7 @@ class Server:
         user.outbuf_size = 0
         if keep is not None:
             user.outbuf.append(keep)
-            user.outbuf_size = len(keep)
+            user.outbuf_size = len(keep) - user.out_offset
         log.warning("user %d (%s) is not reading: %d bytes unsent (limit %d); disconnecting",
                     user.id, user.peer, unsent, self.max_buffer)
         self._send_close(user, TOO_SLOW, "too slow: output buffer full")
@@ -572,16 +572,10 @@ class Server:
         out = user.outbuf
         if out:
             try:
-                if len(out) == 1:
-                    first = out[0]
-                    sent = user.sock.send(memoryview(first)[user.out_offset:]
-                                          if user.out_offset else first)
+                if len(out) == 1 and not user.out_offset:
+                    sent = user.sock.send(out[0])
                 else:
-                    chunks: list[bytes | memoryview] = []
-                    for i, chunk in enumerate(out):
-                        if i == MAX_IOVECS:
-                            break
-                        chunks.append(chunk)
+                    chunks: list[Any] = out[:MAX_IOVECS]
                     if user.out_offset:
                         chunks[0] = memoryview(chunks[0])[user.out_offset:]
                     sent = user.sock.sendmsg(chunks)
@@ -590,17 +584,20 @@ class Server:
             except OSError as exc:
                 self._close_socket(user, f"connection lost: {exc.strerror or exc}")
                 return
-            user.outbuf_size -= sent
-            offset = user.out_offset + sent
-            done = 0
-            for chunk in out:
-                if offset < len(chunk):
-                    break
-                offset -= len(chunk)
-                done += 1
-            if done:
+            if sent == user.outbuf_size:  # the usual case: the kernel took everything
+                out.clear()
+                user.outbuf_size = user.out_offset = 0
+            else:
+                user.outbuf_size -= sent
+                offset = user.out_offset + sent
+                done = 0
+                for chunk in out:
+                    if offset < len(chunk):
+                        break
+                    offset -= len(chunk)
+                    done += 1
                 del out[:done]
-            user.out_offset = offset
+                user.out_offset = offset
         if out:
             if not user.writing:
                 user.writing = True
