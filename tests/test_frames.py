@@ -136,3 +136,11 @@ def test_close_reason_is_cut_to_fit_a_control_frame() -> None:
     payload = encode_close(1000, "é" * 200)
     assert len(payload) <= 125
     assert parse_close(payload)[1] == "é" * 61
+
+
+@pytest.mark.parametrize("size", [5, 3000, 70001])
+def test_apply_mask_on_a_range_of_a_larger_buffer(size: int) -> None:
+    buf, key = bytearray(os.urandom(size + 20)), os.urandom(4)
+    for offset in range(4):
+        expected = bytes(b ^ key[(i + offset) % 4] for i, b in enumerate(buf[7:7 + size]))
+        assert bytes(apply_mask(buf, key, offset, 7, 7 + size)) == expected

@@ -159,27 +159,30 @@ _XOR_TABLES = [bytes(b ^ key for b in range(256)) for key in range(256)]
 _STRIDED_FROM = 2048  # from this size on, four strided translate() calls beat big integers
 
 
-def apply_mask(data: bytes | bytearray | memoryview, mask: bytes,
-               offset: int = 0) -> bytes | bytearray:
-    """XOR `data` with the 4-byte `mask` (RFC 6455 §5.3), starting at key byte `offset % 4`.
+def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0,
+               start: int = 0, stop: int | None = None) -> bytes | bytearray:
+    """XOR `data[start:stop]` with the 4-byte `mask` (RFC 6455 §5.3) from key byte `offset % 4`.
 
     Pure Python but fast: small payloads are XORed as one big integer; large ones as four
-    strided slices, each one a single C-level `bytes.translate` with a one-byte key.
+    strided slices, each one a single C-level `bytes.translate` with a one-byte key, read
+    straight from `data` (no copy of the range first).
     """
-    n = len(data)
-    if n == 0:
+    if stop is None:
+        stop = len(data)
+    n = stop - start
+    if n <= 0:
         return b""
     if offset % 4:
         shift = offset % 4
         mask = mask[shift:] + mask[:shift]
     if n < _STRIDED_FROM:
         key = (mask * (n // 4 + 1))[:n]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
-            n, "little")
+        return (int.from_bytes(data[start:stop], "little")
+                ^ int.from_bytes(key, "little")).to_bytes(n, "little")
     source = data if isinstance(data, (bytes, bytearray)) else bytes(data)
     out = bytearray(n)
     for i in range(4):
-        out[i::4] = source[i::4].translate(_XOR_TABLES[mask[i]])
+        out[i::4] = source[start + i:stop:4].translate(_XOR_TABLES[mask[i]])
     return out
 
 

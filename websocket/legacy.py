@@ -12,13 +12,12 @@ There are no close codes, no binary messages and no pings in these drafts.
 """
 from __future__ import annotations
 
-import codecs
 import hashlib
 import struct
 from collections.abc import Callable
 
 from .errors import HttpError, InvalidPayload, MessageTooBig, ProtocolError
-from .messages import DEFAULT_MAX_MESSAGE_SIZE, Close, Event, Message
+from .messages import DEFAULT_MAX_MESSAGE_SIZE, Close, Event, Message, Utf8Decoder
 
 CLOSE_FRAME = b"\xff\x00"  # draft-76 §4.2 / §5.3: the closing handshake
 MAX_KEY_NUMBER = 4_294_967_295  # draft-76 §5.2: "greater than 4,294,967,295 ... abort"
@@ -77,7 +76,6 @@ def encode_text(text: str) -> bytes:
     return b"\x00" + text.encode("utf-8") + b"\xff"
 
 
-_new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 MAX_LENGTH_BYTES = 9  # 9 x 7 bits covers any length we would accept
 
 
@@ -91,7 +89,7 @@ class HixieReceiver:
         self.max_message_size = max_message_size
         self.closed = False
         self._frame_type: int | None = None  # None: between frames
-        self._decoder: codecs.IncrementalDecoder | None = None
+        self._decoder: Utf8Decoder | None = None
         self._texts: list[str] = []
         self._size = 0
         self._skip = 0  # bytes of a length-prefixed frame still to discard
@@ -144,7 +142,7 @@ class HixieReceiver:
                         self._skip = length  # draft-76: read and discard
                         continue
                     self._frame_type = frame_type
-                    self._decoder = _new_utf8_decoder()
+                    self._decoder = Utf8Decoder()
                     self._size = 0
                     pos += 1
                 # Inside a sentinel-terminated frame: data runs to the next 0xFF.

@@ -49,7 +49,27 @@ class Close:
 
 Event = Message | Ping | Pong | Close
 
-_new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class Utf8Decoder:
+    """Incremental UTF-8 (RFC 3629) for text that arrives in pieces (RFC 6455 §8.1).
+
+    Like `codecs.getincrementaldecoder("utf-8")`, but it copies a piece only when the
+    previous one ended inside a character, not on every call. Raises UnicodeDecodeError
+    as soon as a byte makes the text invalid.
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = b""  # the start of a character cut by the previous piece (< 4 bytes)
+
+    def decode(self, piece: bytes | bytearray, final: bool = False) -> str:
+        data = self._pending + piece if self._pending else piece
+        text, used = codecs.utf_8_decode(data, "strict", final)
+        self._pending = bytes(data[used:])
+        return text
+
 
 
 class Receiver:
@@ -77,7 +97,7 @@ class Receiver:
         self._message_size = 0
         self._parts: list[bytes | bytearray] = []
         self._texts: list[str] = []
-        self._decoder: codecs.IncrementalDecoder | None = None
+        self._decoder: Utf8Decoder | None = None
 
     def receive(self, buf: bytearray, events: list[Event] | None = None) -> list[Event]:
         """Consume from the front of `buf` everything that can be acted on; return events.
@@ -115,19 +135,21 @@ class Receiver:
                     if (self._message_opcode is None and header.fin
                             and end - pos >= length):
                         # Fast path: a whole unfragmented message is already here.
-                        payload: bytes | bytearray = buf[pos:pos + length]  # the one copy
-                        pos += length
                         if header.mask is not None:
-                            payload = apply_mask(payload, header.mask)
+                            payload = apply_mask(buf, header.mask, 0, pos, pos + length)
+                        else:
+                            payload = bytes(buf[pos:pos + length])
+                        pos += length
                         events.append(Message(self._whole(opcode, payload)))
                         continue
                     self._begin_fragment(opcode, header.fin, length, header.mask)
                 # Payload of a data frame, possibly only part of it.
                 take = min(self._remaining, end - pos)
-                chunk: bytes | bytearray = buf[pos:pos + take]
-                pos += take
                 if self._mask is not None:
-                    chunk = apply_mask(chunk, self._mask, self._offset)
+                    chunk = apply_mask(buf, self._mask, self._offset, pos, pos + take)
+                else:
+                    chunk = bytes(buf[pos:pos + take])
+                pos += take
                 self._offset += take
                 self._remaining -= take
                 self._add(chunk)
@@ -163,7 +185,7 @@ class Receiver:
         if opcode != Opcode.CONTINUATION:
             self._message_opcode = opcode
             if opcode == Opcode.TEXT:
-                self._decoder = _new_utf8_decoder()
+                self._decoder = Utf8Decoder()
         self._message_size += length
 
     def _add(self, chunk: bytes | bytearray) -> None:
