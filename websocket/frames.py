@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from .errors import InvalidPayload, ProtocolError
 
@@ -81,9 +82,12 @@ LENGTH_64 = 127  # "the following 8 bytes interpreted as a 64-bit unsigned integ
 MAX_CONTROL_PAYLOAD = 125
 
 
-@dataclass(frozen=True)
-class Header:
-    """A parsed frame header (RFC 6455 §5.2); the payload follows it."""
+class Header(NamedTuple):
+    """A parsed frame header (RFC 6455 §5.2); the payload follows it.
+
+    A NamedTuple rather than a frozen dataclass: one is built per frame, and this is
+    about three times cheaper to create.
+    """
 
     fin: bool
     opcode: Opcode
