@@ -563,9 +563,11 @@ class Server:
 
     def _flush_pending(self) -> None:
         pending, self._pending = self._pending, {}
+        closed = UserState.CLOSED
+        flush = self._flush
         for user in pending:
-            if user.state is not UserState.CLOSED:
-                self._flush(user)
+            if user.state is not closed:
+                flush(user)
 
     def _flush(self, user: User) -> None:
         """One send for everything queued (scatter-gather), the rest waits for EVENT_WRITE."""
@@ -704,14 +706,21 @@ class Server:
         queue = self._queue
         rfc6455 = handshake.RFC6455
         trace = self._trace
+        max_buffer = self.max_buffer
+        pending = self._pending
+        size = len(frame) if frame is not None else 0
         for user in list(self._open.values()):
             if user in excluded:
                 continue
             if user.protocol == rfc6455:
                 if trace:
                     log.debug("user %d > %s %d bytes", user.id, opcode.name, len(payload))
-                if frame is not None:
-                    queue(user, frame)
+                if frame is not None and user.outbuf_size <= max_buffer:
+                    # `_queue` inlined: this line runs once per user per message.
+                    user.outbuf.append(frame)
+                    user.outbuf_size += size
+                    if not user.writing:
+                        pending[user] = None
                 else:
                     for part in parts:
                         queue(user, part)
