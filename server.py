@@ -131,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         server.serve_forever()
     except KeyboardInterrupt:  # a second Ctrl-C before the handlers were installed
         return 0
+    except Exception as exc:  # a bug outside any one user: one line, details with -v
+        log.debug("internal error", exc_info=True)
+        print(f"server.py: internal error: {type(exc).__name__}: {exc} "
+              "(run with -v for the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -27,8 +27,9 @@ PAGE_URL = re.compile(r"Chat page\s*:\s*(http://(\S+):(\d+)/)")
 class ServerProcess:
     """One running `server.py`, its port, and every line it has logged so far."""
 
-    def __init__(self, *args: str, address: str = "127.0.0.1", timeout: float = 15.0) -> None:
-        self.args = [sys.executable, str(SERVER), address, "0", *args]
+    def __init__(self, *args: str, address: str = "127.0.0.1", timeout: float = 15.0,
+                 script: Path = SERVER) -> None:
+        self.args = [sys.executable, str(script), address, "0", *args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -97,8 +98,8 @@ class ServerProcess:
 def start_server() -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
-    def start(*args: str, address: str = "127.0.0.1") -> ServerProcess:
-        server = ServerProcess(*args, address=address)
+    def start(*args: str, address: str = "127.0.0.1", script: Path = SERVER) -> ServerProcess:
+        server = ServerProcess(*args, address=address, script=script)
         started.append(server)
         return server
 

@@ -578,3 +578,37 @@ def test_close_that_is_never_answered_times_out(start_server: Start, tmp_path: P
     assert a.recv_close() == (4000, "kicked")
     assert a.at_eof(timeout=5)  # we never answer: the server gives up after 0.5 s
     server.wait_for_log(r"left: 4000 .*no close frame in answer to ours")
+
+
+BUGGY_SERVER = '''
+import sys
+sys.path.insert(0, {root!r})
+from websocket import messages
+import server
+
+real_receive = messages.Receiver.receive
+
+def receive(self, buf, events=None):
+    if b"\\x00" in buf:  # a bug planted for the test: any masked payload byte 0x00
+        raise RuntimeError("planted bug")
+    return real_receive(self, buf, events)
+
+messages.Receiver.receive = receive
+sys.exit(server.main())
+'''
+
+
+def test_a_bug_of_ours_costs_one_user_1011_not_the_server(start_server: Start,
+                                                          tmp_path: Path) -> None:
+    script = tmp_path / "buggy_server.py"
+    root = str(Path(__file__).resolve().parent.parent)
+    script.write_text(BUGGY_SERVER.format(root=root))
+    server = start_server(script=script)
+    victim, other = joined(server.port, 2)
+    victim.send(frame(1, b"x", mask=b"\x00\x00\x00\x00"))  # masked with zeros: 0x00 on the wire
+    assert victim.recv_close()[0] == 1011
+    server.wait_for_log(r"internal error while serving user \d+ .* closing it with 1011")
+    server.wait_for_log(r"RuntimeError: planted bug")
+    assert server.proc.poll() is None
+    other.send_frame(1, b"fine", mask=b"\x01\x02\x03\x04")
+    assert other.recv_message() == "fine"

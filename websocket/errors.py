@@ -9,6 +9,7 @@ place that turns an exception into bytes and nobody else picks a code:
     - `ProtocolError` itself: 1002, the peer broke the framing rules.
     - `InvalidPayload`: 1007, a text message (or close reason) is not UTF-8.
     - `MessageTooBig`: 1009, a message is larger than `--max-message-size`.
+    - `InternalError`: 1011, the server itself failed (a bug); never raised by codecs.
   Hixie (draft-75/76) users have no close codes; the loop answers them with 0xFF 0x00.
 
 The codecs raise these and nothing else for bad input; any other exception is a bug.
@@ -49,3 +50,9 @@ class MessageTooBig(ProtocolError):
     """RFC 6455 §7.4.1 1009: a message too big to process."""
 
     code = 1009
+
+
+class InternalError(ProtocolError):
+    """RFC 6455 §7.4.1 1011: the server hit an unexpected condition (one user is closed)."""
+
+    code = 1011

@@ -32,7 +32,7 @@ from typing import Any
 
 from . import handshake, legacy
 from .callbacks import Callbacks, load
-from .errors import HttpError, ProtocolError
+from .errors import HttpError, InternalError, ProtocolError
 from .frames import CloseCode, Opcode, describe_close_code, encode_close, frame_parts
 from .http import serve
 from .legacy import HixieReceiver
@@ -185,10 +185,14 @@ class Server:
                     elif target is _WAKEUP:
                         self._drain_wakeup()
                     else:
-                        if mask & selectors.EVENT_READ:
-                            self._read(target)
-                        if mask & selectors.EVENT_WRITE and target.state is not UserState.CLOSED:
-                            self._flush(target)
+                        try:
+                            if mask & selectors.EVENT_READ:
+                                self._read(target)
+                            if (mask & selectors.EVENT_WRITE
+                                    and target.state is not UserState.CLOSED):
+                                self._flush(target)
+                        except Exception:  # a bug of ours: it must cost one user, not all
+                            self._internal_error(target)
                 if self._pending:
                     self._flush_pending()
                 if self._timers and self._timers[0][0] <= time.monotonic():
@@ -250,7 +254,8 @@ class Server:
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
-                raise
+                log.error("cannot accept: %s", exc.strerror or exc)
+                return
             sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 # A chat line must not wait for Nagle's algorithm and a delayed ACK.
@@ -480,6 +485,21 @@ class Server:
                 self._queue(user, legacy.CLOSE_FRAME)
         user.state = UserState.CLOSING
         user.close_after_flush = True
+
+    def _internal_error(self, user: User) -> None:
+        """An unexpected exception while serving `user`: log it, close with 1011 (§7.4.1)."""
+        log.exception("internal error while serving user %d (%s); closing it with 1011",
+                      user.id, user.peer)
+        try:
+            user.receiver = None
+            user.inbuf.clear()
+            if user.state is UserState.OPEN:
+                self._fail(user, InternalError("internal server error"))
+            elif user.state is not UserState.CLOSED:
+                self._close_socket(user, "internal error")
+        except Exception:
+            log.exception("could not close user %d cleanly", user.id)
+            self._close_socket(user, "internal error")
 
     def _leave_open(self, user: User) -> None:
         """The user no longer takes part in the chat (its socket may still be flushing)."""
