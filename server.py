@@ -82,6 +82,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         default=DEFAULTS["max_buffer"],
                         help="unsent output per user; a user that does not read is "
                         "disconnected with 1008 beyond it (default: %(default)d = 4 MiB)")
+    parser.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                        dest="allowed_origins",
+                        help="only pages from this origin (e.g. http://chat.example.com:8080) "
+                        "may join; repeat for more; others get HTTP 403 (default: any origin)")
     parser.add_argument("--selector", choices=("default", "select"), default="default",
                         help="readiness API: 'default' is the best the system has (epoll on "
                         "Linux); 'select' is plain select() as the article (at most ~1000 "
@@ -113,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                         max_request_size=args.max_request_size,
                         handshake_timeout=args.handshake_timeout,
                         close_timeout=args.close_timeout,
-                        max_connections=args.max_connections, max_buffer=args.max_buffer)
+                        max_connections=args.max_connections, max_buffer=args.max_buffer,
+                        allowed_origins=args.allowed_origins)
         server.listen()
     except (CallbackError, ServerError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)

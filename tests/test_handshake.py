@@ -170,3 +170,13 @@ def test_error_response_has_a_one_line_reason_and_closes() -> None:
     assert b"Connection: close" in head
     assert body == b"missing Sec-WebSocket-Key\n"
     assert b"Content-Length: %d" % len(body) in head
+
+
+def test_origin_not_allowed_is_403() -> None:
+    allowed = frozenset({"http://example.com"})
+    assert upgrade(rfc(), allowed_origins=allowed).protocol == RFC6455
+    with pytest.raises(HttpError) as info:
+        upgrade(rfc(Origin="http://evil.example"), allowed_origins=allowed)
+    assert info.value.status == 403
+    with pytest.raises(HttpError):
+        upgrade(rfc(Origin=None), allowed_origins=allowed)

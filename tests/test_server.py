@@ -612,3 +612,19 @@ def test_a_bug_of_ours_costs_one_user_1011_not_the_server(start_server: Start,
     assert server.proc.poll() is None
     other.send_frame(1, b"fine", mask=b"\x01\x02\x03\x04")
     assert other.recv_message() == "fine"
+
+
+def test_allow_origin_restricts_who_can_join(start_server: Start) -> None:
+    server = start_server("--allow-origin", "http://chat.example:8080",
+                          "--allow-origin", "http://other.example")
+    with Client(server.port) as stranger:
+        stranger.send(stranger.upgrade_request(extra="")[0].replace(
+            f"Origin: http://127.0.0.1:{server.port}".encode(), b"Origin: http://evil.example"))
+        status, _, body = stranger.http_response()
+        assert status == 403 and b"http://evil.example" in body
+    with Client(server.port) as friend:
+        request = friend.upgrade_request()[0].replace(
+            f"Origin: http://127.0.0.1:{server.port}".encode(), b"Origin: HTTP://Chat.Example:8080")
+        friend.send(request)
+        assert friend.http_response()[0] == 101
+    server.wait_for_log(r"HTTP 403: origin http://evil.example is not allowed")

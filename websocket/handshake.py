@@ -143,14 +143,17 @@ def _check_key(key: str) -> None:
         raise HttpError(400, "Sec-WebSocket-Key is not 16 bytes in base64")
 
 
-def upgrade(request: Request, secure: bool = False) -> Upgrade:
+def upgrade(request: Request, secure: bool = False,
+            allowed_origins: frozenset[str] | None = None) -> Upgrade:
     """Answer a WebSocket upgrade request in the protocol generation it speaks.
 
     The generation is chosen from the headers alone:
       - `Sec-WebSocket-Version` present: RFC 6455 (version 13, else 426);
       - `Sec-WebSocket-Key1` and `-Key2`: draft-76;
       - neither: draft-75.
-    Raises HttpError with the status and reason for anything malformed.
+    Raises HttpError with the status and reason for anything malformed, and 403 when
+    `allowed_origins` is given and the request's Origin is not in it (RFC 6455 §4.2.2:
+    a server that does not wish to accept a connection answers e.g. 403 Forbidden).
     """
     if request.method != "GET":
         # RFC 6455 §4.1 item 2 / §4.2.1 item 1: "an HTTP/1.1 or higher GET request".
@@ -165,6 +168,8 @@ def upgrade(request: Request, secure: bool = False) -> Upgrade:
     if not request.has_token("Connection", "upgrade"):
         raise HttpError(400, "Connection header does not include Upgrade")
     origin = request.header("Origin") or request.header("Sec-WebSocket-Origin")
+    if allowed_origins is not None and (origin or "").lower() not in allowed_origins:
+        raise HttpError(403, f"origin {origin or '(none)'} is not allowed to join this chat")
     version = request.header("Sec-WebSocket-Version")
     key = request.header("Sec-WebSocket-Key")
     scheme = "wss" if secure else "ws"

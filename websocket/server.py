@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "close_timeout": 5.0,  # seconds a user has to answer our close frame
     "max_connections": 10_000,  # WebSocket users at once; beyond it, HTTP 503
     "max_buffer": 4 << 20,  # bytes of unsent output per user before it is dropped
+    "allowed_origins": None,  # pages (origins) whose users may join; None: any, as the article
 }
 LINGER_TIMEOUT = 2.0  # after our last bytes and a half-close, wait this long for the peer's EOF
 SHUTDOWN_TIMEOUT = 2.0  # on Ctrl-C, how long users get to answer the 1001 close
@@ -90,6 +91,9 @@ class Server:
         self.close_timeout: float = settings["close_timeout"]
         self.max_connections: int = settings["max_connections"]
         self.max_buffer: int = settings["max_buffer"]
+        origins = settings["allowed_origins"]
+        self.allowed_origins: frozenset[str] | None = (
+            None if origins is None else frozenset(o.lower().rstrip("/") for o in origins))
         self.client_dir = Path(client_dir)
         self.use_select = selector == "select"
         self._selector: selectors.BaseSelector = (
@@ -340,7 +344,7 @@ class Server:
             self._receive(user)  # frames that came in the same packet as the request
 
     def _upgrade(self, user: User, request: handshake.Request) -> None:
-        upgrade = handshake.upgrade(request)
+        upgrade = handshake.upgrade(request, allowed_origins=self.allowed_origins)
         if len(self._open) >= self.max_connections:
             raise HttpError(503, f"server full ({self.max_connections} users)")
         user.protocol = upgrade.protocol
