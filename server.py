@@ -74,6 +74,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--close-timeout", type=positive(float), metavar="SECONDS",
                         default=DEFAULTS["close_timeout"],
                         help="time a user has to answer our close frame (default: %(default)g)")
+    parser.add_argument("--ping-interval", type=float, metavar="SECONDS",
+                        default=DEFAULTS["ping_interval"],
+                        help="ping a user silent for this long; drop it (1011) if still silent "
+                        "after twice that; 0 turns keepalive off (default: %(default)g)")
     parser.add_argument("--max-connections", type=positive(int), metavar="N",
                         default=DEFAULTS["max_connections"],
                         help="WebSocket users at once; more get HTTP 503 (default: "
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                         max_message_size=args.max_message_size,
                         max_request_size=args.max_request_size,
                         handshake_timeout=args.handshake_timeout,
-                        close_timeout=args.close_timeout,
+                        close_timeout=args.close_timeout, ping_interval=args.ping_interval,
                         max_connections=args.max_connections, max_buffer=args.max_buffer,
                         allowed_origins=args.allowed_origins)
         server.listen()

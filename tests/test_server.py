@@ -628,3 +628,21 @@ def test_allow_origin_restricts_who_can_join(start_server: Start) -> None:
         friend.send(request)
         assert friend.http_response()[0] == 101
     server.wait_for_log(r"HTTP 403: origin http://evil.example is not allowed")
+
+
+def test_silent_users_are_pinged_and_dead_ones_dropped(start_server: Start) -> None:
+    server = start_server("--ping-interval", "0.3")
+    alive, dead = joined(server.port, 2)
+    assert alive.recv_frame() == (True, 0x9, b"keepalive")
+    alive.send_frame(0xA, b"keepalive")  # a browser answers pings by itself
+    assert dead.recv_frame() == (True, 0x9, b"keepalive")  # ...this one never will
+    assert dead.recv_close()[0] == 1011
+    server.wait_for_log(r"closing with 1011 .*no answer to a ping")
+    alive.send_text("still here")
+    while True:  # more keepalive pings may come first; answer them
+        fin, opcode, payload = alive.recv_frame()
+        if opcode == 0x9:
+            alive.send_frame(0xA, payload)
+            continue
+        assert (opcode, payload) == (0x1, b"still here")
+        break

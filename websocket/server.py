@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "max_request_size": handshake.MAX_REQUEST_SIZE,  # bytes of HTTP request head
     "handshake_timeout": 10.0,  # seconds to send a complete request (and between requests)
     "close_timeout": 5.0,  # seconds a user has to answer our close frame
+    "ping_interval": 30.0,  # a silent user is pinged after this long, dropped after twice; 0: off
     "max_connections": 10_000,  # WebSocket users at once; beyond it, HTTP 503
     "max_buffer": 4 << 20,  # bytes of unsent output per user before it is dropped
     "allowed_origins": None,  # pages (origins) whose users may join; None: any, as the article
@@ -89,6 +90,8 @@ class Server:
         self.max_request_size: int = settings["max_request_size"]
         self.handshake_timeout: float = settings["handshake_timeout"]
         self.close_timeout: float = settings["close_timeout"]
+        self.ping_interval: float = settings["ping_interval"]
+        self._next_sweep = float("inf")
         self.max_connections: int = settings["max_connections"]
         self.max_buffer: int = settings["max_buffer"]
         origins = settings["allowed_origins"]
@@ -177,6 +180,8 @@ class Server:
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._trace = self._debug
         self._running = True
+        if self.ping_interval > 0:
+            self._next_sweep = time.monotonic() + self.ping_interval / 2
         select = self._selector.select
         try:
             while True:
@@ -203,6 +208,8 @@ class Server:
                     self._run_timers()
                 if self._accept_paused_until and time.monotonic() >= self._accept_paused_until:
                     self._resume_accepting()
+                if time.monotonic() >= self._next_sweep:
+                    self._sweep_silent_users()
         finally:
             for user in list(self._users.values()):
                 self._close_socket(user, "server stopped")
@@ -236,6 +243,8 @@ class Server:
             deadlines.append(self._stop_deadline)
         if self._accept_paused_until:
             deadlines.append(self._accept_paused_until)
+        if self._next_sweep != float("inf"):
+            deadlines.append(self._next_sweep)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -314,6 +323,8 @@ class Server:
             return
         if user.close_after_flush or user.state is UserState.CLOSED:
             return  # lingering after our last bytes: the rest is discarded
+        user.last_seen = time.monotonic()
+        user.pinged = False
         user.inbuf += self._scratch_view[:size]
         if user.state is UserState.HANDSHAKE:
             self._handshake(user)
@@ -681,6 +692,26 @@ class Server:
                 if user.close_code is not None and user.close_reason:
                     user.close_reason += " (no answer to our close)"
                 self._close_socket(user, "no close frame in answer to ours")
+
+    def _sweep_silent_users(self) -> None:
+        """Keepalive (RFC 6455 §5.5.2): ping users silent for `ping_interval`, drop them
+        (1011) when still silent after twice that. A peer that vanished without a FIN (a
+        pulled cable, a sleeping laptop) is found this way instead of holding its slot.
+        Draft-75/76 have no ping: their users are left alone.
+        """
+        now = time.monotonic()
+        self._next_sweep = now + self.ping_interval / 2
+        for user in list(self._open.values()):
+            if user.protocol != handshake.RFC6455:
+                continue
+            silent = now - user.last_seen
+            if silent >= 2 * self.ping_interval:
+                self._fail(user, InternalError(
+                    f"no answer to a ping for {silent:.0f} s (keepalive timeout)"))
+            elif silent >= self.ping_interval and not user.pinged:
+                user.pinged = True
+                self._queue_frame(user, Opcode.PING, b"keepalive")
+        self._flush_pending()
 
     # -- the API for callbacks (the article's `send`, plus what a real chat needs) ----------
 

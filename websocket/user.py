@@ -40,7 +40,7 @@ class User:
 
     __slots__ = (
         "id", "sock", "address", "state", "protocol", "resource", "host", "origin",
-        "_headers", "connected_at", "last_action", "data", "inbuf", "outbuf",
+        "_headers", "connected_at", "last_action", "last_seen", "pinged", "data", "inbuf", "outbuf",
         "outbuf_size", "out_offset", "receiver", "deadline", "close_code",
         "close_reason", "close_after_flush", "left", "writing", "__weakref__",
     )
@@ -59,6 +59,8 @@ class User:
         self._headers = ""
         self.connected_at = time.time()
         self.last_action = time.monotonic()
+        self.last_seen = self.last_action  # monotonic time of the last bytes received
+        self.pinged = False  # a keepalive ping is out and unanswered
         self.data: dict[str, Any] = {}
         # Loop-owned state below.
         self.inbuf = bytearray()
