@@ -29,7 +29,10 @@ class ServerProcess:
 
     def __init__(self, *args: str, address: str = "127.0.0.1", timeout: float = 15.0,
                  script: Path = SERVER) -> None:
-        self.args = [sys.executable, str(script), address, "0", *args]
+        # SERVER_PYTHON runs the server under another interpreter (e.g. python3.10: the
+        # oldest the server supports) while the tests themselves run in .venv.
+        python = os.environ.get("SERVER_PYTHON", sys.executable)
+        self.args = [python, str(script), address, "0", *args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
