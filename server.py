@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from websocket.callbacks import CallbackError, load
-from websocket.server import DEFAULTS, Server, ServerError, describe_address, url_host
+from websocket.server import DEFAULTS, Server, ServerError
 
 log = logging.getLogger("websocket")
 
@@ -101,6 +101,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def describe_address(address: str) -> str:
+    """One line on who can connect, for the start-up log."""
+    if address in ("0.0.0.0", ""):
+        return "every IPv4 interface: other machines on the network can connect"
+    if address == "::":
+        return "every interface: other machines on the network can connect"
+    if address in ("localhost", "::1") or address.startswith("127."):
+        return "loopback: only this machine can connect"
+    return f"only clients that can reach {address} can connect"
+
+
+def url_host(address: str) -> str:
+    """The host part of a URL for `address` (IPv6 in brackets; wildcards as loopback)."""
+    if address in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if address == "::":
+        return "[::1]"
+    return f"[{address}]" if ":" in address else address
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -134,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("Chat page      : http://%s:%d/", host, server.port)
     log.info("WebSocket URL  : ws://%s:%d/", host, server.port)
     log.info("Callback       : %s; selector: %s", callbacks.name,
-             type(server._selector).__name__)
+             server.selector_name)
     log.info("CTRL-C to quit")
     try:
         server.serve_forever()

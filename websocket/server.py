@@ -118,6 +118,11 @@ class Server:
         self._scratch = bytearray(RECV_SIZE)
         self._scratch_view = memoryview(self._scratch)
 
+    @property
+    def selector_name(self) -> str:
+        """The readiness API in use, e.g. 'EpollSelector' or 'SelectSelector'."""
+        return type(self._selector).__name__
+
     # -- connectMaster -------------------------------------------------------------------
 
     def listen(self) -> None:
@@ -870,24 +875,4 @@ _PROTOCOL_NAMES = {
     handshake.HIXIE76: "draft-76 (hixie-76)",
     handshake.HIXIE75: "draft-75 (hixie-75)",
 }
-
-
-def describe_address(address: str) -> str:
-    """One line on who can connect, for the start-up log."""
-    if address in ("0.0.0.0", ""):
-        return "every IPv4 interface: other machines on the network can connect"
-    if address == "::":
-        return "every interface: other machines on the network can connect"
-    if address in ("localhost", "::1") or address.startswith("127."):
-        return "loopback: only this machine can connect"
-    return f"only clients that can reach {address} can connect"
-
-
-def url_host(address: str) -> str:
-    """The host part of a URL for `address` (IPv6 in brackets; wildcards as loopback)."""
-    if address in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if address == "::":
-        return "[::1]"
-    return f"[{address}]" if ":" in address else address
 
