@@ -180,3 +180,13 @@ def test_origin_not_allowed_is_403() -> None:
     assert info.value.status == 403
     with pytest.raises(HttpError):
         upgrade(rfc(Origin=None), allowed_origins=allowed)
+
+
+def test_subprotocol_is_the_servers_first_choice_among_the_offered() -> None:
+    offered = rfc(**{"Sec-WebSocket-Protocol": "superchat, chat"})
+    answer = upgrade(offered, subprotocols=("chat.v2", "chat", "superchat"))
+    assert answer.subprotocol == "chat"
+    assert b"\r\nSec-WebSocket-Protocol: chat\r\n" in answer.response
+    none = upgrade(offered, subprotocols=("other",))
+    assert none.subprotocol is None and b"Sec-WebSocket-Protocol" not in none.response
+    assert b"Sec-WebSocket-Protocol" not in upgrade(rfc(), subprotocols=("chat",)).response

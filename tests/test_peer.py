@@ -54,3 +54,20 @@ def test_websockets_sees_1001_at_shutdown(chat_server: ServerProcess) -> None:
             assert ws.close_code == 1001
     run(shutdown())
     assert chat_server.proc.wait(10) == 0
+
+
+def test_websockets_client_gets_the_scripts_subprotocol(start_server: object,
+                                                        tmp_path: object) -> None:
+    from pathlib import Path
+    script = Path(str(tmp_path)) / "proto.py"
+    script.write_text('SUBPROTOCOLS = ["chat.v2", "chat"]\n'
+                      "def process(user, message, server):\n"
+                      "    server.send(user, f'{user.subprotocol}: {message}')\n")
+    server = start_server("--callback", str(script))  # type: ignore[operator]
+
+    async def negotiate() -> None:
+        async with websockets.connect(server.ws_url, subprotocols=["superchat", "chat"]) as ws:
+            assert ws.subprotocol == "chat"
+            await ws.send("hi")
+            assert await ws.recv() == "chat: hi"
+    run(negotiate())

@@ -6,7 +6,8 @@ A callback mirrors the article's `process($user, $msg, $server)`:
         server.broadcast(message)
 
 A drop-in script is a Python file defining `process` and, optionally,
-`on_connect(user, server)` and `on_disconnect(user, server)`.
+`on_connect(user, server)`, `on_disconnect(user, server)` and `SUBPROTOCOLS`, the RFC 6455
+subprotocols it speaks in order of preference (e.g. `["chat.v2", "chat"]`).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class Callbacks:
     on_connect: Hook | None = None
     on_disconnect: Hook | None = None
     name: str = "echo to all"
+    subprotocols: tuple[str, ...] = ()  # RFC 6455 subprotocols, in order of preference
 
 
 BUILTIN = {
@@ -81,4 +83,8 @@ def load(spec: str | None) -> Callbacks:
     for name, hook in hooks.items():
         if hook is not None and not callable(hook):
             raise CallbackError(f"{name} in {spec} is not a function")
-    return Callbacks(process, hooks["on_connect"], hooks["on_disconnect"], name=str(path))
+    subprotocols = getattr(module, "SUBPROTOCOLS", ())
+    if isinstance(subprotocols, str) or not all(isinstance(p, str) for p in subprotocols):
+        raise CallbackError(f"SUBPROTOCOLS in {spec} must be a list of strings")
+    return Callbacks(process, hooks["on_connect"], hooks["on_disconnect"], name=str(path),
+                     subprotocols=tuple(subprotocols))

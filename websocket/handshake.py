@@ -125,6 +125,7 @@ class Upgrade:
     resource: str
     host: str
     origin: str | None
+    subprotocol: str | None = None  # RFC 6455 §1.9: the application protocol agreed on
 
 
 def accept_key(key: str) -> str:
@@ -144,13 +145,17 @@ def _check_key(key: str) -> None:
 
 
 def upgrade(request: Request, secure: bool = False,
-            allowed_origins: frozenset[str] | None = None) -> Upgrade:
+            allowed_origins: frozenset[str] | None = None,
+            subprotocols: tuple[str, ...] = ()) -> Upgrade:
     """Answer a WebSocket upgrade request in the protocol generation it speaks.
 
     The generation is chosen from the headers alone:
       - `Sec-WebSocket-Version` present: RFC 6455 (version 13, else 426);
       - `Sec-WebSocket-Key1` and `-Key2`: draft-76;
       - neither: draft-75.
+    `subprotocols` lists the application protocols the server speaks, in its order of
+    preference; the first one the client also offers is selected (RFC 6455 §4.2.2 item 5.5).
+
     Raises HttpError with the status and reason for anything malformed, and 403 when
     `allowed_origins` is given and the request's Origin is not in it (RFC 6455 §4.2.2:
     a server that does not wish to accept a connection answers e.g. 403 Forbidden).
@@ -174,7 +179,7 @@ def upgrade(request: Request, secure: bool = False,
     key = request.header("Sec-WebSocket-Key")
     scheme = "wss" if secure else "ws"
     if version is not None:
-        return _upgrade_rfc6455(request, version, key, host, origin)
+        return _upgrade_rfc6455(request, version, key, host, origin, subprotocols)
     if key is not None:
         raise HttpError(400, "Sec-WebSocket-Key without Sec-WebSocket-Version")
     key1 = request.header("Sec-WebSocket-Key1")
@@ -194,8 +199,14 @@ def upgrade(request: Request, secure: bool = False,
     return Upgrade(HIXIE75, response, request.target, host, origin)
 
 
+def select_subprotocol(request: Request, supported: tuple[str, ...]) -> str | None:
+    """RFC 6455 §4.2.2 item 5.5: the first of `supported` that the client offered, or None."""
+    offered = {part.strip() for part in (request.header("Sec-WebSocket-Protocol") or "").split(",")}
+    return next((name for name in supported if name in offered), None)
+
+
 def _upgrade_rfc6455(request: Request, version: str, key: str | None, host: str,
-                     origin: str | None) -> Upgrade:
+                     origin: str | None, subprotocols: tuple[str, ...] = ()) -> Upgrade:
     if request.count("Sec-WebSocket-Version") != 1 or version.strip() != "13":
         # RFC 6455 §4.2.2 item 4: answer with the versions we speak.
         raise HttpError(426, f"unsupported WebSocket version {version!r}; this server speaks 13",
@@ -205,14 +216,16 @@ def _upgrade_rfc6455(request: Request, version: str, key: str | None, host: str,
     if request.count("Sec-WebSocket-Key") != 1:
         raise HttpError(400, "repeated Sec-WebSocket-Key")
     _check_key(key)
+    chosen = select_subprotocol(request, subprotocols)
     response = (
         "HTTP/1.1 101 Switching Protocols\r\n"
         "Upgrade: websocket\r\n"
         "Connection: Upgrade\r\n"
         f"Sec-WebSocket-Accept: {accept_key(key)}\r\n"
-        "\r\n"
+        + (f"Sec-WebSocket-Protocol: {chosen}\r\n" if chosen else "")
+        + "\r\n"
     ).encode("ascii")
-    return Upgrade(RFC6455, response, request.target, host, origin)
+    return Upgrade(RFC6455, response, request.target, host, origin, chosen)
 
 
 REASONS = {

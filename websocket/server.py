@@ -360,13 +360,15 @@ class Server:
             self._receive(user)  # frames that came in the same packet as the request
 
     def _upgrade(self, user: User, request: handshake.Request) -> None:
-        upgrade = handshake.upgrade(request, allowed_origins=self.allowed_origins)
+        upgrade = handshake.upgrade(request, allowed_origins=self.allowed_origins,
+                                    subprotocols=self.callbacks.subprotocols)
         if len(self._open) >= self.max_connections:
             raise HttpError(503, f"server full ({self.max_connections} users)")
         user.protocol = upgrade.protocol
         user.resource = upgrade.resource
         user.host = upgrade.host
         user.origin = upgrade.origin
+        user.subprotocol = upgrade.subprotocol
         user.headers = request.headers
         if upgrade.protocol == handshake.RFC6455:
             user.receiver = Receiver(self.max_message_size)

@@ -30,6 +30,7 @@ class User:
         address: the peer's (host, port) as `accept()` returned it.
         state: a `UserState`; `handshake` is True once the WebSocket is established.
         protocol: "rfc6455", "hixie76" or "hixie75" after the handshake, else None.
+        subprotocol: the RFC 6455 subprotocol selected from the script's SUBPROTOCOLS.
         resource: the request path the client connected to (e.g. "/" or "/chat").
         host, origin: the request's Host and Origin headers (origin may be None).
         headers: every request header, in order, as (name, value) pairs.
@@ -39,7 +40,7 @@ class User:
     """
 
     __slots__ = (
-        "id", "sock", "address", "state", "protocol", "resource", "host", "origin",
+        "id", "sock", "address", "state", "protocol", "subprotocol", "resource", "host", "origin",
         "_headers", "connected_at", "last_action", "last_seen", "pinged", "data", "inbuf", "outbuf",
         "outbuf_size", "out_offset", "receiver", "deadline", "close_code",
         "close_reason", "close_after_flush", "left", "writing", "__weakref__",
@@ -51,6 +52,7 @@ class User:
         self.address = address
         self.state = UserState.HANDSHAKE
         self.protocol: str | None = None
+        self.subprotocol: str | None = None  # the RFC 6455 subprotocol agreed on, if any
         self.resource = ""
         self.host = ""
         self.origin: str | None = None
