@@ -43,7 +43,11 @@ class ServerProcess:
         self._lock = threading.Lock()
         for stream in (self.proc.stdout, self.proc.stderr):
             threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
-        match = self.wait_for_log(PAGE_URL, timeout)
+        try:
+            match = self.wait_for_log(PAGE_URL, timeout)
+        except BaseException:
+            self.stop()  # it never said where it listens: do not leave it running
+            raise
         self.page_url = match.group(1)
         self.host = address
         self.port = int(match.group(3))
