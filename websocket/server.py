@@ -453,13 +453,7 @@ class Server:
             return
         # The peer started it: "the endpoint MUST send a Close frame in response ...
         # typically echoing the status code it received" (§5.5.1).
-        code = None if event.code == CloseCode.NO_STATUS else event.code
-        self._leave_open(user)
-        user.state = UserState.CLOSING
-        if user.protocol == handshake.RFC6455:
-            self._queue_frame(user, Opcode.CLOSE, encode_close(code))
-        else:
-            self._queue(user, legacy.CLOSE_FRAME)
+        self._queue_close(user, None if event.code == CloseCode.NO_STATUS else event.code)
         # Both close frames are exchanged: the user has left the chat. The socket lingers
         # until our answer is flushed and the peer's EOF arrives (see `_linger`).
         user.close_after_flush = True
@@ -470,13 +464,18 @@ class Server:
         if user.state is not UserState.OPEN:
             return
         user.close_code, user.close_reason = code, reason
+        self._queue_close(user, code, reason)
+        self._set_deadline(user, self.close_timeout)
+
+    def _queue_close(self, user: User, code: int | None, reason: str = "") -> None:
+        """Take the user out of the chat and queue our close frame in its protocol: RFC 6455
+        §5.5.1 (a code, or none), or draft-76's 0xFF 0x00. The caller decides what follows."""
         self._leave_open(user)
         user.state = UserState.CLOSING
         if user.protocol == handshake.RFC6455:
             self._queue_frame(user, Opcode.CLOSE, encode_close(code, reason))
         else:
             self._queue(user, legacy.CLOSE_FRAME)
-        self._set_deadline(user, self.close_timeout)
 
     def _fail(self, user: User, error: HttpError | ProtocolError, head_only: bool = False) -> None:
         """The one place where bad input becomes an answer: a close code or an HTTP status.
@@ -499,12 +498,7 @@ class Server:
         user.inbuf.clear()
         user.receiver = None
         if user.state is UserState.OPEN:
-            self._leave_open(user)
-            user.state = UserState.CLOSING
-            if user.protocol == handshake.RFC6455:
-                self._queue_frame(user, Opcode.CLOSE, encode_close(code, error.reason))
-            else:
-                self._queue(user, legacy.CLOSE_FRAME)
+            self._queue_close(user, code, error.reason)
         user.state = UserState.CLOSING
         user.close_after_flush = True
 
@@ -513,8 +507,6 @@ class Server:
         log.exception("internal error while serving user %d (%s); closing it with 1011",
                       user.id, user.peer)
         try:
-            user.receiver = None
-            user.inbuf.clear()
             if user.state is UserState.OPEN:
                 self._fail(user, InternalError("internal server error"))
             elif user.state is not UserState.CLOSED:
