@@ -28,11 +28,11 @@ class ServerProcess:
     """One running `server.py`, its port, and every line it has logged so far."""
 
     def __init__(self, *args: str, address: str = "127.0.0.1", timeout: float = 15.0,
-                 script: Path = SERVER) -> None:
+                 script: Path = SERVER, port: int = 0) -> None:
         # SERVER_PYTHON runs the server under another interpreter (e.g. python3.10: the
         # oldest the server supports) while the tests themselves run in .venv.
         python = os.environ.get("SERVER_PYTHON", sys.executable)
-        self.args = [python, str(script), address, "0", *args]
+        self.args = [python, str(script), address, str(port), *args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -105,8 +105,9 @@ class ServerProcess:
 def start_server() -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
-    def start(*args: str, address: str = "127.0.0.1", script: Path = SERVER) -> ServerProcess:
-        server = ServerProcess(*args, address=address, script=script)
+    def start(*args: str, address: str = "127.0.0.1", script: Path = SERVER,
+              port: int = 0) -> ServerProcess:
+        server = ServerProcess(*args, address=address, script=script, port=port)
         started.append(server)
         return server
 

@@ -11,16 +11,10 @@ save its screenshot there (the picture in the README).
 from __future__ import annotations
 
 import os
-import queue
 import re
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,46 +182,6 @@ def contrast(a: str, b: str) -> float:
     return (la + 0.05) / (lb + 0.05)
 
 
-class SamePortServer:
-    """`python server.py 127.0.0.1 PORT` on a given port, stopped by its PID."""
-
-    def __init__(self, port: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "server.py"), "127.0.0.1", str(port)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line.rstrip("\n"))
-            self.lines.put(line)
-
-    def wait_started(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if "Chat page" in self.lines.get(timeout=0.2):
-                    return
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-        log = "\n".join(self.log)
-        raise AssertionError(f"the server did not start again on its port:\n{log}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 # ---- tests --------------------------------------------------------------------------------
 
 def test_two_users_chat_both_ways_literally(chat_server: ServerProcess,
@@ -365,6 +319,7 @@ def test_handle_rules_disconnect_and_connect_again(chat_server: ServerProcess,
 
 
 def test_server_stops_and_returns(chat_server: ServerProcess,
+                                  start_server: Callable[..., ServerProcess],
                                   open_page: Callable[..., Page]) -> None:
     stays = open_page(chat_server.page_url, allow_ws_failures=True)
     quits = open_page(chat_server.page_url, allow_ws_failures=True)
@@ -386,9 +341,8 @@ def test_server_stops_and_returns(chat_server: ServerProcess,
     expect(quits.locator("#console .line.info").last).to_have_text(
         re.compile(r"Stopped reconnecting\.$"))
 
-    restarted = SamePortServer(port)
+    restarted = start_server(port=port)  # stopped by the fixture, by PID
     try:
-        restarted.wait_started()
         expect(stays.locator("#status")).to_have_attribute("data-state", "open")
         expect(stays.locator("#error")).to_be_hidden()
         expect(stays.locator("#console .line.info").last).to_contain_text("Reconnected to")
