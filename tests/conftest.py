@@ -40,7 +40,7 @@ class ServerProcess:
         )
         self.lines: list[str] = []
         self._new: queue.Queue[str] = queue.Queue()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # `log` is read while it is held (exit path)
         for stream in (self.proc.stdout, self.proc.stderr):
             threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
         try:
