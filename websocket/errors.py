@@ -8,8 +8,11 @@ place that turns an exception into bytes and nobody else picks a code:
 - `ProtocolError`: after the upgrade. Carries an RFC 6455 close code (§7.4.1):
     - `ProtocolError` itself: 1002, the peer broke the framing rules.
     - `InvalidPayload`: 1007, a text message (or close reason) is not UTF-8.
+    - `PolicyViolation`: 1008, e.g. a message not finished within `--message-timeout`.
     - `MessageTooBig`: 1009, a message is larger than `--max-message-size`.
     - `InternalError`: 1011, the server itself failed (a bug); never raised by codecs.
+    - `TryAgainLater`: 1013, the server is out of room for unfinished messages
+      (`--max-input-memory`); the user may reconnect and try again.
   Hixie (draft-75/76) users have no close codes; the loop answers them with 0xFF 0x00.
 
 The codecs raise these and nothing else for bad input; any other exception is a bug.
@@ -46,6 +49,12 @@ class InvalidPayload(ProtocolError):
     code = 1007
 
 
+class PolicyViolation(ProtocolError):
+    """RFC 6455 §7.4.1 1008: a message that violates the server's policy (e.g. too slow)."""
+
+    code = 1008
+
+
 class MessageTooBig(ProtocolError):
     """RFC 6455 §7.4.1 1009: a message too big to process."""
 
@@ -56,3 +65,9 @@ class InternalError(ProtocolError):
     """RFC 6455 §7.4.1 1011: the server hit an unexpected condition (one user is closed)."""
 
     code = 1011
+
+
+class TryAgainLater(ProtocolError):
+    """IANA registry 1013 (RFC 6455 §11.7): the server is overloaded; try again later."""
+
+    code = 1013

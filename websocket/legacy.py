@@ -16,8 +16,8 @@ import hashlib
 import struct
 from collections.abc import Callable
 
-from .errors import HttpError, InvalidPayload, MessageTooBig, ProtocolError
-from .messages import DEFAULT_MAX_MESSAGE_SIZE, Close, Event, Message, Utf8Decoder
+from .errors import HttpError, InvalidPayload, MessageTooBig, ProtocolError, TryAgainLater
+from .messages import DEFAULT_MAX_MESSAGE_SIZE, Close, Event, InputBudget, Message, Utf8Decoder
 
 CLOSE_FRAME = b"\xff\x00"  # draft-76 §4.2 / §5.3: the closing handshake
 MAX_KEY_NUMBER = 4_294_967_295  # draft-76 §5.2: "greater than 4,294,967,295 ... abort"
@@ -82,30 +82,55 @@ MAX_LENGTH_BYTES = 9  # 9 x 7 bits covers any length we would accept
 class HixieReceiver:
     """Turns what a draft-75/76 client sends into events (draft-76 §5.3)."""
 
-    __slots__ = ("max_message_size", "closed", "on_frame", "_frame_type", "_decoder", "_texts",
-                 "_size", "_skip")
+    __slots__ = ("max_message_size", "budget", "closed", "frames", "on_frame", "_frame_type",
+                 "_decoder",
+                 "_payload", "_size", "_skip")
 
-    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 budget: InputBudget | None = None) -> None:
         self.max_message_size = max_message_size
+        # Shared by every receiver (--max-input-memory): the bytes of a text frame are
+        # reserved as they arrive, since these frames announce no length.
+        self.budget = budget
         self.closed = False
+        self.frames = 0  # frames begun so far (the caller's measure of work done)
         self._frame_type: int | None = None  # None: between frames
         self._decoder: Utf8Decoder | None = None
-        self._texts: list[str] = []
+        self._payload = bytearray()  # the text frame so far, validated as it arrives
         self._size = 0
         self._skip = 0  # bytes of a length-prefixed frame still to discard
         # Called with (frame type, length) for each frame, when set (for -v logs).
         self.on_frame: Callable[[int, int], object] | None = None
 
-    def receive(self, buf: bytearray, events: list[Event] | None = None) -> list[Event]:
+    @property
+    def in_message(self) -> bool:
+        """True while a frame is only partly received."""
+        return self._frame_type is not None or self._skip > 0
+
+    def discard(self) -> None:
+        """Abandon the frame in progress (the connection is gone): free its budget."""
+        self._release()
+        self._frame_type = None
+        self._payload = bytearray()
+
+    def _release(self) -> None:
+        if self.budget is not None and self._frame_type is not None:
+            self.budget.give_back(self._size)
+        self._size = 0
+
+    def receive(self, buf: bytearray, events: list[Event] | None = None,
+                max_frames: int = 1 << 62) -> list[Event]:
         """Consume what can be acted on from the front of `buf`; return events.
 
-        Raises ProtocolError subclasses like `messages.Receiver.receive`, and keeps the
-        events before the error in `events` when the caller passes its own list.
+        Stops after `max_frames` frames, like `messages.Receiver.receive`. Raises
+        ProtocolError subclasses like it, and keeps the events before the error in
+        `events` when the caller passes its own list.
         """
         if events is None:
             events = []
         pos = 0
         end = len(buf)
+        stop_at = self.frames + max_frames
         try:
             while pos < end and not self.closed:
                 if self._skip:
@@ -114,6 +139,9 @@ class HixieReceiver:
                     self._skip -= step
                     continue
                 if self._frame_type is None:
+                    if self.frames >= stop_at:
+                        break
+                    self.frames += 1
                     frame_type = buf[pos]
                     if frame_type & 0x80:
                         # A length-prefixed frame: 7 bits per byte, high bit = "more".
@@ -121,6 +149,7 @@ class HixieReceiver:
                         i = pos + 1
                         while True:
                             if i >= end:
+                                self.frames -= 1  # counted again when it is complete
                                 return events
                             if i - pos > MAX_LENGTH_BYTES:
                                 raise ProtocolError("length-prefixed frame length too long")
@@ -148,11 +177,14 @@ class HixieReceiver:
                 # Inside a sentinel-terminated frame: data runs to the next 0xFF.
                 stop = buf.find(b"\xff", pos, end)
                 chunk_end = end if stop < 0 else stop
-                self._size += chunk_end - pos
-                if self._size > self.max_message_size:
+                if self._size + chunk_end - pos > self.max_message_size:
                     raise MessageTooBig(f"message over the {self.max_message_size}-byte limit")
+                if self.budget is not None and not self.budget.take(chunk_end - pos):
+                    raise TryAgainLater(f"the server holds {self.budget.held} bytes of "
+                                        "unfinished messages; this frame must wait")
+                self._size += chunk_end - pos
                 if self._frame_type == 0x00:
-                    self._decode(bytes(buf[pos:chunk_end]), final=stop >= 0)
+                    self._add(buf[pos:chunk_end], final=stop >= 0)
                 pos = chunk_end
                 if stop < 0:
                     break
@@ -160,18 +192,18 @@ class HixieReceiver:
                 if self.on_frame is not None:
                     self.on_frame(self._frame_type, self._size)
                 if self._frame_type == 0x00:
-                    events.append(Message("".join(self._texts)))
+                    events.append(Message(self._payload.decode("utf-8")))
+                self._release()
                 self._frame_type = None
-                self._texts = []
+                self._payload = bytearray()
         finally:
             del buf[:pos]
         return events
 
-    def _decode(self, chunk: bytes, final: bool) -> None:
+    def _add(self, chunk: bytearray, final: bool) -> None:
         assert self._decoder is not None
         try:
-            text = self._decoder.decode(chunk, final)
+            self._decoder.validate(chunk, final)
         except UnicodeDecodeError:
             raise InvalidPayload("text frame is not valid UTF-8") from None
-        if text:
-            self._texts.append(text)
+        self._payload += chunk

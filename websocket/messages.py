@@ -16,10 +16,38 @@ import codecs
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import InvalidPayload, MessageTooBig, ProtocolError
+from .errors import InvalidPayload, MessageTooBig, ProtocolError, TryAgainLater
 from .frames import Opcode, apply_mask, parse_close, parse_header
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB, as websockets' default max_size
+# --max-input-memory: all unfinished messages together. 256 x the default message size: a
+# few hundred users may each be in the middle of a 1 MiB message at once, not 10,000.
+DEFAULT_MAX_INPUT_MEMORY = 256 << 20
+
+
+class InputBudget:
+    """The bytes that every unfinished incoming message may hold together.
+
+    Shared by all receivers of one server. A receiver reserves a frame's announced length
+    before it keeps any of its payload, and gives it all back when the message is finished
+    or abandoned, so the total never passes `limit` however many users are mid-message.
+    """
+
+    __slots__ = ("limit", "held")
+
+    def __init__(self, limit: int = DEFAULT_MAX_INPUT_MEMORY) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        """Reserve `size` bytes; False (and nothing reserved) if that would pass the limit."""
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
 
 
 @dataclass(frozen=True)
@@ -70,20 +98,32 @@ class Utf8Decoder:
         self._pending = bytes(data[used:])
         return text
 
+    def validate(self, piece: bytes | bytearray, final: bool = False) -> None:
+        """Check `piece` as the next part of the text without keeping what it decodes to."""
+        data = self._pending + piece if self._pending else piece
+        if data.isascii():  # the common case: nothing to decode, nothing can be cut
+            self._pending = b""
+            return
+        _, used = codecs.utf_8_decode(data, "strict", final)
+        self._pending = bytes(data[used:])
+
 
 
 class Receiver:
     """Turns the bytes a client sends into events, for one RFC 6455 connection."""
 
-    __slots__ = ("max_message_size", "require_mask", "closed", "on_frame", "_fin",
+    __slots__ = ("max_message_size", "require_mask", "budget", "closed", "frames", "on_frame",
+                 "_fin",
                  "_mask", "_remaining", "_offset", "_in_frame", "_message_opcode",
-                 "_message_size", "_parts", "_texts", "_decoder")
+                 "_message_size", "_payload", "_reserved", "_decoder")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 require_mask: bool = True) -> None:
+                 require_mask: bool = True, budget: InputBudget | None = None) -> None:
         self.max_message_size = max_message_size
         self.require_mask = require_mask
+        self.budget = budget  # shared with every other receiver (--max-input-memory)
         self.closed = False  # a close frame was received: §5.5.1 nothing after it counts
+        self.frames = 0  # frame headers parsed so far (the caller's measure of work done)
         # Called with (opcode, fin, length) for every frame header, when set (for -v logs).
         self.on_frame: Callable[[Opcode, bool, int], object] | None = None
         # The frame whose payload is still arriving, and how much of it has been read.
@@ -92,15 +132,36 @@ class Receiver:
         self._remaining = 0
         self._offset = 0
         self._in_frame = False
-        # The data message being assembled from fragments (§5.4), if any.
+        # The data message being assembled from fragments (§5.4), if any. Its payload is
+        # one growing bytearray, so a message cut into a million tiny fragments costs no
+        # more memory than its bytes (a list of pieces would cost ~40 bytes per piece).
         self._message_opcode: Opcode | None = None
         self._message_size = 0
-        self._parts: list[bytes | bytearray] = []
-        self._texts: list[str] = []
+        self._payload = bytearray()
+        self._reserved = 0  # bytes of `budget` this message holds
         self._decoder: Utf8Decoder | None = None
 
-    def receive(self, buf: bytearray, events: list[Event] | None = None) -> list[Event]:
+    @property
+    def in_message(self) -> bool:
+        """True while a data frame or a fragmented message is only partly received."""
+        return self._in_frame or self._message_opcode is not None
+
+    def discard(self) -> None:
+        """Abandon the message in progress (the connection is gone): free its budget."""
+        if self._reserved and self.budget is not None:
+            self.budget.give_back(self._reserved)
+        self._reserved = 0
+        self._payload = bytearray()
+        self._message_opcode = None
+        self._in_frame = False
+
+    def receive(self, buf: bytearray, events: list[Event] | None = None,
+                max_frames: int = 1 << 62) -> list[Event]:
         """Consume from the front of `buf` everything that can be acted on; return events.
+
+        Stops after `max_frames` frame headers, leaving the rest of `buf` for the next call:
+        the caller bounds the work one connection's input causes at a time (`frames`
+        counts them).
 
         Raises a `ProtocolError` subclass (carrying its close code) when the data breaks
         RFC 6455; the caller must then fail the connection and not call this again. Pass
@@ -110,18 +171,23 @@ class Receiver:
             events = []
         pos = 0
         end = len(buf)
+        stop_at = self.frames + max_frames
         try:
             while pos < end and not self.closed:
                 if not self._in_frame:
+                    if self.frames >= stop_at:
+                        break
                     header = parse_header(buf, pos, self.require_mask)
                     if header is None:
                         break
+                    self.frames += 1
                     opcode, length = header.opcode, header.length
                     if self.on_frame is not None:
                         self.on_frame(opcode, header.fin, length)
                     if opcode >= Opcode.CLOSE:
                         # Control frames (§5.5) are small: wait for all of it, then act.
                         if end - pos < header.size + length:
+                            self.frames -= 1  # counted again when it is complete
                             break
                         pos += header.size
                         control = bytes(buf[pos:pos + length])
@@ -177,6 +243,12 @@ class Receiver:
 
     def _begin_fragment(self, opcode: Opcode, fin: bool, length: int,
                         mask: bytes | None) -> None:
+        if self.budget is not None and length:
+            if not self.budget.take(length):
+                raise TryAgainLater(
+                    f"the server holds {self.budget.held} bytes of unfinished messages "
+                    f"(limit {self.budget.limit}); this {length}-byte frame must wait")
+            self._reserved += length
         self._in_frame = True
         self._fin = fin
         self._mask = mask
@@ -190,29 +262,30 @@ class Receiver:
 
     def _add(self, chunk: bytes | bytearray) -> None:
         if self._decoder is not None:
+            # §8.1: fail as soon as the text stops being UTF-8, even mid-frame. The text is
+            # decoded once more, whole, at the end (cheap next to unmasking).
             try:
-                text = self._decoder.decode(chunk)
+                self._decoder.validate(chunk)
             except UnicodeDecodeError:
                 raise InvalidPayload("text message is not valid UTF-8") from None
-            if text:
-                self._texts.append(text)
-        else:
-            self._parts.append(chunk)
+        self._payload += chunk
 
     def _finish(self) -> str | bytes:
         data: str | bytes
         if self._decoder is not None:
             try:
-                tail = self._decoder.decode(b"", final=True)
+                self._decoder.validate(b"", final=True)
+                data = self._payload.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidPayload("text message ends inside a UTF-8 sequence") from None
-            data = "".join(self._texts) + tail
         else:
-            data = b"".join(self._parts)
+            data = bytes(self._payload)
+        if self._reserved and self.budget is not None:
+            self.budget.give_back(self._reserved)
+        self._reserved = 0
         self._message_opcode = None
         self._message_size = 0
-        self._parts = []
-        self._texts = []
+        self._payload = bytearray()
         self._decoder = None
         return data
 
