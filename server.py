@@ -78,6 +78,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         default=DEFAULTS["ping_interval"],
                         help="ping a user silent for this long; drop it (1011) if still silent "
                         "after twice that; 0 turns keepalive off (default: %(default)g)")
+    parser.add_argument("--message-timeout", type=positive(float), metavar="SECONDS",
+                        default=DEFAULTS["message_timeout"],
+                        help="time to finish a message once its first frame has begun; slower "
+                        "closes with 1008 (default: %(default)g)")
     parser.add_argument("--max-connections", type=positive(int), metavar="N",
                         default=DEFAULTS["max_connections"],
                         help="WebSocket users at once; more get HTTP 503 (default: "
@@ -85,7 +89,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-buffer", type=size, metavar="BYTES",
                         default=DEFAULTS["max_buffer"],
                         help="unsent output per user; a user that does not read is "
-                        "disconnected with 1008 beyond it (default: %(default)d = 4 MiB)")
+                        "disconnected with 1008 beyond it, and the senders wait for one that "
+                        "reads but is behind (default: %(default)d = 4 MiB)")
+    parser.add_argument("--max-input-memory", type=size, metavar="BYTES",
+                        default=DEFAULTS["max_input_memory"],
+                        help="unfinished incoming messages of all users together; a user "
+                        "whose message would pass it is closed with 1013 (try again later) "
+                        "(default: %(default)d = 256 MiB)")
     parser.add_argument("--allow-origin", action="append", metavar="ORIGIN",
                         dest="allowed_origins",
                         help="only pages from this origin (e.g. http://chat.example.com:8080) "
@@ -141,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                         max_request_size=args.max_request_size,
                         handshake_timeout=args.handshake_timeout,
                         close_timeout=args.close_timeout, ping_interval=args.ping_interval,
+                        message_timeout=args.message_timeout,
                         max_connections=args.max_connections, max_buffer=args.max_buffer,
+                        max_input_memory=args.max_input_memory,
                         allowed_origins=args.allowed_origins)
         server.listen()
     except (CallbackError, ServerError) as exc:

@@ -588,10 +588,10 @@ import server
 
 real_receive = messages.Receiver.receive
 
-def receive(self, buf, events=None):
+def receive(self, buf, *args, **kwargs):
     if b"\\x00" in buf:  # a bug planted for the test: any masked payload byte 0x00
         raise RuntimeError("planted bug")
-    return real_receive(self, buf, events)
+    return real_receive(self, buf, *args, **kwargs)
 
 messages.Receiver.receive = receive
 sys.exit(server.main())

@@ -32,33 +32,71 @@ from typing import Any
 
 from . import handshake, legacy
 from .callbacks import Callbacks, load
-from .errors import HttpError, InternalError, ProtocolError
+from .errors import HttpError, InternalError, PolicyViolation, ProtocolError
 from .frames import CloseCode, Opcode, describe_close_code, encode_close, frame_parts
 from .http import serve
 from .legacy import HixieReceiver
-from .messages import DEFAULT_MAX_MESSAGE_SIZE, Close, Event, Message, Ping, Pong, Receiver
+from .messages import (
+    DEFAULT_MAX_INPUT_MEMORY,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Close,
+    Event,
+    InputBudget,
+    Message,
+    Ping,
+    Pong,
+    Receiver,
+)
 from .user import User, UserState
 
 log = logging.getLogger("websocket")
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
-RECV_SIZE = 1024 * 1024
+# Fair shares of one loop pass. Reading at most READ_SIZE bytes from a user, and parsing at
+# most FRAMES_PER_TURN of its frames and queueing at most DELIVERIES_PER_TURN frames because
+# of them, before the loop serves anybody else, bounds what one flood can cost everyone (a
+# few milliseconds a pass): its next bytes wait in the kernel, not in us.
+READ_SIZE = 64 * 1024
+FRAMES_PER_BATCH = 64  # frames parsed at a time, their events handled before the next ones
+FRAMES_PER_TURN = 1024  # ~3 ms of the tiniest frames
+DELIVERIES_PER_TURN = 65536  # frames queued to users (fan-out), ~16 ms
 ACCEPTS_PER_PASS = 64  # accept() at most this many connections per readiness event
 MAX_IOVECS = 512  # frames handed to one sendmsg(); below every system's IOV_MAX
 FD_SETSIZE = 1024  # select.select() cannot watch a descriptor at or above this
+# What one queued frame costs beyond its bytes: a list slot and a bytes object's header
+# (sys.getsizeof(b"") is 33), rounded up. The backlog limits count this, so a million
+# two-byte pongs weigh what they really take, not 2 MB.
+FRAME_COST = 48
 DEFAULTS: dict[str, Any] = {
     "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,  # bytes per message (RFC 6455 and hixie)
     "max_request_size": handshake.MAX_REQUEST_SIZE,  # bytes of HTTP request head
     "handshake_timeout": 10.0,  # seconds to send a complete request (and between requests)
     "close_timeout": 5.0,  # seconds a user has to answer our close frame
     "ping_interval": 30.0,  # a silent user is pinged after this long, dropped after twice; 0: off
+    "message_timeout": 60.0,  # seconds to finish a message once its first frame has begun
     "max_connections": 10_000,  # WebSocket users at once; beyond it, HTTP 503
     "max_buffer": 4 << 20,  # bytes of unsent output per user before it is dropped
+    "max_input_memory": DEFAULT_MAX_INPUT_MEMORY,  # bytes of unfinished messages, all users
     "allowed_origins": None,  # pages (origins) whose users may join; None: any, as the article
 }
 LINGER_TIMEOUT = 2.0  # after our last bytes and a half-close, wait this long for the peer's EOF
 SHUTDOWN_TIMEOUT = 2.0  # on Ctrl-C, how long users get to answer the 1001 close
 TOO_SLOW = CloseCode.POLICY_VIOLATION  # for a user whose unsent output exceeds max_buffer
+# Fair delivery. A user whose backlog passes a quarter of max_buffer is "behind": its own
+# input waits, and so does the input of every user whose messages reach it, until it is
+# back under an eighth. It holds the others back only while it keeps up: the kernel took
+# some of its bytes in the last STALL_TIMEOUT seconds, and it has been behind for at most
+# BEHIND_TIMEOUT seconds. One that does not keep up is left behind, and dropped (1008) once
+# its backlog passes max_buffer.
+STALL_TIMEOUT = 0.5
+BEHIND_TIMEOUT = 1.0
+THROTTLE_RECHECK = 0.05  # seconds between checks while users wait for one that is behind
+
+# Why a user's input is on hold (User.hold, a bit set); no bit set: it is read and handled.
+HOLD_THROTTLED = 1  # its messages reached users that are behind: wait for them (fair delivery)
+HOLD_BEHIND = 2  # its own output is backed up (echoes, pongs): read again once it drains
+HOLD_HTTP = 4  # an HTTP answer is being sent: the next request waits for it (RFC 9112 §9.3)
+HOLD_CARRY = 8  # input left over from an earlier pass is handled before more is read
 
 _ACCEPT = "accept"
 _WAKEUP = "wakeup"
@@ -91,9 +129,13 @@ class Server:
         self.handshake_timeout: float = settings["handshake_timeout"]
         self.close_timeout: float = settings["close_timeout"]
         self.ping_interval: float = settings["ping_interval"]
+        self.message_timeout: float = settings["message_timeout"]
         self._next_sweep = float("inf")
         self.max_connections: int = settings["max_connections"]
         self.max_buffer: int = settings["max_buffer"]
+        self._behind_mark = self.max_buffer // 4  # a backlog over this: the user is behind
+        self._caught_up_mark = self.max_buffer // 8  # ... until it is back under this
+        self.input_budget = InputBudget(settings["max_input_memory"])
         origins = settings["allowed_origins"]
         self.allowed_origins: frozenset[str] | None = (
             None if origins is None else frozenset(o.lower().rstrip("/") for o in origins))
@@ -106,7 +148,14 @@ class Server:
         self._open: dict[int, User] = {}  # WebSocket users (state OPEN), in order of arrival
         self._next_id = 1
         self._pending: dict[User, None] = {}  # users with output queued during this pass
-        self._timers: list[tuple[float, int, User]] = []  # (deadline, user id, user) heap
+        self._runnable: dict[User, None] = {}  # users with input left to handle (HOLD_CARRY)
+        self._behind: dict[User, None] = {}  # users whose backlog is over the behind mark
+        self._throttled: dict[User, None] = {}  # users waiting for those to catch up
+        self._throttle = False  # set while handling a message that reached a user behind
+        self._deliveries = 0  # frames queued to users, ever: the clock of DELIVERIES_PER_TURN
+        self._now = time.monotonic()  # the current loop pass's time
+        # (deadline, user id, kind, user) heap; kind 0: user.deadline, 1: message_deadline
+        self._timers: list[tuple[float, int, int, User]] = []
         self._running = False
         self._stopping = False
         self._stop_deadline = 0.0
@@ -115,7 +164,7 @@ class Server:
         self._debug = False
         self._trace = False
         self._signalled: int | None = None
-        self._scratch = bytearray(RECV_SIZE)
+        self._scratch = bytearray(READ_SIZE)
         self._scratch_view = memoryview(self._scratch)
 
     @property
@@ -192,7 +241,9 @@ class Server:
             while True:
                 if self._stopping and (not self._users or time.monotonic() >= self._stop_deadline):
                     break
-                for key, mask in select(self._timeout()):
+                ready = select(self._timeout())
+                self._now = time.monotonic()
+                for key, mask in ready:
                     target = key.data
                     if target is _ACCEPT:
                         self._accept()
@@ -207,14 +258,18 @@ class Server:
                                 self._flush(target)
                         except Exception:  # a bug of ours: it must cost one user, not all
                             self._internal_error(target)
-                if self._pending:
-                    self._flush_pending()
+                if self._runnable:
+                    self._run_leftovers()
                 if self._timers and self._timers[0][0] <= time.monotonic():
                     self._run_timers()
                 if self._accept_paused_until and time.monotonic() >= self._accept_paused_until:
                     self._resume_accepting()
                 if time.monotonic() >= self._next_sweep:
                     self._sweep_silent_users()
+                if self._pending:
+                    self._flush_pending()
+                if self._throttled:
+                    self._release_throttled()
         finally:
             for user in list(self._users.values()):
                 self._close_socket(user, "server stopped")
@@ -241,7 +296,11 @@ class Server:
 
     def _timeout(self) -> float | None:
         """How long select() may sleep: until the next timer, or for ever."""
+        if self._runnable or self._pending:
+            return 0.0  # input is waiting to be handled, or output to be sent
         deadlines = []
+        if self._throttled:
+            deadlines.append(self._now + THROTTLE_RECHECK)
         if self._timers:
             deadlines.append(self._timers[0][0])
         if self._stopping:
@@ -286,6 +345,7 @@ class Server:
             self._next_id += 1
             self._users[user.id] = user
             self._selector.register(sock, selectors.EVENT_READ, user)
+            user.events = selectors.EVENT_READ
             self._set_deadline(user, self.handshake_timeout)
             if self._debug:
                 log.debug("user %d (%s) connected", user.id, user.peer)
@@ -296,7 +356,7 @@ class Server:
         try:
             sock.send(handshake.error_response(HttpError(status, reason)))
             sock.shutdown(socket.SHUT_WR)
-            sock.recv(RECV_SIZE)  # take what already arrived, so close() sends no RST
+            sock.recv(READ_SIZE)  # take what already arrived, so close() sends no RST
         except OSError:
             pass
         sock.close()
@@ -315,8 +375,9 @@ class Server:
 
     def _read(self, user: User) -> None:
         try:
-            # Into one reused buffer: no fresh RECV_SIZE allocation for every read.
-            size = user.sock.recv_into(self._scratch)
+            # Into one reused buffer, at most READ_SIZE bytes: a user that sends faster than
+            # we serve it waits in its own kernel buffer, costing nobody else a thing.
+            size = user.sock.recv_into(self._scratch, READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -328,17 +389,103 @@ class Server:
             return
         if user.close_after_flush or user.state is UserState.CLOSED:
             return  # lingering after our last bytes: the rest is discarded
-        user.last_seen = time.monotonic()
+        user.last_seen = self._now
         user.pinged = False
         user.inbuf += self._scratch_view[:size]
+        self._handle_input(user)
+
+    def _handle_input(self, user: User) -> None:
         if user.state is UserState.HANDSHAKE:
             self._handshake(user)
         elif user.receiver is not None:
             self._receive(user)
 
+    def _run_leftovers(self) -> None:
+        """Handle input that earlier passes left for later (HOLD_CARRY), one turn each."""
+        runnable, self._runnable = self._runnable, {}
+        for user in runnable:
+            if user.state is UserState.CLOSED:
+                continue
+            try:
+                user.hold &= ~HOLD_CARRY
+                if not user.hold:
+                    self._handle_input(user)
+                self._update_interest(user)
+            except Exception:  # a bug of ours: it must cost one user, not all
+                self._internal_error(user)
+
+    # -- holding input back: fair delivery and back-pressure ------------------------------
+
+    def _hold(self, user: User, reason: int) -> None:
+        """Stop reading and handling the user's input for `reason` (a HOLD_* bit)."""
+        if not user.hold & reason:
+            user.hold |= reason
+            self._update_interest(user)
+
+    def _unhold(self, user: User, reason: int) -> None:
+        """Take `reason` away; with no reason left, input flows again, leftovers first."""
+        if not user.hold & reason:
+            return
+        user.hold &= ~reason
+        if not user.hold and user.inbuf and user.state is not UserState.CLOSED:
+            user.hold = HOLD_CARRY  # what is already in inbuf goes before any new read
+            self._runnable[user] = None
+        self._update_interest(user)
+
+    def _update_interest(self, user: User) -> None:
+        """Watch the socket for reading unless input is on hold (a lingering socket is
+        always read, to see the peer's EOF) and for writing while output is left over."""
+        if user.state is UserState.CLOSED:
+            return
+        events = selectors.EVENT_READ if not user.hold or user.close_after_flush else 0
+        if user.writing:
+            events |= selectors.EVENT_WRITE
+        if events == user.events:
+            return
+        if not user.events:
+            self._selector.register(user.sock, events, user)
+        elif not events:
+            self._selector.unregister(user.sock)
+        else:
+            self._selector.modify(user.sock, events, user)
+        user.events = events
+
+    def _keeping_up(self, user: User) -> bool:
+        """Is a user that is behind still worth waiting for? (See STALL_TIMEOUT.)"""
+        now = self._now
+        if user.writing and now - user.progress_at > STALL_TIMEOUT:
+            return False  # the kernel has taken nothing of its output for a while
+        return not (user.behind_since and now - user.behind_since > BEHIND_TIMEOUT)
+
+    def _fall_behind(self, user: User) -> None:
+        user.behind_since = self._now
+        self._behind[user] = None
+        self._hold(user, HOLD_BEHIND)
+
+    def _catch_up(self, user: User) -> None:
+        user.behind_since = 0.0
+        self._behind.pop(user, None)
+        self._unhold(user, HOLD_BEHIND)
+
+    def _release_throttled(self) -> None:
+        """Let the held senders go once no user they wait for is still keeping up."""
+        for user in self._behind:
+            if user.state is UserState.OPEN and self._keeping_up(user):
+                return
+        throttled, self._throttled = self._throttled, {}
+        for user in throttled:
+            self._unhold(user, HOLD_THROTTLED)
+
+    # -- handshakes and messages ----------------------------------------------------------
+
     def _handshake(self, user: User) -> None:
-        """Parse requests as they complete (`doHandshake`): upgrade, or serve the page."""
-        while user.state is UserState.HANDSHAKE and user.inbuf and not user.close_after_flush:
+        """Parse requests as they complete (`doHandshake`): upgrade, or serve the page.
+
+        One request at a time (RFC 9112 §9.3): the next is not even parsed until the
+        answer to this one has been sent, so pipelined requests cannot pile up answers.
+        """
+        while (user.state is UserState.HANDSHAKE and user.inbuf and not user.close_after_flush
+               and not user.hold):
             try:
                 parsed = handshake.parse_request(user.inbuf, self.max_request_size)
             except HttpError as exc:
@@ -371,13 +518,13 @@ class Server:
         user.subprotocol = upgrade.subprotocol
         user.headers = request.headers
         if upgrade.protocol == handshake.RFC6455:
-            user.receiver = Receiver(self.max_message_size)
+            user.receiver = Receiver(self.max_message_size, budget=self.input_budget)
             if self._trace:
                 user.receiver.on_frame = lambda opcode, fin, length: log.debug(
                     "user %d < %s%s %d bytes", user.id, opcode.name, "" if fin else " (more)",
                     length)
         else:
-            user.receiver = HixieReceiver(self.max_message_size)
+            user.receiver = HixieReceiver(self.max_message_size, budget=self.input_budget)
             if self._trace:
                 user.receiver.on_frame = lambda kind, length: log.debug(
                     "user %d < hixie frame %#04x %d bytes", user.id, kind, length)
@@ -400,38 +547,69 @@ class Server:
         self._queue(user, response.data)
         if response.keep_alive:
             self._set_deadline(user, self.handshake_timeout)
+            self._hold(user, HOLD_HTTP)  # until the answer is sent (see _flush)
         else:
             user.close_after_flush = True
 
     def _receive(self, user: User) -> None:
-        """Frames to events to actions (the article's `process` call, and more)."""
-        assert user.receiver is not None
-        events: list[Event] = []
-        error: ProtocolError | None = None
-        try:
-            user.receiver.receive(user.inbuf, events)
-        except ProtocolError as exc:
-            error = exc
-        for event in events:
-            if isinstance(event, Message):
-                if user.state is UserState.OPEN:  # while closing, data is discarded
-                    user.last_action = time.monotonic()
-                    if self._debug:
-                        self._log_message(user, event.data)
-                    self._call(self.callbacks.process, user, event.data, self)
-            elif isinstance(event, Ping):
-                # RFC 6455 §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong
-                # frame in response ... the Application data of the Ping".
-                if user.state is UserState.OPEN:
-                    self._queue_frame(user, Opcode.PONG, event.payload)
-            elif isinstance(event, Pong):
-                pass  # §5.5.3: an unsolicited Pong needs no answer
-            elif isinstance(event, Close):
-                self._on_close(user, event)
-            if user.state is UserState.CLOSED:
+        """Frames to events to actions (the article's `process` call, and more).
+
+        One turn: frames are parsed FRAMES_PER_BATCH at a time, and their events handled,
+        until the input runs out, the user's input goes on hold, or the turn's share is
+        spent (FRAMES_PER_TURN, DELIVERIES_PER_TURN); the rest is left for the next pass.
+        """
+        receiver = user.receiver
+        assert receiver is not None
+        last_frame = receiver.frames + FRAMES_PER_TURN
+        last_delivery = self._deliveries + DELIVERIES_PER_TURN
+        while True:
+            events: list[Event] = []
+            error: ProtocolError | None = None
+            before = receiver.frames
+            try:
+                receiver.receive(user.inbuf, events, FRAMES_PER_BATCH)
+            except ProtocolError as exc:
+                error = exc
+            self._throttle = False
+            for event in events:
+                self._dispatch(user, event)
+                if user.state is UserState.CLOSED:
+                    return
+            if error is not None:
+                self._fail(user, error)
                 return
-        if error is not None:
-            self._fail(user, error)
+            if self._throttle and user.state is UserState.OPEN:
+                # Its messages reached someone who is behind: wait with the rest for them.
+                self._throttled[user] = None
+                self._hold(user, HOLD_THROTTLED)
+            if receiver.frames - before < FRAMES_PER_BATCH or not user.inbuf or user.hold:
+                break  # all of the input is handled (what is left is not a whole frame)
+            if receiver.frames >= last_frame or self._deliveries >= last_delivery:
+                self._hold(user, HOLD_CARRY)
+                self._runnable[user] = None
+                break
+        if receiver.in_message:
+            if user.message_deadline is None and user.receiver is receiver:
+                self._set_message_deadline(user)
+        elif user.message_deadline is not None:
+            user.message_deadline = None
+
+    def _dispatch(self, user: User, event: Event) -> None:
+        if isinstance(event, Message):
+            if user.state is UserState.OPEN:  # while closing, data is discarded
+                user.last_action = self._now
+                if self._debug:
+                    self._log_message(user, event.data)
+                self._call(self.callbacks.process, user, event.data, self)
+        elif isinstance(event, Ping):
+            # RFC 6455 §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong
+            # frame in response ... the Application data of the Ping".
+            if user.state is UserState.OPEN:
+                self._queue_frame(user, Opcode.PONG, event.payload)
+        elif isinstance(event, Pong):
+            pass  # §5.5.3: an unsolicited Pong needs no answer
+        elif isinstance(event, Close):
+            self._on_close(user, event)
 
     def _log_message(self, user: User, data: str | bytes) -> None:
         if isinstance(data, str):
@@ -496,6 +674,8 @@ class Server:
                     describe_close_code(code), error.reason)
         user.close_code, user.close_reason = code, error.reason
         user.inbuf.clear()
+        if user.receiver is not None:
+            user.receiver.discard()
         user.receiver = None
         if user.state is UserState.OPEN:
             self._queue_close(user, code, error.reason)
@@ -518,6 +698,8 @@ class Server:
     def _leave_open(self, user: User) -> None:
         """The user no longer takes part in the chat (its socket may still be flushing)."""
         self._open.pop(user.id, None)
+        if self._throttled.pop(user, None) is not None or user.hold & HOLD_THROTTLED:
+            self._unhold(user, HOLD_THROTTLED)  # it sends nothing to anyone any more
 
     def _close_socket(self, user: User, why: str) -> None:
         """Forget the user and close its socket (the article's `disconnect`)."""
@@ -527,14 +709,21 @@ class Server:
         self._leave_open(user)
         self._users.pop(user.id, None)
         self._pending.pop(user, None)
-        try:
-            self._selector.unregister(user.sock)
-        except (KeyError, ValueError):
-            pass
+        self._runnable.pop(user, None)
+        self._behind.pop(user, None)
+        if user.events:
+            try:
+                self._selector.unregister(user.sock)
+            except (KeyError, ValueError):
+                pass
+            user.events = 0
         user.sock.close()
         user.state = UserState.CLOSED
         user.outbuf.clear()
-        user.outbuf_size = 0
+        user.out_cost = user.out_offset = 0
+        user.inbuf.clear()
+        if user.receiver is not None:
+            user.receiver.discard()  # its unfinished message no longer counts against anyone
         if not was_websocket:
             if self._debug:
                 log.debug("user %d (%s) disconnected: %s", user.id, user.peer, why)
@@ -563,14 +752,22 @@ class Server:
     def _queue(self, user: User, data: bytes) -> None:
         """Queue bytes for a user; they leave at the end of this loop pass.
 
-        A user whose unsent backlog is already over `max_buffer` is not reading: it is
-        dropped instead (one message larger than the limit still goes to a reader).
+        A user whose backlog is over the behind mark holds back the sender of this frame
+        while it keeps up (fair delivery); one that has stopped reading is left behind,
+        and dropped once its backlog passes `max_buffer` (one message larger than the limit
+        still goes to a reader).
         """
-        if user.outbuf_size > self.max_buffer and user.state is UserState.OPEN:
-            self._overflow(user)
-            return
+        if user.out_cost > self._behind_mark and user.state is UserState.OPEN:
+            if not user.behind_since:
+                self._fall_behind(user)
+            if self._keeping_up(user):
+                self._throttle = True
+            elif user.out_cost > self.max_buffer:
+                self._overflow(user)
+                return
         user.outbuf.append(data)
-        user.outbuf_size += len(data)
+        user.out_cost += len(data) + FRAME_COST
+        self._deliveries += 1
         if not user.writing:
             self._pending[user] = None
 
@@ -582,14 +779,14 @@ class Server:
 
     def _overflow(self, user: User) -> None:
         """A user that does not read while others talk: drop its backlog, and then it."""
-        unsent = user.outbuf_size
+        unsent = user.out_cost
         # Keep a frame already partly on the wire (cutting it would corrupt the stream).
         keep = user.outbuf[0] if user.out_offset else None
         user.outbuf.clear()
-        user.outbuf_size = 0
+        user.out_cost = 0
         if keep is not None:
             user.outbuf.append(keep)
-            user.outbuf_size = len(keep) - user.out_offset
+            user.out_cost = len(keep) - user.out_offset + FRAME_COST
         log.warning("user %d (%s) is not reading: %d bytes unsent (limit %d); disconnecting",
                     user.id, user.peer, unsent, self.max_buffer)
         self._send_close(user, TOO_SLOW, "too slow: output buffer full")
@@ -604,47 +801,58 @@ class Server:
                 flush(user)
 
     def _flush(self, user: User) -> None:
-        """One send for everything queued (scatter-gather), the rest waits for EVENT_WRITE."""
+        """Send what is queued until the kernel takes no more (scatter-gather, MAX_IOVECS
+        frames per call); what is left waits for EVENT_WRITE."""
         out = user.outbuf
-        if out:
+        while out:
             try:
                 if len(out) == 1 and not user.out_offset:
+                    handed = 1
                     sent = user.sock.send(out[0])
                 else:
                     chunks: list[Any] = out[:MAX_IOVECS]
+                    handed = len(chunks)
                     if user.out_offset:
                         chunks[0] = memoryview(chunks[0])[user.out_offset:]
                     sent = user.sock.sendmsg(chunks)
             except (BlockingIOError, InterruptedError):
-                sent = 0
+                break
             except OSError as exc:
                 self._close_socket(user, f"connection lost: {exc.strerror or exc}")
                 return
-            if sent == user.outbuf_size:  # the usual case: the kernel took everything
+            user.progress_at = self._now
+            if sent == user.out_cost - FRAME_COST * len(out):  # the kernel took everything
                 out.clear()
-                user.outbuf_size = user.out_offset = 0
-            else:
-                user.outbuf_size -= sent
-                offset = user.out_offset + sent
-                done = 0
-                for chunk in out:
-                    if offset < len(chunk):
-                        break
-                    offset -= len(chunk)
-                    done += 1
-                del out[:done]
-                user.out_offset = offset
+                user.out_cost = user.out_offset = 0
+                break
+            offset = user.out_offset + sent
+            done = 0
+            for chunk in out:
+                if offset < len(chunk):
+                    break
+                offset -= len(chunk)
+                done += 1
+            del out[:done]
+            user.out_cost -= sent + FRAME_COST * done
+            user.out_offset = offset
+            if done < handed:
+                break  # the kernel refused the rest
         if out:
             if not user.writing:
                 user.writing = True
-                self._selector.modify(user.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
-                                      user)
-            return
-        if user.writing:
-            user.writing = False
-            self._selector.modify(user.sock, selectors.EVENT_READ, user)
-        if user.close_after_flush and user.state is not UserState.CLOSED:
-            self._linger(user)
+                self._update_interest(user)
+        else:
+            if user.writing:
+                user.writing = False
+                self._update_interest(user)
+            if user.hold & HOLD_HTTP:
+                # The answer is out: the next request may come, within the keep-alive time.
+                self._set_deadline(user, self.handshake_timeout)
+                self._unhold(user, HOLD_HTTP)
+            if user.close_after_flush and user.state is not UserState.CLOSED:
+                self._linger(user)
+        if user.behind_since and user.out_cost < self._caught_up_mark:
+            self._catch_up(user)
 
     def _linger(self, user: User) -> None:
         """Everything is sent: half-close, and wait briefly for the peer's EOF.
@@ -659,21 +867,33 @@ class Server:
             return
         if user.state is UserState.OPEN:
             self._leave_open(user)
+        self._update_interest(user)  # read until the peer's EOF, whatever was on hold
         self._set_deadline(user, LINGER_TIMEOUT)
 
     # -- timers ------------------------------------------------------------------------------
 
     def _set_deadline(self, user: User, seconds: float) -> None:
         user.deadline = time.monotonic() + seconds
-        heapq.heappush(self._timers, (user.deadline, user.id, user))
+        heapq.heappush(self._timers, (user.deadline, user.id, 0, user))
+
+    def _set_message_deadline(self, user: User) -> None:
+        user.message_deadline = time.monotonic() + self.message_timeout
+        heapq.heappush(self._timers, (user.message_deadline, user.id, 1, user))
 
     def _run_timers(self) -> None:
         now = time.monotonic()
         timers = self._timers
         while timers and timers[0][0] <= now:
-            deadline, _, user = heapq.heappop(timers)
-            if user.deadline != deadline or user.state is UserState.CLOSED:
-                continue  # replaced by a later deadline, or already gone
+            deadline, _, kind, user = heapq.heappop(timers)
+            if user.state is UserState.CLOSED:
+                continue
+            if kind == 1:
+                if user.message_deadline == deadline:
+                    user.message_deadline = None
+                    self._message_expired(user)
+                continue
+            if user.deadline != deadline:
+                continue  # replaced by a later deadline
             user.deadline = None
             if user.close_after_flush:
                 if user.outbuf:
@@ -681,16 +901,26 @@ class Server:
                 else:
                     self._close_socket(user, "")
             elif user.state is UserState.HANDSHAKE:
-                if user.inbuf:
+                if user.hold & HOLD_HTTP:
+                    # Our answer has waited that long for the client to read it.
+                    self._close_socket(user, "did not read our answer in time")
+                elif user.inbuf:
                     self._fail(user, HttpError(408, f"request not complete within "
                                                     f"{self.handshake_timeout:g} s"))
-                    self._flush(user)
                 else:
                     self._close_socket(user, "idle")
             elif user.state is UserState.CLOSING:
                 if user.close_code is not None and user.close_reason:
                     user.close_reason += " (no answer to our close)"
                 self._close_socket(user, "no close frame in answer to ours")
+
+    def _message_expired(self, user: User) -> None:
+        """--message-timeout: a message begun long ago and still not finished (1008)."""
+        receiver = user.receiver
+        if (user.state is UserState.OPEN and receiver is not None and receiver.in_message
+                and not receiver.closed):
+            self._fail(user, PolicyViolation(
+                f"message not finished within {self.message_timeout:g} s"))
 
     def _sweep_silent_users(self) -> None:
         """Keepalive (RFC 6455 §5.5.2): ping users silent for `ping_interval`, drop them
@@ -701,8 +931,8 @@ class Server:
         now = time.monotonic()
         self._next_sweep = now + self.ping_interval / 2
         for user in list(self._open.values()):
-            if user.protocol != handshake.RFC6455:
-                continue
+            if user.protocol != handshake.RFC6455 or user.hold & HOLD_THROTTLED:
+                continue  # no pings in the drafts; a held user's silence is ours
             silent = now - user.last_seen
             if silent >= 2 * self.ping_interval:
                 self._fail(user, InternalError(
@@ -710,7 +940,6 @@ class Server:
             elif silent >= self.ping_interval and not user.pinged:
                 user.pinged = True
                 self._queue_frame(user, Opcode.PING, b"keepalive")
-        self._flush_pending()
 
     # -- the API for callbacks (the article's `send`, plus what a real chat needs) ----------
 
@@ -760,19 +989,20 @@ class Server:
         queue = self._queue
         rfc6455 = handshake.RFC6455
         trace = self._trace
-        max_buffer = self.max_buffer
+        behind_mark = self._behind_mark
         pending = self._pending
-        size = len(frame) if frame is not None else 0
+        cost = len(frame) + FRAME_COST if frame is not None else 0
         for user in list(self._open.values()):
             if user in excluded:
                 continue
             if user.protocol == rfc6455:
                 if trace:
                     log.debug("user %d > %s %d bytes", user.id, opcode.name, len(payload))
-                if frame is not None and user.outbuf_size <= max_buffer:
-                    # `_queue` inlined: this line runs once per user per message.
+                if frame is not None and user.out_cost <= behind_mark:
+                    # `_queue` inlined for a user that is not behind: this runs once per
+                    # user per message.
                     user.outbuf.append(frame)
-                    user.outbuf_size += size
+                    user.out_cost += cost
                     if not user.writing:
                         pending[user] = None
                 else:
@@ -788,6 +1018,7 @@ class Server:
                               user.id, user.protocol)
                 continue
             delivered += 1
+        self._deliveries += delivered
         return delivered
 
     def disconnect(self, user: User, code: int = CloseCode.NORMAL, reason: str = "") -> None:

@@ -42,8 +42,9 @@ class User:
     __slots__ = (
         "id", "sock", "address", "state", "protocol", "subprotocol", "resource", "host", "origin",
         "_headers", "connected_at", "last_action", "last_seen", "pinged", "data", "inbuf", "outbuf",
-        "outbuf_size", "out_offset", "receiver", "deadline", "close_code",
-        "close_reason", "close_after_flush", "left", "writing", "__weakref__",
+        "out_cost", "out_offset", "receiver", "deadline", "message_deadline", "close_code",
+        "close_reason", "close_after_flush", "left", "writing", "events", "hold", "progress_at",
+        "behind_since", "__weakref__",
     )
 
     def __init__(self, user_id: int, sock: socket.socket, address: Any) -> None:
@@ -70,15 +71,22 @@ class User:
         # be partly sent already (`out_offset` bytes of it). Keeping frames whole means a
         # broadcast queues one shared bytes object per user, never a copy.
         self.outbuf: list[bytes] = []
-        self.outbuf_size = 0
+        # What the queue costs in memory: every frame's bytes not yet sent plus FRAME_COST
+        # (server.py) for each frame; the backlog limits compare this.
+        self.out_cost = 0
         self.out_offset = 0
         self.receiver: Receiver | HixieReceiver | None = None
         self.deadline: float | None = None  # monotonic time when the current wait expires
+        self.message_deadline: float | None = None  # a message begun must end by then
         self.close_code: int | None = None  # what the connection ended with (for the log)
         self.close_reason = ""
         self.close_after_flush = False  # HTTP answered / close sent: drop once flushed
         self.left = False  # its departure was logged and on_disconnect called
-        self.writing = False  # registered for EVENT_WRITE
+        self.writing = False  # output is left over from a flush: wait for EVENT_WRITE
+        self.events = 0  # the selector events it is registered for (0: not registered)
+        self.hold = 0  # why its input waits: server.HOLD_* bits; 0: read and handle it
+        self.progress_at = 0.0  # monotonic time the kernel last took some of its output
+        self.behind_since = 0.0  # when its backlog passed the "behind" mark; 0.0: it is not
 
     @property
     def handshake(self) -> bool:
