@@ -7,6 +7,7 @@ from websocket.errors import HttpError
 from websocket.handshake import (
     HIXIE75,
     HIXIE76,
+    MAX_REQUEST_SIZE,
     RFC6455,
     Request,
     accept_key,
@@ -190,3 +191,52 @@ def test_subprotocol_is_the_servers_first_choice_among_the_offered() -> None:
     none = upgrade(offered, subprotocols=("other",))
     assert none.subprotocol is None and b"Sec-WebSocket-Protocol" not in none.response
     assert b"Sec-WebSocket-Protocol" not in upgrade(rfc(), subprotocols=("chat",)).response
+
+
+# -- RFC 9112 strictness: each rule in one chunk and one byte at a time ---------------------
+
+def page(*headers: str, line: str = "GET / HTTP/1.1") -> bytes:
+    """A request head: the request line, the header lines given, and the blank line."""
+    return "".join(f"{part}\r\n" for part in (line, *headers)).encode("latin-1") + b"\r\n"
+
+
+def parse_bytewise(data: bytes, max_size: int = MAX_REQUEST_SIZE) -> tuple[Request, int]:
+    """Parse `data` whole and fed one byte at a time: both must give the same request, and
+    only once every byte of it has arrived."""
+    whole = parse_request(data, max_size)
+    assert whole is not None
+    for fed in range(whole[1]):
+        assert parse_request(data[:fed], max_size) is None, f"done after {fed} bytes"
+    assert parse_request(data[:whole[1]], max_size) == whole
+    return whole
+
+
+def assert_fails_with(data: bytes, status: int, reason: str, at: int | None = None,
+                      max_size: int = MAX_REQUEST_SIZE) -> None:
+    """`data` fails with `status` and exactly `reason`, whole and fed one byte at a time;
+    fed bytewise it fails once `at` bytes have arrived (by default: all of them)."""
+    with pytest.raises(HttpError) as whole:
+        parse_request(data, max_size)
+    assert (whole.value.status, whole.value.reason) == (status, reason)
+    fed = 0
+    with pytest.raises(HttpError) as trickled:
+        for fed in range(1, len(data) + 1):
+            assert parse_request(data[:fed], max_size) is None
+    assert (trickled.value.status, trickled.value.reason) == (status, reason)
+    assert fed == (len(data) if at is None else at)
+
+
+def test_size_limit_is_the_same_fed_byte_by_byte() -> None:
+    # The 20 bytes before the blank line are exactly the limit: accepted, in any pieces
+    # (a trickled head used to get 431 while its blank line was arriving).
+    data = b"GET / HTTP/1.0\r\nX:ab\r\n\r\n"
+    assert parse_bytewise(data, max_size=20)[1] == len(data)
+    longer = data.replace(b"ab", b"abc")
+    assert_fails_with(longer, 431, "request head larger than 20 bytes", at=21, max_size=20)
+    # A CRLF straddling the limit may still begin the blank line: 431 once it does not.
+    assert_fails_with(b"GET / HTTP/1.0\r\nX:ab\r\nY", 431, "request head larger than 20 bytes",
+                      at=23, max_size=20)
+
+
+def test_tls_is_recognised_from_the_first_byte_even_with_a_blank_line() -> None:
+    assert_fails_with(b"\x16\x03\x01\r\n\r\n", 400, "TLS handshake on a plain ws:// port", 1)

@@ -24,6 +24,7 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_REQUEST_SIZE = 16 * 1024  # the whole request head; browsers send well under 2 KiB
 MAX_HEADERS = 100  # as http.client's _MAXHEADERS
 DRAFT76_KEY3_SIZE = 8  # draft-76 §4.1: "the 8 bytes" after the blank line
+BLANK_LINE = b"\r\n\r\n"  # RFC 9112 §2.1: the CRLF ending the last field line, then an empty line
 
 RFC6455 = "rfc6455"
 HIXIE76 = "hixie76"
@@ -69,18 +70,31 @@ def _is_draft76(headers: list[tuple[str, str]]) -> bool:
 
 def parse_request(buf: bytes | bytearray,
                   max_size: int = MAX_REQUEST_SIZE) -> tuple[Request, int] | None:
-    """Parse one request from the start of `buf`: (request, bytes consumed), or None for more.
+    """Parse one request head from the start of `buf`: (request, bytes consumed), or None.
 
-    Raises HttpError: 431 when the head exceeds `max_size` before its blank line, 400 when
-    the request line or a header line is malformed.
+    None means more bytes are needed. Whatever is decided is decided as soon as the bytes
+    that show it have arrived, so feeding `buf` one byte at a time gives the same request or
+    the same error as feeding it at once. The 8-byte key3 of a draft-76 upgrade is part of
+    the request (draft-76 §4.1).
+
+    Args:
+        buf: the bytes received so far on the connection.
+        max_size: the most bytes a request head may have before its blank line.
+
+    Raises:
+        HttpError: 431 when the head exceeds `max_size` before its blank line or has more
+            than MAX_HEADERS lines; 505 for an HTTP version other than 1.0 and 1.1; 400 for
+            a TLS handshake or a malformed request line or header line.
     """
-    end = buf.find(b"\r\n\r\n", 0, max_size + 4)
+    if buf.startswith((b"\x16", b"\x80")):
+        raise HttpError(400, "TLS handshake on a plain ws:// port")
+    end = buf.find(BLANK_LINE, 0, max_size + len(BLANK_LINE))
     if end < 0:
-        if len(buf) > max_size:
+        over = _over_limit_at(buf, max_size)
+        if over is not None:
             raise HttpError(431, f"request head larger than {max_size} bytes")
-        if buf.startswith((b"\x16", b"\x80")):
-            raise HttpError(400, "TLS handshake on a plain ws:// port")
         return None
+    consumed = end + len(BLANK_LINE)
     try:
         head = bytes(buf[:end]).decode("iso-8859-1")
     except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
@@ -101,11 +115,11 @@ def parse_request(buf: bytes | bytearray,
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        # RFC 7230 §3.2.4: no whitespace before the colon, no obsolete line folding.
+        # RFC 9112 §5.1: "No whitespace is allowed between the field name and colon" (400);
+        # §5.2: obsolete line folding may be rejected with 400, and is.
         if not colon or not name or name != name.strip() or " " in name or "\t" in name:
             raise HttpError(400, "malformed header line")
         headers.append((name, value.strip(" \t")))
-    consumed = end + 4
     body = b""
     if method == "GET" and _is_draft76(headers):
         # draft-76 §4.1: the request is not complete until 8 more bytes have arrived.
@@ -114,6 +128,20 @@ def parse_request(buf: bytes | bytearray,
         body = bytes(buf[consumed:consumed + DRAFT76_KEY3_SIZE])
         consumed += DRAFT76_KEY3_SIZE
     return Request(method, target, version, tuple(headers), body), consumed
+
+
+def _over_limit_at(buf: bytes | bytearray, max_size: int) -> int | None:
+    """With no blank line found yet: the length of `buf` at which the head went over
+    `max_size` (no blank line can still start at or before it), or None if it has not.
+
+    Only the first max_size + 4 bytes are looked at, so the answer is the same whether `buf`
+    grew by one byte or arrived at once.
+    """
+    for length in range(max_size + 1, min(len(buf), max_size + len(BLANK_LINE)) + 1):
+        starts = range(max(0, length - len(BLANK_LINE) + 1), max_size + 1)
+        if not any(BLANK_LINE.startswith(buf[start:length]) for start in starts):
+            return length
+    return None
 
 
 @dataclass(frozen=True)
