@@ -240,3 +240,37 @@ def test_size_limit_is_the_same_fed_byte_by_byte() -> None:
 
 def test_tls_is_recognised_from_the_first_byte_even_with_a_blank_line() -> None:
     assert_fails_with(b"\x16\x03\x01\r\n\r\n", 400, "TLS handshake on a plain ws:// port", 1)
+
+
+BARE_LF = "bare LF in the request head: lines must end with CRLF"
+BARE_CR = "bare CR in the request head: lines must end with CRLF"
+
+
+@pytest.mark.parametrize("data, reason, at", [
+    (b"GET / HTTP/1.1\nHost: x\n\n", BARE_LF, 15),  # all LF: refused at the first one
+    (b"GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", BARE_LF, 24),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\n", BARE_LF, 26),  # the blank line
+    (b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", BARE_LF, 1),
+    (b"GET / HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", BARE_CR, 25),  # known at the byte after CR
+    (b"GET / HTTP/1.1\r\nHost: x\r\r\n\r\n", BARE_CR, 25),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n", BARE_CR, 27),
+    (b"GET / HTTP/1.1\r\nX: a\rb", BARE_CR, 22),  # the head need not be complete
+    (b"GET / HTTP/1.1\r\nX: a\n", BARE_LF, 21),
+])
+def test_bare_lf_or_cr_is_400_as_soon_as_it_arrives(data: bytes, reason: str, at: int) -> None:
+    # RFC 9112 §2.2: no bare CR, and a LF alone is not taken for a line end.
+    assert_fails_with(data, 400, reason, at)
+
+
+def test_a_cr_at_the_end_waits_for_its_lf() -> None:
+    assert parse_request(b"GET / HTTP/1.1\r") is None
+    assert parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n\r") is None
+
+
+def test_draft76_key3_may_hold_any_cr_and_lf() -> None:
+    # The 8 bytes after the blank line are draft-76's key3, not a line.
+    head = (b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key1: 1 0\r\nSec-WebSocket-Key2: 1 0\r\n\r\n")
+    request, consumed = parse_bytewise(head + b"\n\r\r\n\n\r\n\r" + b"\x81")
+    assert request.body == b"\n\r\r\n\n\r\n\r" and consumed == len(head) + 8
+    assert upgrade(request).protocol == HIXIE76

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 
 from . import legacy
@@ -25,6 +26,9 @@ MAX_REQUEST_SIZE = 16 * 1024  # the whole request head; browsers send well under
 MAX_HEADERS = 100  # as http.client's _MAXHEADERS
 DRAFT76_KEY3_SIZE = 8  # draft-76 §4.1: "the 8 bytes" after the blank line
 BLANK_LINE = b"\r\n\r\n"  # RFC 9112 §2.1: the CRLF ending the last field line, then an empty line
+
+# RFC 9112 §2.2: a CR not followed by LF, or a LF not preceded by CR.
+_BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 RFC6455 = "rfc6455"
 HIXIE76 = "hixie76"
@@ -84,17 +88,19 @@ def parse_request(buf: bytes | bytearray,
     Raises:
         HttpError: 431 when the head exceeds `max_size` before its blank line or has more
             than MAX_HEADERS lines; 505 for an HTTP version other than 1.0 and 1.1; 400 for
-            a TLS handshake or a malformed request line or header line.
+            a TLS handshake, a bare CR or LF, or a malformed request line or header line.
     """
     if buf.startswith((b"\x16", b"\x80")):
         raise HttpError(400, "TLS handshake on a plain ws:// port")
     end = buf.find(BLANK_LINE, 0, max_size + len(BLANK_LINE))
     if end < 0:
         over = _over_limit_at(buf, max_size)
+        _check_line_endings(buf, len(buf) if over is None else over)
         if over is not None:
             raise HttpError(431, f"request head larger than {max_size} bytes")
         return None
     consumed = end + len(BLANK_LINE)
+    _check_line_endings(buf, consumed)
     try:
         head = bytes(buf[:end]).decode("iso-8859-1")
     except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
@@ -142,6 +148,25 @@ def _over_limit_at(buf: bytes | bytearray, max_size: int) -> int | None:
         if not any(BLANK_LINE.startswith(buf[start:length]) for start in starts):
             return length
     return None
+
+
+def _check_line_endings(buf: bytes | bytearray, stop: int) -> None:
+    """RFC 9112 §2.2: refuse a bare CR or a bare LF in `buf[:stop]` with 400.
+
+    "A recipient MAY recognize a single LF as a line terminator": we do not, since a proxy
+    in front of us might not, and the two would then disagree about where the head ends. A
+    bare CR "MUST" be considered invalid or replaced by SP. A CR that ends `buf` may still
+    be followed by its LF, so it waits for the next byte.
+    """
+    if stop and buf[stop - 1] == 0x0D:
+        stop -= 1
+    crlf = buf.count(b"\r\n", 0, stop)
+    if buf.count(b"\r", 0, stop) == crlf and buf.count(b"\n", 0, stop) == crlf:
+        return  # the usual case, without the regular expression
+    bare = _BARE_CR_OR_LF.search(buf, 0, stop)
+    if bare is not None:
+        which = "CR" if bare.group() == b"\r" else "LF"
+        raise HttpError(400, f"bare {which} in the request head: lines must end with CRLF")
 
 
 @dataclass(frozen=True)
