@@ -274,3 +274,98 @@ def test_draft76_key3_may_hold_any_cr_and_lf() -> None:
     request, consumed = parse_bytewise(head + b"\n\r\r\n\n\r\n\r" + b"\x81")
     assert request.body == b"\n\r\r\n\n\r\n\r" and consumed == len(head) + 8
     assert upgrade(request).protocol == HIXIE76
+
+
+@pytest.mark.parametrize("data, reason", [
+    (page(), "missing Host header"),
+    (page("Upgrade: websocket", "Connection: Upgrade"), "missing Host header"),
+    (page("Host: a", "Host: a"), "more than one Host header"),
+    (page("Host: a", "host: b"), "more than one Host header"),
+    (page("Host: a b"), "invalid Host header"),
+    (page("Host:"), "invalid Host header"),  # http(s)/ws(s) URIs have a non-empty host
+    (page("Host: a/b"), "invalid Host header"),
+    (page("Host: a@b"), "invalid Host header"),
+    (page("Host: a:b"), "invalid Host header"),
+    (page("Host: a:80:80"), "invalid Host header"),
+    (page("Host: [::g]"), "invalid Host header"),
+    (page("Host: [fe80::1%eth0]"), "invalid Host header"),
+    (page("Host: ::1"), "invalid Host header"),
+    (page("Host: x", "Host: y", line="GET http://x/ HTTP/1.1"), "more than one Host header"),
+    (page("Host: a b", line="GET http://x/ HTTP/1.0"), "invalid Host header"),
+])
+def test_host_is_required_single_and_valid(data: bytes, reason: str) -> None:
+    # RFC 9112 §3.2: 400 for HTTP/1.1 without Host, and for any request with more than one
+    # Host line or an invalid one; for pages and upgrades alike.
+    assert_fails_with(data, 400, reason)
+
+
+@pytest.mark.parametrize("host", ["example.com", "example.com:8080", "127.0.0.1:80", "[::1]",
+                                  "[::1]:8080", "[v1.x]", "xn--bcher-kva.example", "a-b_c~d",
+                                  "%41", "EXAMPLE.COM"])
+def test_valid_hosts(host: str) -> None:
+    request, _ = parse_bytewise(page(f"Host: {host}"))
+    assert request.host == host
+
+
+def test_http_1_0_needs_no_host() -> None:
+    request, _ = parse_bytewise(page(line="GET / HTTP/1.0"))
+    assert request.host is None
+
+
+def test_upgrade_with_missing_or_repeated_host_is_400_in_parsing() -> None:
+    without = RFC_REQUEST.replace(b"Host: server.example.com\r\n", b"")
+    assert_fails_with(without, 400, "missing Host header")
+    twice = RFC_REQUEST.replace(b"Host: server.example.com\r\n",
+                                b"Host: server.example.com\r\nHost: server.example.com\r\n")
+    assert_fails_with(twice, 400, "more than one Host header")
+
+
+@pytest.mark.parametrize("target, origin_form, host", [
+    ("http://example.com/chat?room=1", "/chat?room=1", "example.com"),
+    ("http://example.com:8080/", "/", "example.com:8080"),
+    ("http://example.com", "/", "example.com"),  # §3.2.1: an empty path is "/"
+    ("http://example.com?q", "/?q", "example.com"),
+    ("HTTPS://Example.com/a", "/a", "Example.com"),
+    ("ws://[::1]:9000/chat", "/chat", "[::1]:9000"),
+    ("wss://example.com/", "/", "example.com"),
+])
+def test_absolute_form_becomes_origin_form_with_the_targets_host(target: str, origin_form: str,
+                                                                 host: str) -> None:
+    # RFC 9112 §3.2.2: a server MUST accept the absolute form, and MUST ignore Host for it.
+    request, _ = parse_bytewise(page("Host: ignored.example", line=f"GET {target} HTTP/1.1"))
+    assert (request.target, request.host) == (origin_form, host)
+    assert request.header("Host") == "ignored.example"
+
+
+def test_absolute_form_upgrade_answers_with_the_targets_host() -> None:
+    data = RFC_REQUEST.replace(b"GET /chat ", b"GET http://server.example.com:81/chat ")
+    data = data.replace(b"Host: server.example.com", b"Host: elsewhere.example")
+    answer = upgrade(parse_bytewise(data)[0])
+    assert (answer.protocol, answer.resource, answer.host) == (
+        RFC6455, "/chat", "server.example.com:81")
+    draft75 = page("Upgrade: WebSocket", "Connection: Upgrade", "Host: elsewhere.example",
+                   line="GET ws://example.com:81/demo HTTP/1.1")
+    answer = upgrade(parse_bytewise(draft75)[0])
+    assert b"WebSocket-Location: ws://example.com:81/demo\r\n" in answer.response
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("GET example.com:80 HTTP/1.1", "the authority form is for CONNECT, not GET"),
+    ("GET * HTTP/1.1", "the asterisk form is for OPTIONS, not GET"),
+    ("HEAD * HTTP/1.1", "the asterisk form is for OPTIONS, not HEAD"),
+    ("GET ftp://example.com/ HTTP/1.1", "unsupported URI scheme in request target: ftp"),
+    ("GET http://user@example.com/ HTTP/1.1", "user information in the request target"),
+    ("GET http:///chat HTTP/1.1", "invalid host in the request target"),
+    ("GET http://a b/ HTTP/1.1", "malformed request line"),
+    ("GET http://a%zz/ HTTP/1.1", "invalid host in the request target"),
+    ("GET index.html HTTP/1.1", "malformed request target"),
+    ("CONNECT / HTTP/1.1", "CONNECT needs a host:port target"),
+])
+def test_other_target_forms_are_400(line: str, reason: str) -> None:
+    assert_fails_with(page("Host: x", line=line), 400, reason)
+
+
+def test_asterisk_and_authority_forms_parse_for_their_methods() -> None:
+    assert parse_bytewise(page("Host: x", line="OPTIONS * HTTP/1.1"))[0].target == "*"
+    connect = page("Host: x", line="CONNECT example.com:443 HTTP/1.1")
+    assert parse_bytewise(connect)[0].target == "example.com:443"

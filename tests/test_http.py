@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from websocket.errors import HttpError
-from websocket.handshake import Request
+from websocket.handshake import Request, parse_request
 from websocket.http import keep_alive, resolve, serve
 
 
@@ -77,3 +77,46 @@ def test_keep_alive_rules() -> None:
     assert not keep_alive(get("/", headers=(("Connection", "close"),)))
     assert not keep_alive(get("/", version="HTTP/1.0"))
     assert keep_alive(get("/", version="HTTP/1.0", headers=(("Connection", "Keep-Alive"),)))
+
+
+# -- RFC 9112 §3.2 (the absolute form, Host) on parsed bytes -------------------------------
+
+def parsed(data: bytes) -> tuple[Request, int]:
+    """Parse `data` whole and one byte at a time; both must agree."""
+    whole = parse_request(data)
+    assert whole is not None
+    buf = bytearray()
+    for byte in data:
+        buf.append(byte)
+        trickled = parse_request(buf)
+        if trickled is not None:
+            assert trickled == whole
+            return whole
+    raise AssertionError("never complete when fed one byte at a time")
+
+
+@pytest.mark.parametrize("target, ending", [
+    ("http://h/", b"<!doctype html><title>chat</title>"),
+    ("http://h", b"<!doctype html><title>chat</title>"),  # empty path: "/"
+    ("http://h:8080/chat.js?v=1", b"1;"),
+    ("HTTPS://other.example/sub/", b"sub"),
+])
+def test_the_absolute_form_serves_the_same_files(root: Path, target: str, ending: bytes) -> None:
+    request, _ = parsed(f"GET {target} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+    response = serve(request, root)
+    assert response.status == 200 and response.data.endswith(ending)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"GET / HTTP/1.1\r\n\r\n", "missing Host header"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n", "more than one Host header"),
+    (b"GET / HTTP/1.1\r\nHost: h h\r\n\r\n", "invalid Host header"),
+    (b"GET h:80 HTTP/1.1\r\nHost: h\r\n\r\n", "the authority form is for CONNECT, not GET"),
+    (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", "the asterisk form is for OPTIONS, not GET"),
+])
+def test_page_requests_follow_the_same_rules(data: bytes, reason: str) -> None:
+    for fed in range(len(data)):  # one byte at a time: decided by the last one
+        assert parse_request(data[:fed]) is None
+    with pytest.raises(HttpError) as info:
+        parse_request(data)
+    assert (info.value.status, info.value.reason) == (400, reason)

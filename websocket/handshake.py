@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -29,6 +30,13 @@ BLANK_LINE = b"\r\n\r\n"  # RFC 9112 §2.1: the CRLF ending the last field line,
 
 # RFC 9112 §2.2: a CR not followed by LF, or a LF not preceded by CR.
 _BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# RFC 9112 §3.2: Host = uri-host [ ":" port ], with RFC 3986 §3.2.2-3.2.3's host and port.
+_HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:\[\]]*)(?::([0-9]*))?")
+_REG_NAME = re.compile(r"(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")  # and IPv4address
+_IPV_FUTURE = re.compile(r"v[0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+")
+# RFC 9112 §3.2.2 absolute-form (an RFC 3986 absolute-URI with an authority).
+_ABSOLUTE_FORM = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)")
+ABSOLUTE_SCHEMES = ("http", "https", "ws", "wss")
 
 RFC6455 = "rfc6455"
 HIXIE76 = "hixie76"
@@ -37,13 +45,19 @@ HIXIE75 = "hixie75"
 
 @dataclass(frozen=True)
 class Request:
-    """An HTTP request head, plus the 8-byte key3 of a draft-76 upgrade."""
+    """An HTTP request head, plus the 8-byte key3 of a draft-76 upgrade.
+
+    `target` is in origin form ("/path?query"; "*" for OPTIONS, host:port for CONNECT): an
+    absolute-form target is rewritten to it by `parse_request`, which keeps its host[:port]
+    as `authority` (RFC 9112 §3.2.2).
+    """
 
     method: str
     target: str
     version: str  # "HTTP/1.1"
     headers: tuple[tuple[str, str], ...]  # in order, names as sent
     body: bytes = b""
+    authority: str | None = None  # host[:port] of an absolute-form target, else None
 
     def header(self, name: str) -> str | None:
         """The value of header `name` (case-insensitive); repeated headers joined by ", "."""
@@ -59,6 +73,13 @@ class Request:
         """True when the comma-separated header `name` lists `token` (case-insensitive)."""
         value = self.header(name) or ""
         return token.lower() in (part.strip().lower() for part in value.split(","))
+
+    @property
+    def host(self) -> str | None:
+        """The host[:port] the request is for: RFC 9112 §3.2.2 says an absolute-form target's
+        authority wins over the Host header, which is then ignored; otherwise the Host header
+        (None when an HTTP/1.0 request has none)."""
+        return self.authority if self.authority is not None else self.header("Host")
 
     @property
     def is_upgrade(self) -> bool:
@@ -88,7 +109,8 @@ def parse_request(buf: bytes | bytearray,
     Raises:
         HttpError: 431 when the head exceeds `max_size` before its blank line or has more
             than MAX_HEADERS lines; 505 for an HTTP version other than 1.0 and 1.1; 400 for
-            a TLS handshake, a bare CR or LF, or a malformed request line or header line.
+            a TLS handshake, a bare CR or LF, a malformed request line or header line, a
+            target form the method may not use, or a missing, repeated or invalid Host.
     """
     if buf.startswith((b"\x16", b"\x80")):
         raise HttpError(400, "TLS handshake on a plain ws:// port")
@@ -116,6 +138,7 @@ def parse_request(buf: bytes | bytearray,
         if version.startswith("HTTP/"):
             raise HttpError(505, f"{version} not supported")
         raise HttpError(400, "malformed request line")
+    target, authority = _request_target(method, target)
     if len(lines) - 1 > MAX_HEADERS:
         raise HttpError(431, f"more than {MAX_HEADERS} header lines")
     headers: list[tuple[str, str]] = []
@@ -126,6 +149,7 @@ def parse_request(buf: bytes | bytearray,
         if not colon or not name or name != name.strip() or " " in name or "\t" in name:
             raise HttpError(400, "malformed header line")
         headers.append((name, value.strip(" \t")))
+    _check_host(headers, version)
     body = b""
     if method == "GET" and _is_draft76(headers):
         # draft-76 §4.1: the request is not complete until 8 more bytes have arrived.
@@ -133,7 +157,7 @@ def parse_request(buf: bytes | bytearray,
             return None
         body = bytes(buf[consumed:consumed + DRAFT76_KEY3_SIZE])
         consumed += DRAFT76_KEY3_SIZE
-    return Request(method, target, version, tuple(headers), body), consumed
+    return Request(method, target, version, tuple(headers), body, authority), consumed
 
 
 def _over_limit_at(buf: bytes | bytearray, max_size: int) -> int | None:
@@ -167,6 +191,83 @@ def _check_line_endings(buf: bytes | bytearray, stop: int) -> None:
     if bare is not None:
         which = "CR" if bare.group() == b"\r" else "LF"
         raise HttpError(400, f"bare {which} in the request head: lines must end with CRLF")
+
+
+def _valid_host(value: str) -> bool:
+    """RFC 9112 §3.2 / RFC 3986 §3.2.2: uri-host [ ":" port ], with a non-empty host (the
+    http, https, ws and wss schemes all require one: RFC 9110 §4.2.1, RFC 6455 §3)."""
+    match = _HOST_PORT.fullmatch(value)
+    if match is None:
+        return False
+    host = match.group(1)
+    if host.startswith("["):
+        literal = host[1:-1]
+        if _IPV_FUTURE.fullmatch(literal):
+            return True
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            return False
+        return "%" not in literal  # a zone ID is not part of RFC 3986's IP-literal
+    return _REG_NAME.fullmatch(host) is not None
+
+
+def _is_authority_form(target: str) -> bool:
+    """RFC 9112 §3.2.3: authority-form = uri-host ":" port."""
+    match = _HOST_PORT.fullmatch(target)
+    return match is not None and match.group(2) is not None and _valid_host(target)
+
+
+def _request_target(method: str, target: str) -> tuple[str, str | None]:
+    """RFC 9112 §3.2: the request target in origin form, and the absolute form's authority.
+
+    Origin form ("/path?q") is kept. The absolute form ("http://host:port/path?q", §3.2.2)
+    "MUST" be accepted by a server and becomes the origin form "/path?q"; its host[:port]
+    is returned, to be used instead of the Host header. The authority form (§3.2.3) is
+    only for CONNECT and the asterisk form (§3.2.4) only for OPTIONS; either one elsewhere,
+    or anything else, is a 400.
+    """
+    if method == "CONNECT":
+        if _is_authority_form(target):
+            return target, None  # §3.2.3
+        raise HttpError(400, "CONNECT needs a host:port target")
+    if target.startswith("/"):
+        return target, None  # §3.2.1
+    if method == "OPTIONS" and target == "*":
+        return target, None  # §3.2.4
+    absolute = _ABSOLUTE_FORM.fullmatch(target)
+    if absolute is not None:
+        scheme, authority, rest = absolute.groups()
+        if scheme.lower() not in ABSOLUTE_SCHEMES:
+            raise HttpError(400, f"unsupported URI scheme in request target: {scheme.lower()}")
+        if "@" in authority:
+            # RFC 9110 §4.2.4: userinfo in an http(s) URI "SHOULD" be treated as an error.
+            raise HttpError(400, "user information in the request target")
+        if not _valid_host(authority):
+            raise HttpError(400, "invalid host in the request target")
+        # §3.2.1: an empty path is sent as "/" in origin form; the query stays as it is.
+        return (rest if rest.startswith("/") else "/" + rest), authority
+    if target == "*":
+        raise HttpError(400, f"the asterisk form is for OPTIONS, not {method}")
+    if _is_authority_form(target):
+        raise HttpError(400, f"the authority form is for CONNECT, not {method}")
+    raise HttpError(400, "malformed request target")
+
+
+def _check_host(headers: list[tuple[str, str]], version: str) -> None:
+    """RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+    HTTP/1.1 request message that lacks a Host header field and to any request message that
+    contains more than one Host header field line or a Host header field with an invalid
+    field value." With an absolute-form target, too (its value is then not used, §3.2.2)."""
+    hosts = [value for name, value in headers if name.lower() == "host"]
+    if len(hosts) > 1:
+        raise HttpError(400, "more than one Host header")
+    if not hosts:
+        if version == "HTTP/1.1":
+            raise HttpError(400, "missing Host header")
+        return
+    if not _valid_host(hosts[0]):
+        raise HttpError(400, "invalid Host header")
 
 
 @dataclass(frozen=True)
@@ -209,6 +310,9 @@ def upgrade(request: Request, secure: bool = False,
     `subprotocols` lists the application protocols the server speaks, in its order of
     preference; the first one the client also offers is selected (RFC 6455 §4.2.2 item 5.5).
 
+    The host (in the answers of draft-75/76 and in `Upgrade.host`) is `request.host`: the
+    authority of an absolute-form target, else the Host header (RFC 9112 §3.2.2).
+
     Raises HttpError with the status and reason for anything malformed, and 403 when
     `allowed_origins` is given and the request's Origin is not in it (RFC 6455 §4.2.2:
     a server that does not wish to accept a connection answers e.g. 403 Forbidden).
@@ -220,8 +324,8 @@ def upgrade(request: Request, secure: bool = False,
         raise HttpError(400, "a WebSocket upgrade needs HTTP/1.1")
     if not request.target.startswith("/"):
         raise HttpError(400, "the WebSocket resource must be an absolute path")
-    host = request.header("Host")
-    if not host or request.count("Host") != 1:
+    host = request.host
+    if not host or request.count("Host") > 1:
         raise HttpError(400, "missing or repeated Host header")
     if not request.has_token("Connection", "upgrade"):
         raise HttpError(400, "Connection header does not include Upgrade")
