@@ -369,3 +369,71 @@ def test_asterisk_and_authority_forms_parse_for_their_methods() -> None:
     assert parse_bytewise(page("Host: x", line="OPTIONS * HTTP/1.1"))[0].target == "*"
     connect = page("Host: x", line="CONNECT example.com:443 HTTP/1.1")
     assert parse_bytewise(connect)[0].target == "example.com:443"
+
+
+@pytest.mark.parametrize("headers, reason", [
+    (("Content-Length: 5", "Content-Length: 5"), "more than one Content-Length header"),
+    (("Content-Length: 5", "content-length: 6"), "more than one Content-Length header"),
+    (("Content-Length: 5, 5",), "invalid Content-Length"),
+    (("Content-Length: 5,",), "invalid Content-Length"),
+    (("Content-Length:",), "invalid Content-Length"),
+    (("Content-Length: -1",), "invalid Content-Length"),
+    (("Content-Length: +5",), "invalid Content-Length"),
+    (("Content-Length: 0x5",), "invalid Content-Length"),
+    (("Content-Length: 5 5",), "invalid Content-Length"),
+    (("Content-Length: \xb9",), "invalid Content-Length"),  # '¹': str.isdigit() says yes
+    (("Content-Length: 5", "Transfer-Encoding: chunked"),
+     "both Content-Length and Transfer-Encoding"),
+    (("Transfer-Encoding: chunked", "Content-Length: 0"),
+     "both Content-Length and Transfer-Encoding"),
+    (("Transfer-Encoding: gzip",), "Transfer-Encoding does not end with chunked"),
+    (("Transfer-Encoding: chunked, gzip",), "Transfer-Encoding does not end with chunked"),
+    (("Transfer-Encoding: chunked", "Transfer-Encoding: gzip"),
+     "Transfer-Encoding does not end with chunked"),
+    (("Transfer-Encoding:",), "Transfer-Encoding does not end with chunked"),
+    (("Transfer-Encoding: xchunked",), "Transfer-Encoding does not end with chunked"),
+])
+def test_ambiguous_body_framing_is_400(headers: tuple[str, ...], reason: str) -> None:
+    # RFC 9112 §6.1, §6.3: one valid Content-Length, or Transfer-Encoding ending in chunked.
+    assert_fails_with(page("Host: x", *headers), 400, reason)
+
+
+def test_transfer_encoding_in_http_1_0_is_400() -> None:
+    # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+    for extra in ((), ("Content-Length: 5",)):
+        assert_fails_with(page("Transfer-Encoding: chunked", *extra, line="GET / HTTP/1.0"),
+                          400, "Transfer-Encoding in an HTTP/1.0 request")
+
+
+@pytest.mark.parametrize("headers, has_body", [
+    ((), False),
+    (("Content-Length: 0",), False),
+    (("Content-Length: 000",), False),
+    (("Content-Length: 1",), True),
+    (("Content-Length: 0010",), True),
+    (("Transfer-Encoding: chunked",), True),
+    (("Transfer-Encoding: Chunked",), True),
+    (("Transfer-Encoding: gzip, chunked",), True),
+    (("Transfer-Encoding: gzip", "Transfer-Encoding: chunked"), True),
+    (("Transfer-Encoding: , chunked;x=1",), True),
+])
+def test_has_body(headers: tuple[str, ...], has_body: bool) -> None:
+    data = page("Host: x", *headers)
+    request, consumed = parse_bytewise(data + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert request.has_body is has_body
+    assert consumed == len(data)  # a body is never consumed: the caller closes instead
+
+
+def test_a_body_may_hold_any_cr_and_lf() -> None:
+    data = page("Host: x", "Content-Length: 5")  # the body is not ours to read as lines
+    request, consumed = parse_bytewise(data + b"a\nb\rc")
+    assert consumed == len(data) and request.has_body
+
+
+def test_has_body_on_a_request_built_by_hand() -> None:
+    assert not rfc().has_body
+    assert rfc(**{"Content-Length": "0"}).has_body is False
+    assert rfc(**{"Content-Length": "12"}).has_body
+    assert rfc(**{"Content-Length": "bogus"}).has_body  # unparsed: assume the worst
+    assert rfc(**{"Content-Length": ""}).has_body
+    assert rfc(**{"Transfer-Encoding": "chunked"}).has_body

@@ -37,6 +37,7 @@ _IPV_FUTURE = re.compile(r"v[0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+")
 # RFC 9112 §3.2.2 absolute-form (an RFC 3986 absolute-URI with an authority).
 _ABSOLUTE_FORM = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)")
 ABSOLUTE_SCHEMES = ("http", "https", "ws", "wss")
+_CONTENT_LENGTH = re.compile(r"[0-9]+")  # RFC 9110 §8.6: Content-Length = 1*DIGIT
 
 RFC6455 = "rfc6455"
 HIXIE76 = "hixie76"
@@ -50,6 +51,7 @@ class Request:
     `target` is in origin form ("/path?query"; "*" for OPTIONS, host:port for CONNECT): an
     absolute-form target is rewritten to it by `parse_request`, which keeps its host[:port]
     as `authority` (RFC 9112 §3.2.2).
+    `body` is only ever draft-76's key3; a real request body is never read (`has_body`).
     """
 
     method: str
@@ -82,6 +84,16 @@ class Request:
         return self.authority if self.authority is not None else self.header("Host")
 
     @property
+    def has_body(self) -> bool:
+        """A message body follows the head (RFC 9112 §6.3): Content-Length greater than zero,
+        or any Transfer-Encoding. Such a request gets its answer and then the connection is
+        closed, since the body is never read (and must never be taken for a request)."""
+        if self.header("Transfer-Encoding") is not None:
+            return True
+        length = self.header("Content-Length")
+        return length is not None and (not length or length.strip("0") != "")
+
+    @property
     def is_upgrade(self) -> bool:
         """An upgrade to WebSocket was asked for (RFC 6455 §4.1 item 5; draft-75/76 alike)."""
         return self.has_token("Upgrade", "websocket")
@@ -99,8 +111,8 @@ def parse_request(buf: bytes | bytearray,
 
     None means more bytes are needed. Whatever is decided is decided as soon as the bytes
     that show it have arrived, so feeding `buf` one byte at a time gives the same request or
-    the same error as feeding it at once. The 8-byte key3 of a draft-76 upgrade is part of
-    the request (draft-76 §4.1).
+    the same error as feeding it at once. A request body is not consumed (`has_body`); the
+    8-byte key3 of a draft-76 upgrade is (draft-76 §4.1).
 
     Args:
         buf: the bytes received so far on the connection.
@@ -110,7 +122,8 @@ def parse_request(buf: bytes | bytearray,
         HttpError: 431 when the head exceeds `max_size` before its blank line or has more
             than MAX_HEADERS lines; 505 for an HTTP version other than 1.0 and 1.1; 400 for
             a TLS handshake, a bare CR or LF, a malformed request line or header line, a
-            target form the method may not use, or a missing, repeated or invalid Host.
+            target form the method may not use, a missing, repeated or invalid Host, and
+            ambiguous body framing (Content-Length, Transfer-Encoding).
     """
     if buf.startswith((b"\x16", b"\x80")):
         raise HttpError(400, "TLS handshake on a plain ws:// port")
@@ -150,6 +163,7 @@ def parse_request(buf: bytes | bytearray,
             raise HttpError(400, "malformed header line")
         headers.append((name, value.strip(" \t")))
     _check_host(headers, version)
+    _check_framing(headers, version)
     body = b""
     if method == "GET" and _is_draft76(headers):
         # draft-76 §4.1: the request is not complete until 8 more bytes have arrived.
@@ -268,6 +282,43 @@ def _check_host(headers: list[tuple[str, str]], version: str) -> None:
         return
     if not _valid_host(hosts[0]):
         raise HttpError(400, "invalid Host header")
+
+
+def _check_framing(headers: list[tuple[str, str]], version: str) -> None:
+    """RFC 9112 §6.1, §6.3: the body's length must be beyond doubt, or the request is a 400.
+
+    The body itself is never read (see `Request.has_body`), but a proxy in front of us reads
+    it by these headers: if we could disagree about where it ends, the rest of it could pass
+    for a second request (request smuggling, §11.2).
+    """
+    lengths = [value for name, value in headers if name.lower() == "content-length"]
+    codings = [value for name, value in headers if name.lower() == "transfer-encoding"]
+    if len(lengths) > 1:
+        # §6.3 item 5: an invalid Content-Length is "an unrecoverable error" and the server
+        # "MUST respond with a 400 (Bad Request)". It would let equal values pass as one;
+        # we do not, so no hop in front of us can have read a different length.
+        raise HttpError(400, "more than one Content-Length header")
+    if lengths and not (lengths[0].isascii() and _CONTENT_LENGTH.fullmatch(lengths[0])):
+        raise HttpError(400, "invalid Content-Length")  # §6.3 item 5; also "1, 1" lists
+    if not codings:
+        return
+    if version == "HTTP/1.0":
+        # §6.1: an HTTP/1.0 message with Transfer-Encoding "MUST" be treated "as if the
+        # framing is faulty, even if a Content-Length is present".
+        raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
+    if lengths:
+        # §6.1: "A server MAY reject a request that contains both Content-Length and
+        # Transfer-Encoding ... Regardless, the server MUST close the connection"; §6.3
+        # item 3: such a message "ought to be handled as an error" (the classic smuggling).
+        raise HttpError(400, "both Content-Length and Transfer-Encoding")
+    names = [part.split(";")[0].strip(" \t").lower()
+             for value in codings for part in value.split(",")]
+    names = [name for name in names if name]  # RFC 9110 §5.6.1: empty list elements
+    if not names or names[-1] != "chunked":
+        # §6.3 item 4: "If a Transfer-Encoding header field is present in a request and the
+        # chunked transfer coding is not the final encoding ... the server MUST respond with
+        # the 400 (Bad Request) status code and then close the connection."
+        raise HttpError(400, "Transfer-Encoding does not end with chunked")
 
 
 @dataclass(frozen=True)
