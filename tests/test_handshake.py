@@ -424,6 +424,24 @@ def test_has_body(headers: tuple[str, ...], has_body: bool) -> None:
     assert consumed == len(data)  # a body is never consumed: the caller closes instead
 
 
+@pytest.mark.parametrize("extra", ["Content-Length: 5", "Transfer-Encoding: chunked"])
+def test_upgrade_with_a_body_is_400(extra: str) -> None:
+    data = RFC_REQUEST.replace(b"\r\n\r\n", f"\r\n{extra}\r\n\r\n".encode())
+    with pytest.raises(HttpError) as info:
+        upgrade(parse_bytewise(data)[0])
+    assert (info.value.status, info.value.reason) == (400, "a WebSocket handshake has no body")
+    zero = RFC_REQUEST.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n")
+    assert upgrade(parse_bytewise(zero)[0]).protocol == RFC6455
+
+
+def test_draft76_with_a_content_length_is_400() -> None:
+    head = (b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key1: 1 0\r\nSec-WebSocket-Key2: 1 0\r\nContent-Length: 8\r\n\r\n")
+    with pytest.raises(HttpError) as info:
+        upgrade(parse_bytewise(head + b"12345678")[0])
+    assert info.value.status == 400
+
+
 def test_a_body_may_hold_any_cr_and_lf() -> None:
     data = page("Host: x", "Content-Length: 5")  # the body is not ours to read as lines
     request, consumed = parse_bytewise(data + b"a\nb\rc")

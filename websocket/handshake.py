@@ -5,6 +5,13 @@ includes the 8 bytes after the blank line) and enforces the size limit as bytes 
 request trickled in byte by byte or sent in one packet gives the same result. The original
 PHP took one recv() for the whole request and answered blindly; this is the fix.
 
+The parser is strict where RFC 9112 lets a lax one be fooled (request smuggling behind a
+proxy, §11.2): lines end with CRLF and nothing else (§2.2, refused as soon as a bare CR or LF
+arrives), Host is present on HTTP/1.1, single and valid (§3.2), and a body's framing is
+unambiguous (one valid Content-Length, or Transfer-Encoding ending in chunked, never both:
+§6.1, §6.3). It never reads a body: `Request.has_body` says one follows, and the callers
+close the connection after answering instead of parsing it as the next request.
+
 `upgrade(request)` decides which of the three generations a WebSocket request speaks and
 returns everything the server needs to answer it, or raises `HttpError` with the status and
 the one-line reason. Plain HTTP requests (no Upgrade) are `http.py`'s business.
@@ -364,15 +371,21 @@ def upgrade(request: Request, secure: bool = False,
     The host (in the answers of draft-75/76 and in `Upgrade.host`) is `request.host`: the
     authority of an absolute-form target, else the Host header (RFC 9112 §3.2.2).
 
-    Raises HttpError with the status and reason for anything malformed, and 403 when
-    `allowed_origins` is given and the request's Origin is not in it (RFC 6455 §4.2.2:
-    a server that does not wish to accept a connection answers e.g. 403 Forbidden).
+    Raises HttpError with the status and reason for anything malformed (400 for a request
+    with a body, too), and 403 when `allowed_origins` is given and the request's Origin is
+    not in it (RFC 6455 §4.2.2: a server that does not wish to accept a connection answers
+    e.g. 403 Forbidden).
     """
     if request.method != "GET":
         # RFC 6455 §4.1 item 2 / §4.2.1 item 1: "an HTTP/1.1 or higher GET request".
         raise HttpError(405, "a WebSocket upgrade must be a GET", (("Allow", "GET, HEAD"),))
     if request.version != "HTTP/1.1":
         raise HttpError(400, "a WebSocket upgrade needs HTTP/1.1")
+    if request.has_body:
+        # The opening handshake is a head alone (RFC 6455 §4.1) and what follows it is
+        # frames, so a body announced by Content-Length or Transfer-Encoding (RFC 9112
+        # §6.3) would be read as frames. Refused; the connection closes after the 400.
+        raise HttpError(400, "a WebSocket handshake has no body")
     if not request.target.startswith("/"):
         raise HttpError(400, "the WebSocket resource must be an absolute path")
     host = request.host
