@@ -7,6 +7,7 @@ from websocket.errors import HttpError
 from websocket.handshake import (
     HIXIE75,
     HIXIE76,
+    MAX_REQUEST_SIZE,
     RFC6455,
     Request,
     accept_key,
@@ -190,3 +191,267 @@ def test_subprotocol_is_the_servers_first_choice_among_the_offered() -> None:
     none = upgrade(offered, subprotocols=("other",))
     assert none.subprotocol is None and b"Sec-WebSocket-Protocol" not in none.response
     assert b"Sec-WebSocket-Protocol" not in upgrade(rfc(), subprotocols=("chat",)).response
+
+
+# -- RFC 9112 strictness: each rule in one chunk and one byte at a time ---------------------
+
+def page(*headers: str, line: str = "GET / HTTP/1.1") -> bytes:
+    """A request head: the request line, the header lines given, and the blank line."""
+    return "".join(f"{part}\r\n" for part in (line, *headers)).encode("latin-1") + b"\r\n"
+
+
+def parse_bytewise(data: bytes, max_size: int = MAX_REQUEST_SIZE) -> tuple[Request, int]:
+    """Parse `data` whole and fed one byte at a time: both must give the same request, and
+    only once every byte of it has arrived."""
+    whole = parse_request(data, max_size)
+    assert whole is not None
+    for fed in range(whole[1]):
+        assert parse_request(data[:fed], max_size) is None, f"done after {fed} bytes"
+    assert parse_request(data[:whole[1]], max_size) == whole
+    return whole
+
+
+def assert_fails_with(data: bytes, status: int, reason: str, at: int | None = None,
+                      max_size: int = MAX_REQUEST_SIZE) -> None:
+    """`data` fails with `status` and exactly `reason`, whole and fed one byte at a time;
+    fed bytewise it fails once `at` bytes have arrived (by default: all of them)."""
+    with pytest.raises(HttpError) as whole:
+        parse_request(data, max_size)
+    assert (whole.value.status, whole.value.reason) == (status, reason)
+    fed = 0
+    with pytest.raises(HttpError) as trickled:
+        for fed in range(1, len(data) + 1):
+            assert parse_request(data[:fed], max_size) is None
+    assert (trickled.value.status, trickled.value.reason) == (status, reason)
+    assert fed == (len(data) if at is None else at)
+
+
+def test_size_limit_is_the_same_fed_byte_by_byte() -> None:
+    # The 20 bytes before the blank line are exactly the limit: accepted, in any pieces
+    # (a trickled head used to get 431 while its blank line was arriving).
+    data = b"GET / HTTP/1.0\r\nX:ab\r\n\r\n"
+    assert parse_bytewise(data, max_size=20)[1] == len(data)
+    longer = data.replace(b"ab", b"abc")
+    assert_fails_with(longer, 431, "request head larger than 20 bytes", at=21, max_size=20)
+    # A CRLF straddling the limit may still begin the blank line: 431 once it does not.
+    assert_fails_with(b"GET / HTTP/1.0\r\nX:ab\r\nY", 431, "request head larger than 20 bytes",
+                      at=23, max_size=20)
+
+
+def test_tls_is_recognised_from_the_first_byte_even_with_a_blank_line() -> None:
+    assert_fails_with(b"\x16\x03\x01\r\n\r\n", 400, "TLS handshake on a plain ws:// port", 1)
+
+
+BARE_LF = "bare LF in the request head: lines must end with CRLF"
+BARE_CR = "bare CR in the request head: lines must end with CRLF"
+
+
+@pytest.mark.parametrize("data, reason, at", [
+    (b"GET / HTTP/1.1\nHost: x\n\n", BARE_LF, 15),  # all LF: refused at the first one
+    (b"GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", BARE_LF, 24),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\n", BARE_LF, 26),  # the blank line
+    (b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", BARE_LF, 1),
+    (b"GET / HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", BARE_CR, 25),  # known at the byte after CR
+    (b"GET / HTTP/1.1\r\nHost: x\r\r\n\r\n", BARE_CR, 25),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n", BARE_CR, 27),
+    (b"GET / HTTP/1.1\r\nX: a\rb", BARE_CR, 22),  # the head need not be complete
+    (b"GET / HTTP/1.1\r\nX: a\n", BARE_LF, 21),
+])
+def test_bare_lf_or_cr_is_400_as_soon_as_it_arrives(data: bytes, reason: str, at: int) -> None:
+    # RFC 9112 §2.2: no bare CR, and a LF alone is not taken for a line end.
+    assert_fails_with(data, 400, reason, at)
+
+
+def test_a_cr_at_the_end_waits_for_its_lf() -> None:
+    assert parse_request(b"GET / HTTP/1.1\r") is None
+    assert parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n\r") is None
+
+
+def test_draft76_key3_may_hold_any_cr_and_lf() -> None:
+    # The 8 bytes after the blank line are draft-76's key3, not a line.
+    head = (b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key1: 1 0\r\nSec-WebSocket-Key2: 1 0\r\n\r\n")
+    request, consumed = parse_bytewise(head + b"\n\r\r\n\n\r\n\r" + b"\x81")
+    assert request.body == b"\n\r\r\n\n\r\n\r" and consumed == len(head) + 8
+    assert upgrade(request).protocol == HIXIE76
+
+
+@pytest.mark.parametrize("data, reason", [
+    (page(), "missing Host header"),
+    (page("Upgrade: websocket", "Connection: Upgrade"), "missing Host header"),
+    (page("Host: a", "Host: a"), "more than one Host header"),
+    (page("Host: a", "host: b"), "more than one Host header"),
+    (page("Host: a b"), "invalid Host header"),
+    (page("Host:"), "invalid Host header"),  # http(s)/ws(s) URIs have a non-empty host
+    (page("Host: a/b"), "invalid Host header"),
+    (page("Host: a@b"), "invalid Host header"),
+    (page("Host: a:b"), "invalid Host header"),
+    (page("Host: a:80:80"), "invalid Host header"),
+    (page("Host: [::g]"), "invalid Host header"),
+    (page("Host: [fe80::1%eth0]"), "invalid Host header"),
+    (page("Host: ::1"), "invalid Host header"),
+    (page("Host: x", "Host: y", line="GET http://x/ HTTP/1.1"), "more than one Host header"),
+    (page("Host: a b", line="GET http://x/ HTTP/1.0"), "invalid Host header"),
+])
+def test_host_is_required_single_and_valid(data: bytes, reason: str) -> None:
+    # RFC 9112 §3.2: 400 for HTTP/1.1 without Host, and for any request with more than one
+    # Host line or an invalid one; for pages and upgrades alike.
+    assert_fails_with(data, 400, reason)
+
+
+@pytest.mark.parametrize("host", ["example.com", "example.com:8080", "127.0.0.1:80", "[::1]",
+                                  "[::1]:8080", "[v1.x]", "xn--bcher-kva.example", "a-b_c~d",
+                                  "%41", "EXAMPLE.COM"])
+def test_valid_hosts(host: str) -> None:
+    request, _ = parse_bytewise(page(f"Host: {host}"))
+    assert request.host == host
+
+
+def test_http_1_0_needs_no_host() -> None:
+    request, _ = parse_bytewise(page(line="GET / HTTP/1.0"))
+    assert request.host is None
+
+
+def test_upgrade_with_missing_or_repeated_host_is_400_in_parsing() -> None:
+    without = RFC_REQUEST.replace(b"Host: server.example.com\r\n", b"")
+    assert_fails_with(without, 400, "missing Host header")
+    twice = RFC_REQUEST.replace(b"Host: server.example.com\r\n",
+                                b"Host: server.example.com\r\nHost: server.example.com\r\n")
+    assert_fails_with(twice, 400, "more than one Host header")
+
+
+@pytest.mark.parametrize("target, origin_form, host", [
+    ("http://example.com/chat?room=1", "/chat?room=1", "example.com"),
+    ("http://example.com:8080/", "/", "example.com:8080"),
+    ("http://example.com", "/", "example.com"),  # §3.2.1: an empty path is "/"
+    ("http://example.com?q", "/?q", "example.com"),
+    ("HTTPS://Example.com/a", "/a", "Example.com"),
+    ("ws://[::1]:9000/chat", "/chat", "[::1]:9000"),
+    ("wss://example.com/", "/", "example.com"),
+])
+def test_absolute_form_becomes_origin_form_with_the_targets_host(target: str, origin_form: str,
+                                                                 host: str) -> None:
+    # RFC 9112 §3.2.2: a server MUST accept the absolute form, and MUST ignore Host for it.
+    request, _ = parse_bytewise(page("Host: ignored.example", line=f"GET {target} HTTP/1.1"))
+    assert (request.target, request.host) == (origin_form, host)
+    assert request.header("Host") == "ignored.example"
+
+
+def test_absolute_form_upgrade_answers_with_the_targets_host() -> None:
+    data = RFC_REQUEST.replace(b"GET /chat ", b"GET http://server.example.com:81/chat ")
+    data = data.replace(b"Host: server.example.com", b"Host: elsewhere.example")
+    answer = upgrade(parse_bytewise(data)[0])
+    assert (answer.protocol, answer.resource, answer.host) == (
+        RFC6455, "/chat", "server.example.com:81")
+    draft75 = page("Upgrade: WebSocket", "Connection: Upgrade", "Host: elsewhere.example",
+                   line="GET ws://example.com:81/demo HTTP/1.1")
+    answer = upgrade(parse_bytewise(draft75)[0])
+    assert b"WebSocket-Location: ws://example.com:81/demo\r\n" in answer.response
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("GET example.com:80 HTTP/1.1", "the authority form is for CONNECT, not GET"),
+    ("GET * HTTP/1.1", "the asterisk form is for OPTIONS, not GET"),
+    ("HEAD * HTTP/1.1", "the asterisk form is for OPTIONS, not HEAD"),
+    ("GET ftp://example.com/ HTTP/1.1", "unsupported URI scheme in request target: ftp"),
+    ("GET http://user@example.com/ HTTP/1.1", "user information in the request target"),
+    ("GET http:///chat HTTP/1.1", "invalid host in the request target"),
+    ("GET http://a b/ HTTP/1.1", "malformed request line"),
+    ("GET http://a%zz/ HTTP/1.1", "invalid host in the request target"),
+    ("GET index.html HTTP/1.1", "malformed request target"),
+    ("CONNECT / HTTP/1.1", "CONNECT needs a host:port target"),
+])
+def test_other_target_forms_are_400(line: str, reason: str) -> None:
+    assert_fails_with(page("Host: x", line=line), 400, reason)
+
+
+def test_asterisk_and_authority_forms_parse_for_their_methods() -> None:
+    assert parse_bytewise(page("Host: x", line="OPTIONS * HTTP/1.1"))[0].target == "*"
+    connect = page("Host: x", line="CONNECT example.com:443 HTTP/1.1")
+    assert parse_bytewise(connect)[0].target == "example.com:443"
+
+
+@pytest.mark.parametrize("headers, reason", [
+    (("Content-Length: 5", "Content-Length: 5"), "more than one Content-Length header"),
+    (("Content-Length: 5", "content-length: 6"), "more than one Content-Length header"),
+    (("Content-Length: 5, 5",), "invalid Content-Length"),
+    (("Content-Length: 5,",), "invalid Content-Length"),
+    (("Content-Length:",), "invalid Content-Length"),
+    (("Content-Length: -1",), "invalid Content-Length"),
+    (("Content-Length: +5",), "invalid Content-Length"),
+    (("Content-Length: 0x5",), "invalid Content-Length"),
+    (("Content-Length: 5 5",), "invalid Content-Length"),
+    (("Content-Length: \xb9",), "invalid Content-Length"),  # '¹': str.isdigit() says yes
+    (("Content-Length: 5", "Transfer-Encoding: chunked"),
+     "both Content-Length and Transfer-Encoding"),
+    (("Transfer-Encoding: chunked", "Content-Length: 0"),
+     "both Content-Length and Transfer-Encoding"),
+    (("Transfer-Encoding: gzip",), "Transfer-Encoding does not end with chunked"),
+    (("Transfer-Encoding: chunked, gzip",), "Transfer-Encoding does not end with chunked"),
+    (("Transfer-Encoding: chunked", "Transfer-Encoding: gzip"),
+     "Transfer-Encoding does not end with chunked"),
+    (("Transfer-Encoding:",), "Transfer-Encoding does not end with chunked"),
+    (("Transfer-Encoding: xchunked",), "Transfer-Encoding does not end with chunked"),
+])
+def test_ambiguous_body_framing_is_400(headers: tuple[str, ...], reason: str) -> None:
+    # RFC 9112 §6.1, §6.3: one valid Content-Length, or Transfer-Encoding ending in chunked.
+    assert_fails_with(page("Host: x", *headers), 400, reason)
+
+
+def test_transfer_encoding_in_http_1_0_is_400() -> None:
+    # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+    for extra in ((), ("Content-Length: 5",)):
+        assert_fails_with(page("Transfer-Encoding: chunked", *extra, line="GET / HTTP/1.0"),
+                          400, "Transfer-Encoding in an HTTP/1.0 request")
+
+
+@pytest.mark.parametrize("headers, has_body", [
+    ((), False),
+    (("Content-Length: 0",), False),
+    (("Content-Length: 000",), False),
+    (("Content-Length: 1",), True),
+    (("Content-Length: 0010",), True),
+    (("Transfer-Encoding: chunked",), True),
+    (("Transfer-Encoding: Chunked",), True),
+    (("Transfer-Encoding: gzip, chunked",), True),
+    (("Transfer-Encoding: gzip", "Transfer-Encoding: chunked"), True),
+    (("Transfer-Encoding: , chunked;x=1",), True),
+])
+def test_has_body(headers: tuple[str, ...], has_body: bool) -> None:
+    data = page("Host: x", *headers)
+    request, consumed = parse_bytewise(data + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert request.has_body is has_body
+    assert consumed == len(data)  # a body is never consumed: the caller closes instead
+
+
+@pytest.mark.parametrize("extra", ["Content-Length: 5", "Transfer-Encoding: chunked"])
+def test_upgrade_with_a_body_is_400(extra: str) -> None:
+    data = RFC_REQUEST.replace(b"\r\n\r\n", f"\r\n{extra}\r\n\r\n".encode())
+    with pytest.raises(HttpError) as info:
+        upgrade(parse_bytewise(data)[0])
+    assert (info.value.status, info.value.reason) == (400, "a WebSocket handshake has no body")
+    zero = RFC_REQUEST.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n")
+    assert upgrade(parse_bytewise(zero)[0]).protocol == RFC6455
+
+
+def test_draft76_with_a_content_length_is_400() -> None:
+    head = (b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key1: 1 0\r\nSec-WebSocket-Key2: 1 0\r\nContent-Length: 8\r\n\r\n")
+    with pytest.raises(HttpError) as info:
+        upgrade(parse_bytewise(head + b"12345678")[0])
+    assert info.value.status == 400
+
+
+def test_a_body_may_hold_any_cr_and_lf() -> None:
+    data = page("Host: x", "Content-Length: 5")  # the body is not ours to read as lines
+    request, consumed = parse_bytewise(data + b"a\nb\rc")
+    assert consumed == len(data) and request.has_body
+
+
+def test_has_body_on_a_request_built_by_hand() -> None:
+    assert not rfc().has_body
+    assert rfc(**{"Content-Length": "0"}).has_body is False
+    assert rfc(**{"Content-Length": "12"}).has_body
+    assert rfc(**{"Content-Length": "bogus"}).has_body  # unparsed: assume the worst
+    assert rfc(**{"Content-Length": ""}).has_body
+    assert rfc(**{"Transfer-Encoding": "chunked"}).has_body

@@ -4,6 +4,10 @@ The page and the socket share one address, so the page can never disagree with t
 about where to connect (the 2010 article's most common failure). GET and HEAD only; every
 path is resolved inside the client directory and anything that would leave it is a 404.
 Reads files, never sockets: the loop sends the bytes this returns.
+
+Request bodies are never read. A GET or HEAD that announces one is answered and then the
+connection is closed (`Response.keep_alive` is False), so the body is never parsed as the
+next request (RFC 9112 §11.2, request smuggling).
 """
 from __future__ import annotations
 
@@ -31,13 +35,26 @@ MAX_FILE_SIZE = 8 << 20  # the page's files are small; refuse to load anything h
 
 @dataclass(frozen=True)
 class Response:
+    """The bytes to send; `keep_alive` False: close the connection once they are sent."""
+
     data: bytes
     keep_alive: bool
     status: int
 
 
 def keep_alive(request: Request) -> bool:
-    """RFC 7230 §6.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive"."""
+    """Whether the connection may carry another request after this one's response.
+
+    RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive". And
+    never after a request with a body: we do not read it, so the next request could only be
+    found by parsing the body as one.
+    """
+    if request.has_body:
+        # The next request could only be found inside the body we never read; taking a body
+        # for a request is how smuggling works (RFC 9112 §11.2). RFC 9110 §9.3.1 warns that
+        # a GET body "might lead some implementations to reject the request and close the
+        # connection": we answer it and close.
+        return False
     if request.has_token("Connection", "close"):
         return False
     if request.version == "HTTP/1.0":
@@ -74,7 +91,14 @@ def resolve(root: Path, target: str) -> Path:
 
 
 def serve(request: Request, root: Path) -> Response:
-    """Answer a plain (non-upgrade) HTTP request with a file from `root`."""
+    """Answer a plain (non-upgrade) HTTP request with a file from `root`.
+
+    The response says "Connection: close" and has `keep_alive` False when `keep_alive()`
+    says the connection ends after it (a request body among the reasons).
+
+    Raises:
+        HttpError: 405 for a method other than GET and HEAD; 404 or 400 from `resolve`.
+    """
     if request.method not in ("GET", "HEAD"):
         raise HttpError(405, f"method {request.method} not allowed", (("Allow", "GET, HEAD"),))
     path = resolve(root, request.target)
