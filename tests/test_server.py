@@ -485,7 +485,8 @@ def test_keep_alive_then_upgrade_on_the_same_connection(chat_server: ServerProce
 
 
 def test_http_1_0_and_connection_close_end_the_connection(chat_server: ServerProcess) -> None:
-    for request in (b"GET / HTTP/1.0\r\n\r\n", b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"):
+    for request in (b"GET / HTTP/1.0\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
         with Client(chat_server.port) as c:
             c.send(request)
             assert c.http_response()[0] == 200
