@@ -14,7 +14,8 @@ One process, one selectors loop, non-blocking sockets to 127.0.0.1 only. It star
    users come and go: they vanish abruptly (RST via SO_LINGER 0, mid-handshake or mid-frame),
    half-close, go silent half-open, trickle a handshake and a message one byte at a time,
    send garbage (bad frames, bad UTF-8, bad HTTP), announce oversized messages, sit idle,
-   fetch the page, or stop reading (and flood pings so their pongs pile up);
+   fetch the page, or stop reading (and flood pings so their pongs pile up); and a few
+   users send bursts of messages as fast as they can (they must never be dropped);
 3. chaos stops; the misbehaving users are gone; healthy users leave with a closing handshake.
 
 Checked, and reported as problems (any problem fails the run):
@@ -77,6 +78,8 @@ class Config:
     chaos_rate: float = 30.0  # misbehaving connections started per second
     flooders: int = 3  # users that stop reading and flood pings (dropped by --max-buffer)
     stallers: int = 0  # users that only stop reading (dropped once ~4 MiB went their way)
+    floods: int = 2  # users that send bursts of messages as fast as they can (and read)
+    flood_burst: int = 300  # messages per burst, a burst every ~2 s
     max_message_size: int = 16384
     max_buffer: int = 65536
     handshake_timeout: float = 3.0
@@ -817,6 +820,9 @@ class Driver:
             self.spawn("flooder", self.flooder)
         for _ in range(cfg.stallers):
             self.spawn("staller", self.staller, chat_end)
+        for _ in range(cfg.floods):
+            self.next_uid += 1
+            self.spawn("flood", self.flood, self.next_uid - 1, chat_end)
         if cfg.chaos_rate > 0:
             self.at(0.05, lambda: self._chaos(chat_end))
         next_sample = next_progress = time.monotonic()
@@ -1210,6 +1216,35 @@ class Driver:
         yield 0.2
         conn.close(rst=self.rng.random() < 0.5)
 
+    def flood(self, actor: Actor, uid: int, until: float) -> Script:
+        """Sends bursts of chat messages as fast as it can, reading all the while. It must
+        never be dropped, and every healthy user gets each of its messages once, in order:
+        the server slows it down instead (fair delivery)."""
+        conn = self.open_ws(actor)
+        ok = yield self.wait_open(conn)
+        if not ok or conn.stage != "open":
+            self.problem(f"{conn.name}: could not join")
+            return
+        conn.uid = uid
+        seq = 0
+        while time.monotonic() < until - 1.0 and not conn.ended and not conn.close_seen:
+            for n in range(seq, seq + self.cfg.flood_burst):
+                # Accepted one by one as each last byte leaves (the server may answer the
+                # first ones before the burst is all out).
+                conn.send(client_frame(0x1, chat_payload(uid, n)), self._acceptor(uid, n))
+            seq += self.cfg.flood_burst
+            self.report.stats["flood_messages"] = self.report.stats.get("flood_messages", 0) \
+                + self.cfg.flood_burst
+            yield self.rng.uniform(1.5, 2.5)
+        yield Until(lambda: not conn.out, 10.0)
+        if conn.ended or conn.close_seen or self.dropped(conn):
+            self.problem(f"{conn.name} (flood, port {conn.port}) was disconnected: "
+                         f"close={conn.close_code} eof={conn.eof} reset={conn.reset}")
+        yield 2.0  # its last messages reach everyone before it leaves
+        conn.send(client_frame(0x8, struct.pack("!H", 1000)))
+        yield Until(lambda: conn.ended, 5.0)
+        conn.close()
+
     def staller(self, actor: Actor, until: float) -> Script:
         """Only stops reading. It must be dropped once more than the kernel's buffers plus
         --max-buffer was broadcast its way (a long soak gets there)."""
@@ -1297,6 +1332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chaos-rate", type=float, default=defaults.chaos_rate,
                         help="misbehaving connections per second (default %(default)s)")
     parser.add_argument("--flooders", type=int, default=defaults.flooders)
+    parser.add_argument("--floods", type=int, default=defaults.floods,
+                        help="users that send bursts as fast as they can (default %(default)s)")
     parser.add_argument("--stallers", type=int, default=None,
                         help="users that only stop reading (default: 2 when the run is long "
                              "enough for them to be dropped, else 0)")
@@ -1305,6 +1342,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = Config(users=args.users, duration=args.duration, rate=args.rate,
                     chaos_rate=args.chaos_rate, flooders=args.flooders, seed=args.seed,
+                    floods=args.floods,
                     progress=True)
     if args.stallers is None:
         config.stallers = 2 if args.duration >= 120 else 0
