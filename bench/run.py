@@ -104,19 +104,26 @@ def ensure_venv() -> str:
 
 
 def ensure_loadgen() -> str:
-    """Compile bench/loadgen.c with gcc -O2 (again whenever the source changes)."""
-    src = LOADGEN_SRC.read_bytes()
-    digest = hashlib.sha256(src).hexdigest()
-    stamp = LOADGEN.with_suffix(".sha256")
-    if LOADGEN.exists() and stamp.exists() and stamp.read_text() == digest:
-        return str(LOADGEN)
+    """Compile bench/loadgen.c with gcc -O2 (again whenever the source changes).
+
+    The binary is named by its source's hash: checkouts that share one bench/.venv (git
+    worktrees with a symlinked venv) then never run, or overwrite, each other's generator.
+    """
+    digest = hashlib.sha256(LOADGEN_SRC.read_bytes()).hexdigest()
+    out = LOADGEN.with_name(f"{LOADGEN.name}-{digest[:16]}")
+    if out.exists():
+        return str(out)
     cc = shutil.which("gcc") or shutil.which("cc")
     if not cc:
         sys.exit("bench: the load generator needs gcc (apt-get install gcc)")
-    LOADGEN.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([cc, "-O2", "-Wall", "-o", str(LOADGEN), str(LOADGEN_SRC)], check=True)
-    stamp.write_text(digest)
-    return str(LOADGEN)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    try:
+        subprocess.run([cc, "-O2", "-Wall", "-o", str(tmp), str(LOADGEN_SRC)], check=True)
+        os.replace(tmp, out)  # atomic: a concurrent run sees no half-written binary
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(out)
 
 
 def pick_cores() -> tuple[int | None, int | None]:
