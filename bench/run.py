@@ -428,6 +428,9 @@ def scenario_openloop(env: Env, targets: list[Target], users: list[int] | None) 
                 # a server that died under load still passed the steps before: keep them
                 res["server_died"] = res.pop("error", "server exited")
                 res["ok"] = bool(res.get("connect_failed") == 0)
+            if not res.get("ok") and "error" not in res:  # the generator's own verdict
+                res["error"] = (f"{res.get('stopped', '?')}: {res.get('connect_failed', '?')} of "
+                                f"{res.get('conns', '?')} failed {res.get('failures', {})}")
             progress(res, openloop_summary)
             for st in res.get("steps", []):
                 log(f"      {st['rate']:>7g} msg/s  p50 {st['lat_p50_ms']:8.2f}  p99 "
