@@ -992,7 +992,8 @@ static void ol_step(struct step *st, double deadline) {
     st->closed = n_failed - failed0;
     double p99 = pct_upto(st->hist, 0.99, st->lat_max);
     st->why = ol_next < end ? "deadline" : st->lost ? "lost" : st->dup ? "dup"
-              : st->closed ? "closed" : (p99 < 0 || p99 >= opt_p99_limit_ms) ? "p99" : NULL;
+              : st->closed ? "closed"
+              : (st->n && (p99 < 0 || p99 >= opt_p99_limit_ms)) ? "p99" : NULL; /* n = 0: vacuous */
     st->ok = st->why == NULL;
 }
 
