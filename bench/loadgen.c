@@ -26,6 +26,20 @@
  *   idle    connect --conns users, read the server's RSS before/after, then time --broadcasts
  *           single broadcasts from user 0 until every open user has it. With --allow-fail,
  *           refused connections are counted by cause instead of aborting (the select() test).
+ *   openloop  open-loop chat: --conns users; for each rate of the --rates ladder (messages/s
+ *           into the server), --step-s seconds of messages from random senders with Poisson
+ *           arrivals (exponential gaps; the whole schedule is drawn up front from --seed).
+ *           Each message is queued at its scheduled time whatever has been delivered (what a
+ *           socket cannot take waits in the generator). Every payload carries its message id
+ *           (16 hex digits + fixed padding), and every user must receive every message once:
+ *           a bitmap per user counts lost and duplicated (message, user) pairs, and a last-id
+ *           per (user, sender) counts out-of-order ones. Latency is from the scheduled send
+ *           time (no coordinated omission) to the receipt, over all pairs of a step (log
+ *           histogram, < 1% error). A step passes with p99 < --p99-limit-ms and nothing lost,
+ *           duplicated or closed; pairs missing --drain-s after the step's last scheduled
+ *           send are lost. Climbing stops at a clear failure (loss, dup, a closed connection,
+ *           p99 >= --stop-p99-ms) or after --max-fails failed steps in a row. Receivers read
+ *           every payload here (big recv()s, parsed in place; no system call per frame).
  *
  * Output: one JSON object on stdout. Progress and errors go to stderr.
  */
@@ -44,6 +58,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,6 +91,9 @@ struct conn {
     double *ts;        /* echo: send times of messages in flight (ring of `window`) */
     uint32_t ts_head, ts_count;
     double t_done;
+    uint8_t *obuf;     /* openloop: frames queued here when the socket cannot take them */
+    uint32_t olen, ooff, ocap;
+    uint8_t pay[128];  /* openloop: payload of the current frame, when split across reads */
 };
 
 /* options */
@@ -98,6 +116,11 @@ static int opt_server_pid = 0;
 static int opt_poll_us = 200;
 static double opt_duration = 0; /* echo: stop sending after this many seconds (0: never) */
 static double t_stop_sending = 1e300;
+static const char *opt_rates = "10,20,50,100";
+static double opt_step_s = 2.0, opt_drain_s = 3.0, opt_settle_s = 5.0;
+static double opt_p99_limit_ms = 50.0, opt_stop_p99_ms = 200.0;
+static int opt_max_fails = 2;
+static unsigned long long opt_seed = 1;
 
 static struct conn *conns;
 static int nconns;
@@ -114,6 +137,7 @@ static double t_last_done, t_last_send;
 static double *lat;
 static size_t nlat, lat_cap;
 static uint64_t expected; /* fanout: deliveries each user must get in the timed phase */
+static double t_rx;       /* openloop: when the bytes being parsed were received */
 
 static const char ACCEPT_FOR_SAMPLE_KEY[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
@@ -314,6 +338,22 @@ static void flush(struct conn *c) {
         c->out_left -= (uint64_t)n;
         c->out_pos = (uint32_t)((c->out_pos + (size_t)n) % flen);
     }
+    while (c->ooff < c->olen) {
+        ssize_t n = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                if (!c->want_out) {
+                    c->want_out = 1;
+                    ep_set(c, EPOLLIN | EPOLLOUT, EPOLL_CTL_MOD);
+                }
+                return;
+            }
+            kill_conn(c, F_CLOSED_OPEN);
+            return;
+        }
+        c->ooff += (uint32_t)n;
+    }
+    c->olen = c->ooff = 0;
     if (c->want_out) {
         c->want_out = 0;
         ep_set(c, EPOLLIN, EPOLL_CTL_MOD);
@@ -341,21 +381,35 @@ static uint64_t delivered(struct conn *c) {
     return c->msgs - c->base;
 }
 
+static int is_ol;
+static void ol_deliver(struct conn *c, const uint8_t *payload);
+
 static void frame_done(struct conn *c) {
     uint8_t op = c->hdr[0] & 0x0f, fin = c->hdr[0] & 0x80;
-    if (fin && (op == 1 || op == 2 || op == 0) && c->cur_len == (uint64_t)opt_size) c->msgs++;
-    else if (op == 8) c->got_close = 1;
+    if (fin && (op == 1 || op == 2 || op == 0) && c->cur_len == (uint64_t)opt_size) {
+        if (is_ol) ol_deliver(c, c->pay);
+        else c->msgs++;
+    } else if (op == 8) c->got_close = 1;
     else c->other++;
 }
 
 static void parse_ws(struct conn *c, const uint8_t *p, size_t n) {
+    const size_t whole = 2 + (size_t)opt_size; /* openloop: an unmasked frame of our size */
     while (n) {
         if (c->payload_left) {
             size_t k = c->payload_left < n ? (size_t)c->payload_left : n;
+            if (is_ol && c->cur_len == (uint64_t)opt_size)
+                memcpy(c->pay + (c->cur_len - c->payload_left), p, k);
             p += k;
             n -= k;
             c->payload_left -= k;
             if (!c->payload_left) frame_done(c);
+            continue;
+        }
+        if (is_ol && !c->hlen && n >= whole && p[0] == 0x81 && p[1] == (uint8_t)opt_size) {
+            ol_deliver(c, p + 2); /* the common case: parsed in place, no copy */
+            p += whole;
+            n -= whole;
             continue;
         }
         c->hdr[c->hlen++] = *p++;
@@ -485,6 +539,7 @@ static void handle_event(struct conn *c, uint32_t ev) {
             return;
         }
         if (n > 0) {
+            if (is_ol) t_rx = now();
             if (opt_raw) c->rbytes += (uint64_t)n;
             else parse_ws(c, rbuf, (size_t)n);
             if (c->got_close) {
@@ -597,7 +652,7 @@ static int run_done(void) {
 }
 
 static void pump(struct conn *c, double t) {
-    if (phase != PH_RUN) return;
+    if (phase != PH_RUN || is_ol) return;
     uint64_t got = delivered(c);
     if (is_echo) {
         if (c->ts) {
@@ -642,6 +697,384 @@ static void pump(struct conn *c, double t) {
     }
 }
 
+/* ---- openloop: a ladder of Poisson message rates, every (message, user) pair checked ---- */
+#define NB (256 + 40 * 128) /* log histogram of microseconds: exact below 256, then 1/128 */
+
+struct step {
+    double rate;
+    uint64_t first, n; /* message ids [first, first + n) */
+    int recipients;    /* users open when the step began: each must get every message */
+    uint64_t got, dup, ooo, late, lost, unsent;
+    uint64_t hist[NB], late_hist[NB];
+    uint64_t nlate_send;
+    double lat_max, send_late_max;
+    double t0, t_sched_end, t_last_rx, t_end;
+    uint64_t queued_max; /* most bytes waiting in the generator for one socket */
+    double gen_cpu, srv_cpu;
+    int closed, ran, drained, ok;
+    const char *why;
+};
+
+static struct step *steps;
+static int nsteps;
+static uint64_t ol_total, ol_next;  /* messages planned; the next one to send */
+static double *ol_sched;            /* offset in its step, made absolute when the step starts */
+static uint32_t *ol_sender;
+static uint16_t *ol_stepof;
+static uint64_t *ol_seen;           /* a bitmap of message ids per user */
+static size_t ol_words;
+static uint32_t *ol_last;           /* [user * nconns + sender]: last id received + 1 */
+static uint64_t ol_corrupt;         /* frames of our size with a payload we never sent */
+static int8_t hexv[256];
+static uint8_t ol_pad[128];         /* the payload bytes after the 16 hex digits */
+static const uint8_t ol_key[4] = {0x5a, 0x13, 0xc4, 0x7e};
+
+static uint64_t rng_state;
+static uint64_t rng(void) { /* splitmix64 */
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* ln(x) for x > 0 without libm (the generator is built with a plain `gcc -O2`). */
+static double ln_(double x) {
+    int e = 0;
+    while (x >= 2.0) { x *= 0.5; e++; }
+    while (x < 1.0) { x *= 2.0; e--; }
+    double s = (x - 1.0) / (x + 1.0), s2 = s * s, term = s, sum = 0; /* s <= 1/3 */
+    for (int k = 1; k < 60; k += 2) {
+        sum += term / k;
+        term *= s2;
+    }
+    return 2.0 * sum + e * 0.69314718055994530942;
+}
+
+static int hbucket(double seconds) {
+    if (seconds < 0) seconds = 0;
+    uint64_t v = (uint64_t)(seconds * 1e6);
+    if (v < 256) return (int)v;
+    int msb = 63 - __builtin_clzll(v);
+    int b = 256 + (msb - 8) * 128 + (int)((v >> (msb - 7)) & 127);
+    return b < NB ? b : NB - 1;
+}
+static double hvalue_ms(int b) { /* the middle of bucket b */
+    if (b < 256) return (b + 0.5) * 1e-3;
+    int msb = (b - 256) / 128 + 8, sub = (b - 256) % 128;
+    double lo = (double)((uint64_t)(128 + sub) << (msb - 7)), w = (double)(1ULL << (msb - 7));
+    return (lo + w / 2) * 1e-3;
+}
+static double hpct_ms(const uint64_t *h, double q) { /* nearest rank; -1 if empty */
+    uint64_t total = 0;
+    for (int b = 0; b < NB; b++) total += h[b];
+    if (!total) return -1;
+    uint64_t rank = (uint64_t)(q * (double)total + 0.999999);
+    if (rank < 1) rank = 1;
+    uint64_t acc = 0;
+    for (int b = 0; b < NB; b++) {
+        acc += h[b];
+        if (acc >= rank) return hvalue_ms(b);
+    }
+    return hvalue_ms(NB - 1);
+}
+
+static double pct_upto(const uint64_t *h, double q, double max_s) { /* never above the max */
+    double v = hpct_ms(h, q);
+    return v > max_s * 1e3 ? max_s * 1e3 : v;
+}
+
+static void ol_plan(void) {
+    double rates[256];
+    const char *p = opt_rates;
+    while (*p && nsteps < 256) {
+        char *end;
+        double r = strtod(p, &end);
+        if (end == p || r <= 0) die("bad --rates %s", opt_rates);
+        rates[nsteps++] = r;
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (!nsteps) die("--rates is empty");
+    if (opt_size < 24 || opt_size > 125) die("openloop needs --size between 24 and 125");
+    steps = calloc((size_t)nsteps, sizeof *steps);
+    if (!steps) die("out of memory");
+    /* the whole schedule, drawn up front: exponential gaps, a uniformly random sender */
+    size_t cap = 1024;
+    ol_sched = malloc(cap * sizeof *ol_sched);
+    ol_sender = malloc(cap * sizeof *ol_sender);
+    ol_stepof = malloc(cap * sizeof *ol_stepof);
+    rng_state = opt_seed;
+    for (int s = 0; s < nsteps; s++) {
+        steps[s].rate = rates[s];
+        steps[s].first = ol_total;
+        for (double t = 0;;) {
+            double u = (double)(rng() >> 11) * 0x1.0p-53; /* [0, 1) */
+            t += -ln_(1.0 - u) / rates[s];
+            if (t >= opt_step_s) break;
+            if (ol_total == cap) {
+                cap *= 2;
+                ol_sched = realloc(ol_sched, cap * sizeof *ol_sched);
+                ol_sender = realloc(ol_sender, cap * sizeof *ol_sender);
+                ol_stepof = realloc(ol_stepof, cap * sizeof *ol_stepof);
+                if (!ol_sched || !ol_sender || !ol_stepof) die("out of memory");
+            }
+            ol_sched[ol_total] = t;
+            ol_sender[ol_total] = (uint32_t)(rng() % (uint64_t)nconns);
+            ol_stepof[ol_total] = (uint16_t)s;
+            ol_total++;
+        }
+        steps[s].n = ol_total - steps[s].first;
+    }
+    if (ol_total >= 0xffffffffULL) die("too many messages planned");
+    ol_words = (size_t)(ol_total + 63) / 64;
+    if ((double)ol_words * 8.0 * nconns > 4e9) die("the --rates ladder needs too much memory");
+    ol_seen = calloc((size_t)nconns * ol_words + 1, sizeof *ol_seen);
+    if (!ol_seen) die("out of memory");
+    if (nconns <= 4096) /* else out-of-order is not counted (-1) */
+        ol_last = calloc((size_t)nconns * (size_t)nconns, sizeof *ol_last);
+    memset(hexv, -1, sizeof hexv);
+    for (int i = 0; i < 10; i++) hexv['0' + i] = (int8_t)i;
+    for (int i = 0; i < 6; i++) hexv['a' + i] = (int8_t)(10 + i);
+    for (long i = 16; i < opt_size; i++) ol_pad[i] = (uint8_t)('A' + (i % 26));
+}
+
+/* A final text frame of the benchmark's size arrived for user `c`. */
+static void ol_deliver(struct conn *c, const uint8_t *pl) {
+    uint64_t id = 0;
+    for (int i = 0; i < 16; i++) {
+        int v = hexv[pl[i]];
+        if (v < 0) {
+            /* not an id: the sync broadcast's payload (the burst buffer's a, b, c, ...)? */
+            for (long j = 0; j < opt_size; j++)
+                if (pl[j] != (uint8_t)('a' + (j % 26))) {
+                    ol_corrupt++;
+                    return;
+                }
+            c->msgs++;
+            return;
+        }
+        id = (id << 4) | (uint64_t)v;
+    }
+    if (id >= ol_next || memcmp(pl + 16, ol_pad + 16, (size_t)opt_size - 16)) {
+        ol_corrupt++; /* never sent, or damaged: that pair stays missing */
+        return;
+    }
+    size_t u = (size_t)(c - conns);
+    struct step *st = &steps[ol_stepof[id]];
+    uint64_t *w = &ol_seen[u * ol_words + id / 64], bit = 1ULL << (id % 64);
+    if (*w & bit) {
+        st->dup++;
+        return;
+    }
+    *w |= bit;
+    st->got++;
+    st->t_last_rx = t_rx;
+    double lat = t_rx - ol_sched[id];
+    st->hist[hbucket(lat)]++;
+    if (lat > st->lat_max) st->lat_max = lat;
+    if (ol_last) {
+        uint32_t *last = &ol_last[u * (size_t)nconns + ol_sender[id]];
+        if ((uint32_t)id + 1 < *last) st->ooo++;
+        else *last = (uint32_t)id + 1;
+    }
+}
+
+/* Queue message `id` on its sender at time t (its scheduled time or just after). */
+static void ol_send(uint64_t id, double t) {
+    struct step *st = &steps[ol_stepof[id]];
+    struct conn *c = &conns[ol_sender[id]];
+    double late = t - ol_sched[id];
+    st->late_hist[hbucket(late)]++;
+    st->nlate_send++;
+    if (late > st->send_late_max) st->send_late_max = late;
+    if (c->state != ST_OPEN) {
+        st->unsent++; /* its sender is gone: every pair of it will be missing */
+        return;
+    }
+    uint32_t flen_tx = 6 + (uint32_t)opt_size;
+    if (c->olen + flen_tx > c->ocap) {
+        if (c->ooff) { /* compact before growing */
+            memmove(c->obuf, c->obuf + c->ooff, c->olen - c->ooff);
+            c->olen -= c->ooff;
+            c->ooff = 0;
+        }
+        if (c->olen + flen_tx > c->ocap) {
+            c->ocap = c->ocap ? c->ocap * 2 : 4096;
+            c->obuf = realloc(c->obuf, c->ocap);
+            if (!c->obuf) die("out of memory");
+        }
+    }
+    uint8_t *f = c->obuf + c->olen;
+    f[0] = 0x81;
+    f[1] = (uint8_t)(0x80 | opt_size);
+    memcpy(f + 2, ol_key, 4);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)id);
+    for (long i = 0; i < opt_size; i++)
+        f[6 + i] = (uint8_t)((i < 16 ? (uint8_t)hex[i] : ol_pad[i]) ^ ol_key[i % 4]);
+    c->olen += flen_tx;
+    if (c->olen - c->ooff > st->queued_max) st->queued_max = c->olen - c->ooff;
+    if (!c->want_out) flush(c);
+}
+
+/* epoll_wait with a timeout in seconds, to the microsecond where epoll_pwait2 exists. */
+static int wait_events(struct epoll_event *evs, int max, double timeout) {
+    if (timeout < 0) timeout = 0;
+#ifdef SYS_epoll_pwait2
+    static int have_pwait2 = 1;
+    if (have_pwait2) {
+        struct timespec ts = {(time_t)timeout, (long)((timeout - (double)(time_t)timeout) * 1e9)};
+        int n = (int)syscall(SYS_epoll_pwait2, epfd, evs, max, &ts, NULL, (size_t)8);
+        if (n >= 0 || errno != ENOSYS) return n;
+        have_pwait2 = 0;
+    }
+#endif
+    int ms = (int)(timeout * 1000);
+    int n = epoll_wait(epfd, evs, max, ms);
+    if (n == 0 && ms == 0 && timeout > 0) {
+        struct timespec pause = {0, (long)(timeout * 1e9)};
+        nanosleep(&pause, NULL);
+    }
+    return n;
+}
+
+/* Send what is due and read what arrives until `until`, or earlier when step `st` has every
+   pair (and nothing is left to send). */
+static void ol_loop(struct step *st, uint64_t end, double until, uint64_t expected) {
+    static struct epoll_event evs[1024];
+    for (;;) {
+        double t = now();
+        while (ol_next < end && ol_sched[ol_next] <= t) ol_send(ol_next++, t);
+        if (ol_next >= end && st->got >= expected) return;
+        if (t >= until) return;
+        double next = ol_next < end ? ol_sched[ol_next] : until;
+        if (next > until) next = until;
+        double wait = next - t;
+        if (wait > 0.05) wait = 0.05;
+        int n = wait_events(evs, 1024, wait);
+        if (n < 0 && errno != EINTR) die("epoll_wait: %s", strerror(errno));
+        for (int i = 0; i < n; i++) handle_event(&conns[evs[i].data.u32], evs[i].events);
+        if (n < 64 && opt_poll_us > 0) {
+            /* a light batch: let deliveries pile up for a moment (as in loop()), but never past
+               the next scheduled send */
+            double nap = opt_poll_us * 1e-6;
+            if (ol_next < end) {
+                double left = ol_sched[ol_next] - now();
+                if (left < nap) nap = left;
+            }
+            if (nap > 0) {
+                struct timespec pause = {0, (long)(nap * 1e9)};
+                nanosleep(&pause, NULL);
+            }
+        }
+    }
+}
+
+static void ol_step(struct step *st, double deadline) {
+    st->ran = 1;
+    st->recipients = n_open;
+    uint64_t expected = st->n * (uint64_t)st->recipients, end = st->first + st->n;
+    int failed0 = n_failed;
+    double t0 = now() + 0.002;
+    for (uint64_t id = st->first; id < end; id++) ol_sched[id] += t0;
+    st->t0 = t0;
+    st->t_sched_end = st->n ? ol_sched[end - 1] : t0;
+    double drain_until = (st->n ? st->t_sched_end : t0 + opt_step_s) + opt_drain_s;
+    if (drain_until > deadline) drain_until = deadline;
+    double gen0 = self_cpu(), srv0 = server_cpu();
+    ol_next = st->first;
+    ol_loop(st, end, drain_until, expected);
+    st->t_end = now();
+    double gen1 = self_cpu(), srv1 = server_cpu();
+    st->gen_cpu = gen1 - gen0;
+    st->srv_cpu = (srv0 >= 0 && srv1 >= 0) ? srv1 - srv0 : -1;
+    st->drained = ol_next >= end && st->got >= expected;
+    st->lost = st->got < expected ? expected - st->got : 0;
+    st->closed = n_failed - failed0;
+    double p99 = pct_upto(st->hist, 0.99, st->lat_max);
+    st->why = ol_next < end ? "deadline" : st->lost ? "lost" : st->dup ? "dup"
+              : st->closed ? "closed"
+              : (st->n && (p99 < 0 || p99 >= opt_p99_limit_ms)) ? "p99" : NULL; /* n = 0: vacuous */
+    st->ok = st->why == NULL;
+}
+
+static const char *ol_stop_reason;
+static void ol_run(double deadline) {
+    int fails = 0;
+    for (int s = 0; s < nsteps; s++) {
+        struct step *st = &steps[s];
+        if (now() + opt_step_s > deadline) {
+            ol_stop_reason = "deadline";
+            break;
+        }
+        ol_step(st, deadline);
+        double p99 = pct_upto(st->hist, 0.99, st->lat_max);
+        fprintf(stderr, "loadgen: openloop %g msg/s: %llu msgs, p50 %.2f p99 %.2f max %.2f ms, "
+                "lost %llu dup %llu ooo %llu closed %d%s%s\n", st->rate,
+                (unsigned long long)st->n, pct_upto(st->hist, 0.5, st->lat_max), p99,
+                st->lat_max * 1e3,
+                (unsigned long long)st->lost, (unsigned long long)st->dup,
+                (unsigned long long)st->ooo, st->closed, st->ok ? "" : " FAIL ",
+                st->ok ? "" : st->why);
+        fails = st->ok ? 0 : fails + 1;
+        int clear = !st->ok && (st->lost || st->dup || st->closed || !strcmp(st->why, "deadline")
+                                || p99 >= opt_stop_p99_ms);
+        if (clear || fails >= opt_max_fails || n_open == 0) {
+            ol_stop_reason = clear ? st->why : n_open == 0 ? "no user left" : "failed steps";
+            if (st->lost && n_open) { /* were they late, or really gone? */
+                uint64_t got0 = st->got, expected = st->n * (uint64_t)st->recipients;
+                double until = now() + opt_settle_s;
+                if (until > deadline) until = deadline;
+                ol_loop(st, st->first + st->n, until, expected);
+                st->late = st->got - got0;
+            }
+            break;
+        }
+        /* a short pause between steps, still reading */
+        double until = now() + 0.1;
+        ol_loop(st, st->first + st->n, until, UINT64_MAX);
+    }
+    if (!ol_stop_reason) ol_stop_reason = "ladder done";
+}
+
+static void ol_print(void) {
+    double cap = 0;
+    for (int s = 0; s < nsteps; s++)
+        if (steps[s].ran && steps[s].ok && steps[s].rate > cap) cap = steps[s].rate;
+    printf(", \"users\": %d, \"step_s\": %.3f, \"drain_s\": %.3f, \"seed\": %llu, "
+           "\"p99_limit_ms\": %.3f, \"stopped\": \"%s\", \"corrupt\": %llu, "
+           "\"capacity_msgs_per_s\": %.3f, \"steps\": [",
+           nconns, opt_step_s, opt_drain_s, opt_seed, opt_p99_limit_ms, ol_stop_reason,
+           (unsigned long long)ol_corrupt, cap);
+    int first = 1;
+    for (int s = 0; s < nsteps; s++) {
+        struct step *st = &steps[s];
+        if (!st->ran) continue;
+        double wall = st->t_end - st->t0, busy = st->t_last_rx - st->t0;
+        printf("%s{\"rate\": %g, \"messages\": %llu, \"offered_per_s\": %.1f, \"recipients\": %d, "
+               "\"expected\": %llu, \"delivered\": %llu, \"deliveries_per_s\": %.1f, "
+               "\"lat_p50_ms\": %.4f, \"lat_p99_ms\": %.4f, \"lat_max_ms\": %.4f, "
+               "\"lost\": %llu, \"late\": %llu, \"dup\": %llu, \"ooo\": %lld, \"closed\": %d, "
+               "\"unsent\": %llu, \"drained\": %s, \"drain_s\": %.4f, "
+               "\"send_late_p99_ms\": %.4f, \"send_late_max_ms\": %.4f, \"gen_queued_max_b\": %llu, "
+               "\"wall_s\": %.4f, \"gen_cpu_s\": %.4f, \"srv_cpu_s\": %.4f, \"ok\": %s, \"why\": %s%s%s}",
+               first ? "" : ", ", st->rate, (unsigned long long)st->n,
+               (double)st->n / opt_step_s, st->recipients,
+               (unsigned long long)(st->n * (uint64_t)st->recipients),
+               (unsigned long long)st->got, busy > 0 ? (double)st->got / busy : 0,
+               pct_upto(st->hist, 0.5, st->lat_max), pct_upto(st->hist, 0.99, st->lat_max),
+               st->lat_max * 1e3,
+               (unsigned long long)st->lost, (unsigned long long)st->late,
+               (unsigned long long)st->dup, ol_last ? (long long)st->ooo : -1LL, st->closed,
+               (unsigned long long)st->unsent, st->drained ? "true" : "false",
+               st->t_end - st->t_sched_end, pct_upto(st->late_hist, 0.99, st->send_late_max),
+               st->send_late_max * 1e3, (unsigned long long)st->queued_max, wall, st->gen_cpu,
+               st->srv_cpu, st->ok ? "true" : "false", st->why ? "\"" : "",
+               st->why ? st->why : "null", st->why ? "\"" : "");
+        first = 0;
+    }
+    printf("]");
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -674,10 +1107,12 @@ static void print_common(double gen0, double gen1, double srv0, double srv1) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen --port P [--host 127.0.0.1] [--raw] --mode echo|fanout|idle\n"
+            "usage: loadgen --port P [--host 127.0.0.1] [--raw] --mode echo|fanout|idle|openloop\n"
             "  [--conns N] [--senders K] [--messages M] [--size BYTES] [--window W]\n"
             "  [--broadcasts B] [--pending C] [--allow-fail] [--timeout S]\n"
-            "  [--connect-timeout S] [--server-pid PID] [--poll-us US] [--duration S]\n");
+            "  [--connect-timeout S] [--server-pid PID] [--poll-us US] [--duration S]\n"
+            "  openloop: [--rates R1,R2,...] [--step-s S] [--drain-s S] [--settle-s S]\n"
+            "            [--seed N] [--p99-limit-ms MS] [--stop-p99-ms MS] [--max-fails K]\n");
     exit(2);
 }
 
@@ -703,14 +1138,25 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--server-pid")) opt_server_pid = atoi(ARG);
         else if (!strcmp(a, "--poll-us")) opt_poll_us = atoi(ARG);
         else if (!strcmp(a, "--duration")) opt_duration = atof(ARG);
+        else if (!strcmp(a, "--rates")) opt_rates = ARG;
+        else if (!strcmp(a, "--step-s")) opt_step_s = atof(ARG);
+        else if (!strcmp(a, "--drain-s")) opt_drain_s = atof(ARG);
+        else if (!strcmp(a, "--settle-s")) opt_settle_s = atof(ARG);
+        else if (!strcmp(a, "--seed")) opt_seed = strtoull(ARG, NULL, 10);
+        else if (!strcmp(a, "--p99-limit-ms")) opt_p99_limit_ms = atof(ARG);
+        else if (!strcmp(a, "--stop-p99-ms")) opt_stop_p99_ms = atof(ARG);
+        else if (!strcmp(a, "--max-fails")) opt_max_fails = atoi(ARG);
         else usage();
     }
     if (!opt_port || opt_conns < 1 || opt_size < 1 || opt_window < 1 || opt_messages < 0) usage();
     if (opt_senders > opt_conns) opt_senders = opt_conns;
     int mode_echo = !strcmp(opt_mode, "echo"), mode_fan = !strcmp(opt_mode, "fanout"),
-        mode_idle = !strcmp(opt_mode, "idle");
-    if (!mode_echo && !mode_fan && !mode_idle) usage();
+        mode_idle = !strcmp(opt_mode, "idle"), mode_ol = !strcmp(opt_mode, "openloop");
+    if (!mode_echo && !mode_fan && !mode_idle && !mode_ol) usage();
+    if (mode_ol && opt_raw) die("openloop needs WebSocket framing (message ids): not --raw");
+    if (mode_ol && (opt_step_s <= 0 || opt_drain_s < 0 || opt_max_fails < 1)) usage();
     is_echo = mode_echo;
+    is_ol = mode_ol;
 
     /* as many sockets as the hard limit allows (the server does the same for itself) */
     struct rlimit rl;
@@ -729,6 +1175,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nconns; i++) conns[i].fd = -1;
     epfd = epoll_create1(EPOLL_CLOEXEC);
     build_frames();
+    if (mode_ol) ol_plan();
     if (mode_echo) {
         lat_cap = (size_t)nconns * (size_t)opt_messages;
         lat = malloc(lat_cap * sizeof *lat);
@@ -753,6 +1200,7 @@ int main(int argc, char **argv) {
     }
     connect_range(nconns, t0 + opt_connect_timeout);
     double t_connected = now();
+    int connect_failed = n_failed;
     if (n_failed && !opt_allow_fail) {
         fprintf(stderr, "loadgen: %d of %d connections failed\n", n_failed, nconns);
     }
@@ -774,7 +1222,11 @@ int main(int argc, char **argv) {
     int ok = 0;
     double bc[64];
     int nbc = 0;
-    if (mode_echo || mode_fan) {
+    if (mode_ol) {
+        ok = synced && !connect_failed;
+        if (ok) ol_run(ts + opt_timeout);
+        else ol_stop_reason = "not every user connected and got the sync broadcast";
+    } else if (mode_echo || mode_fan) {
         expected = (uint64_t)opt_senders * (uint64_t)opt_messages;
         if (mode_echo && opt_duration > 0) t_stop_sending = ts + opt_duration;
         for (int i = 0; i < nconns; i++)
@@ -820,6 +1272,9 @@ int main(int argc, char **argv) {
                wall > 0 ? (double)total * (double)opt_size / wall / 1e6 : 0,
                pct(lat, nlat, 0.5) * 1e3, pct(lat, nlat, 0.99) * 1e3,
                nlat ? lat[nlat - 1] * 1e3 : -1.0);
+    } else if (mode_ol) {
+        printf(", \"connect_failed\": %d, \"wall_s\": %.6f", connect_failed, te - ts);
+        ol_print();
     } else if (mode_fan) {
         double wall = (ok ? t_last_done : te) - ts;
         printf(", \"senders\": %d, \"window\": %d, \"per_sender\": %ld, \"expected_per_user\": %llu, "

@@ -5,6 +5,7 @@
     python3 bench/run.py --quick         # fewer repeats, smaller runs (make bench-quick): < 1 min
     python3 bench/run.py --only ours --scenario fanout --users 100            # one case
     python3 bench/run.py --only ours --scenario fanout --users 100 --profile cprofile
+    python3 bench/run.py --scenario openloop --no-docs       # the open-loop ladder, every target
 
 Run with the system python3. It creates bench/.venv (the peers and matplotlib, never needed by
 the server), compiles bench/loadgen.c there with gcc, and then, for every scenario and target,
@@ -46,7 +47,7 @@ RESULTS = BENCH / "results"
 DOC = ROOT / "docs" / "performance.md"
 PLOT = ROOT / "docs" / "fanout.png"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
-SCENARIOS = ("echo", "fanout", "idle", "large", "select")
+SCENARIOS = ("echo", "fanout", "idle", "large", "select", "openloop")
 MiB = 1024 * 1024
 
 
@@ -73,12 +74,25 @@ class Plan:
     large_messages: int = 256  # per connection, of 1 MiB each, at most
     select_fanout_users: tuple[int, ...] = (100, 1000)
     select_connect_users: int = 1100  # > FD_SETSIZE (1,024)
+    # open-loop chat: a ladder of message rates (msg/s into the server), Poisson arrivals from
+    # random senders; climbing stops at the first clear failure (see loadgen.c)
+    openloop_users: int = 1000
+    openloop_rates: tuple[float, ...] = (5, 10, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700,
+                                         1000, 1500, 2000, 3000, 5000, 7000, 10000)
+    openloop_step_s: float = 2.0  # seconds of messages per step
+    openloop_drain_s: float = 3.0  # after a step's last send: then missing pairs are lost
+    openloop_settle_s: float = 5.0  # after a lossy last step: were the missing ones late?
+    openloop_p99_ms: float = 50.0
+    openloop_repeats: int = 3
+    openloop_timeout: float = 150.0  # the whole ladder, per target
     timeout: float = 60.0  # per timed phase
 
 
 FULL = Plan()
 QUICK = Plan(repeats=1, duration=0.5, fanout_deliveries=60_000, idle_repeats=1,
-             idle_broadcasts=2, timeout=20.0)
+             idle_broadcasts=2, timeout=20.0, openloop_rates=(10, 30, 100, 300, 1000, 3000),
+             openloop_repeats=1, openloop_step_s=1.0, openloop_drain_s=2.0,
+             openloop_settle_s=2.0, openloop_timeout=40.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,19 +118,26 @@ def ensure_venv() -> str:
 
 
 def ensure_loadgen() -> str:
-    """Compile bench/loadgen.c with gcc -O2 (again whenever the source changes)."""
-    src = LOADGEN_SRC.read_bytes()
-    digest = hashlib.sha256(src).hexdigest()
-    stamp = LOADGEN.with_suffix(".sha256")
-    if LOADGEN.exists() and stamp.exists() and stamp.read_text() == digest:
-        return str(LOADGEN)
+    """Compile bench/loadgen.c with gcc -O2 (again whenever the source changes).
+
+    The binary is named by its source's hash: checkouts that share one bench/.venv (git
+    worktrees with a symlinked venv) then never run, or overwrite, each other's generator.
+    """
+    digest = hashlib.sha256(LOADGEN_SRC.read_bytes()).hexdigest()
+    out = LOADGEN.with_name(f"{LOADGEN.name}-{digest[:16]}")
+    if out.exists():
+        return str(out)
     cc = shutil.which("gcc") or shutil.which("cc")
     if not cc:
         sys.exit("bench: the load generator needs gcc (apt-get install gcc)")
-    LOADGEN.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([cc, "-O2", "-Wall", "-o", str(LOADGEN), str(LOADGEN_SRC)], check=True)
-    stamp.write_text(digest)
-    return str(LOADGEN)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    try:
+        subprocess.run([cc, "-O2", "-Wall", "-o", str(tmp), str(LOADGEN_SRC)], check=True)
+        os.replace(tmp, out)  # atomic: a concurrent run sees no half-written binary
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(out)
 
 
 def pick_cores() -> tuple[int | None, int | None]:
@@ -200,7 +221,8 @@ def run_case(env: Env, target: Target, scenario: str, case: str, mode: str,
             result["error"] = (f"server exited ({server.proc.returncode}) during the run: "
                                + last_error_line(server.log))
         elif result.get("failed"):
-            if scenario != "select":
+            # select counts refusals; in openloop a user dropped mid-ladder fails its step
+            if scenario not in ("select", "openloop"):
                 result["ok"] = False
                 result.setdefault("error", f"{result['failed']} connections failed "
                                   f"{result.get('failures')}")
@@ -373,9 +395,84 @@ def connect_summary(x: dict[str, Any]) -> str:
     return f"{x.get('opened', 0)} open, {x.get('failed', 0)} refused {x.get('failures')}"
 
 
+def openloop_args(p: Plan, users: int, seed: int) -> list[str]:
+    return ["--mode", "openloop", "--conns", str(users), "--size", str(p.small),
+            "--rates", ",".join(f"{r:g}" for r in p.openloop_rates),
+            "--step-s", str(p.openloop_step_s), "--drain-s", str(p.openloop_drain_s),
+            "--settle-s", str(p.openloop_settle_s), "--p99-limit-ms", str(p.openloop_p99_ms),
+            "--seed", str(seed), "--connect-timeout", "120"]
+
+
+RAW_OPENLOOP = ("not run: the relay keeps no message boundaries, so a message cannot carry its "
+                "id through it (nothing to check loss, duplicates or order with)")
+
+
+def scenario_openloop(env: Env, targets: list[Target], users: list[int] | None) -> None:
+    """Open-loop chat: every target climbs the same ladder of Poisson message rates."""
+    p = env.plan
+    n = users[0] if users else p.openloop_users
+    case = str(n)
+    for t in targets:
+        if t.proto == "raw":
+            env.runs.append({"target": t.name, "scenario": "openloop", "case": case,
+                             "repeat": 0, "ok": False, "skipped": True, "error": RAW_OPENLOOP})
+            log(f"  {t.name:<24} openloop {case:<11} skipped (no framing: no message ids)")
+            continue
+        if skipped(env, t, "openloop", n):
+            continue
+        for r in range(p.openloop_repeats):
+            # the same seed for every target: the same schedule of messages and senders
+            res = run_case(env, t, "openloop", case, "chat", openloop_args(p, n, 1 + r),
+                           repeat=r, timeout=p.openloop_timeout)
+            if res.get("steps") and not res.get("server_alive", True):
+                # a server that died under load still passed the steps before: keep them
+                res["server_died"] = res.pop("error", "server exited")
+                res["ok"] = bool(res.get("connect_failed") == 0)
+            if not res.get("ok") and "error" not in res:  # the generator's own verdict
+                res["error"] = (f"{res.get('stopped', '?')}: {res.get('connect_failed', '?')} of "
+                                f"{res.get('conns', '?')} failed {res.get('failures', {})}")
+            progress(res, openloop_summary)
+            for st in res.get("steps", []):
+                log(f"      {st['rate']:>7g} msg/s  p50 {st['lat_p50_ms']:8.2f}  p99 "
+                    f"{st['lat_p99_ms']:8.2f}  max {st['lat_max_ms']:8.2f} ms  lost {st['lost']}"
+                    f"  dup {st['dup']}  ooo {st['ooo']}  closed {st['closed']}  late sends max "
+                    f"{st['send_late_max_ms']:.1f} ms  cpu {step_cpu(st)}"
+                    + ("" if st["ok"] else f"  FAIL ({st['why']})"))
+
+
+def step_cpu(st: dict[str, Any]) -> str:
+    wall = st.get("wall_s") or 0
+    if not wall or st.get("srv_cpu_s", -1) < 0:
+        return "?"
+    return f"{st['gen_cpu_s'] / wall:.0%} / {st['srv_cpu_s'] / wall:.0%}"
+
+
+def openloop_summary(x: dict[str, Any]) -> str:
+    return (f"capacity {capacity_text(x)} msg/s ({len(x.get('steps', []))} steps, stopped: "
+            f"{x.get('stopped')})")
+
+
+def capacity_text(x: dict[str, Any]) -> str:
+    cap, steps = x.get("capacity_msgs_per_s", 0), x.get("steps") or []
+    if not cap:
+        return f"< {steps[0]['rate']:,g}" if steps else "?"
+    if steps and cap == steps[-1]["rate"] and x.get("stopped") == "ladder done":
+        return f"≥ {cap:,g}"  # the ladder did not reach this target's limit
+    return f"{cap:,g}"
+
+
+def capacity_step(r: dict[str, Any]) -> dict[str, Any] | None:
+    """The step a run's capacity comes from (its highest passing one), else its first."""
+    steps: list[dict[str, Any]] = r.get("steps") or []
+    passed = [st for st in steps if st.get("ok")]
+    if passed:
+        return max(passed, key=lambda st: float(st["rate"]))
+    return steps[0] if steps else None
+
+
 RUNNERS: dict[str, Callable[[Env, list[Target], list[int] | None], None]] = {
     "echo": scenario_echo, "fanout": scenario_fanout, "idle": scenario_idle,
-    "large": scenario_large, "select": scenario_select}
+    "large": scenario_large, "select": scenario_select, "openloop": scenario_openloop}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,6 +495,7 @@ class Metric:
     unit: str
     key: Callable[[dict[str, Any]], float]
     higher_is_better: bool
+    show: Callable[[float], str] | None = None  # how a value is written (default: fmt)
 
 
 def metrics(plan: Plan, runs: list[dict[str, Any]]) -> list[Metric]:
@@ -424,7 +522,22 @@ def metrics(plan: Plan, runs: list[dict[str, Any]]) -> list[Metric]:
     for case in cases.get("large", []):
         out.append(Metric("large", case, "1 MiB messages echoed", "MB/s",
                           lambda r: r["mb_per_s"], True))
+    for case in cases.get("openloop", []):
+        rates = plan.openloop_rates
+        out.append(Metric(
+            "openloop", case, f"open-loop chat, {int(case):,} users: capacity (msg/s in, p99 < "
+            f"{plan.openloop_p99_ms:g} ms, nothing lost)", "msg/s",
+            lambda r: r["capacity_msgs_per_s"], True, show=capacity_show(rates[0], rates[-1])))
     return out
+
+
+def capacity_show(lowest: float, highest: float) -> Callable[[float], str]:
+    """A capacity as written in the table: below the ladder, inside it, or at its top."""
+    def show(v: float) -> str:
+        if v == 0:
+            return f"< {lowest:,g}"  # not even the first step passed
+        return f"≥ {v:,g}" if v >= highest else f"{v:,g}"  # the top: the ladder ended first
+    return show
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -457,9 +570,12 @@ def side_by_side(plan: Plan, runs: list[dict[str, Any]], targets: list[Target]) 
         skip = {r["target"] for r in runs if r.get("skipped") and r["scenario"] == m.scenario
                 and r["case"] == m.case}
         cells = [m.title, m.unit]
+        def show(v: float, m: Metric = m) -> str:
+            return m.show(v) if m.show else fmt(v, m.unit)
         for t in targets:
+            v = values[t.name]
             cells.append("n/a" if t.name in skip else
-                         fmt(values[t.name], m.unit) if t.name in attempted else "–")
+                         ("fail" if v is None else show(v)) if t.name in attempted else "–")
         if has_ours:
             for t in peers:
                 a, b = values[OURS.name], values[t.name]
@@ -527,15 +643,96 @@ def select_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def median_run(runs: list[dict[str, Any]], key: Callable[[dict[str, Any]], float]
+               ) -> dict[str, Any] | None:
+    """The run whose `key` is the (lower) median of `runs`."""
+    ranked = sorted(runs, key=key)
+    return ranked[(len(ranked) - 1) // 2] if ranked else None
+
+
+def openloop_table(plan: Plan, runs: list[dict[str, Any]], targets: list[Target]) -> str:
+    """Every step of the open-loop ladder, per target (its median-capacity run)."""
+    lines = ["| target | rate (msg/s in) | deliveries/s | p50 (ms) | p99 (ms) | max (ms) | lost "
+             "| dup | out of order | closed | generator late (max ms) | CPU gen / server "
+             "| step |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for t in targets:
+        for case in sorted({r["case"] for r in runs if r["scenario"] == "openloop"}, key=int):
+            r = median_run(ok_runs(runs, scenario="openloop", case=case, target=t.name),
+                           lambda x: x["capacity_msgs_per_s"])
+            if r is None:
+                continue
+            steps = r.get("steps") or []
+            cap = r["capacity_msgs_per_s"]
+            for i, st in enumerate(steps):
+                verdict = "pass" if st["ok"] else f"**fail** ({why_text(st)})"
+                if st["ok"] and st["rate"] == cap:
+                    verdict = "**pass: capacity**"
+                if i == len(steps) - 1 and r.get("server_died"):
+                    died = re.sub(r"\s+", " ", r["server_died"])[:100].replace("|", "/")
+                    verdict += f"; {died}"
+                lost = f"{st['lost']:,}"
+                if st["lost"] and st.get("late"):
+                    lost += f" ({st['late']:,} late)"
+                lines.append(
+                    f"| {t.label} | {st['rate']:,g} | {st['deliveries_per_s']:,.0f} | "
+                    f"{fmt(st['lat_p50_ms'], 'ms')} | {fmt(st['lat_p99_ms'], 'ms')} | "
+                    f"{fmt(st['lat_max_ms'], 'ms')} | {lost} | {st['dup']:,} | "
+                    f"{'–' if st['ooo'] < 0 else format(st['ooo'], ',')} | {st['closed']} | "
+                    f"{fmt(st['send_late_max_ms'], 'ms')} | {step_cpu(st)} | {verdict} |")
+    return "\n".join(lines)
+
+
+def why_text(st: dict[str, Any]) -> str:
+    whys = {"p99": "p99 ≥ limit", "lost": "pairs lost", "dup": "duplicates",
+            "closed": "users dropped", "deadline": "out of time"}
+    return whys.get(st.get("why") or "", str(st.get("why")))
+
+
+def openloop_capacities(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """For the results JSON: median capacity per target and case, and ours ÷ each peer."""
+    out: dict[str, dict[str, Any]] = {}
+    for case in sorted({r["case"] for r in runs if r["scenario"] == "openloop"}, key=int):
+        caps = {}
+        for name in dict.fromkeys(r["target"] for r in runs if r["scenario"] == "openloop"):
+            v = median_of(ok_runs(runs, scenario="openloop", case=case, target=name),
+                          lambda x: x["capacity_msgs_per_s"])
+            if v is not None:
+                caps[name] = v
+        ratios = {name: round(caps["ours"] / v, 3) for name, v in caps.items()
+                  if name != "ours" and "ours" in caps and v}
+        out[case] = {"capacity_msgs_per_s": caps, "ours_over_peer": ratios}
+    return out
+
+
+def cpu_view(r: dict[str, Any]) -> tuple[str, float, float, float] | None:
+    """(case, generator CPU s, server CPU s, wall s) of a timed run; None if it has none.
+
+    An open-loop run is judged at its capacity step (its highest passing rate): that is the
+    load the headline number is about."""
+    if not r.get("ok") or r["scenario"] not in ("echo", "fanout", "large", "select",
+                                                 "openloop"):
+        return None
+    if r["scenario"] == "openloop":
+        st = capacity_step(r)
+        if st is None or st.get("srv_cpu_s", -1) <= 0:
+            return None
+        return (f"{r['case']} at {st['rate']:,g} msg/s", st["gen_cpu_s"], st["srv_cpu_s"],
+                st["wall_s"])
+    if r.get("srv_cpu_s", -1) <= 0 or r["case"].endswith("connect"):
+        return None
+    return (r["case"], r["gen_cpu_s"], r["srv_cpu_s"],
+            r.get("wall_s") or r.get("t_last_s") or 0)
+
+
 def cpu_table(runs: list[dict[str, Any]], targets: list[Target]) -> tuple[str, int, int]:
     """Per scenario and target: the generator's CPU share against the server's, worst run."""
-    timed = [r for r in runs if r.get("ok") and r.get("srv_cpu_s", -1) > 0
-             and r["scenario"] in ("echo", "fanout", "large", "select")
-             and not r["case"].endswith("connect")]
-    below = sum(1 for r in timed if r["gen_cpu_s"] < r["srv_cpu_s"])
+    timed = [r for r in runs if cpu_view(r)]
+    below = sum(1 for r in timed for v in [cpu_view(r)] if v and v[1] < v[2])
     groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for r in timed:
-        groups.setdefault((r["scenario"], r["case"]), {}).setdefault(r["target"], []).append(r)
+        case = r["case"] if r["scenario"] != "openloop" else f"{r['case']} (at capacity)"
+        groups.setdefault((r["scenario"], case), {}).setdefault(r["target"], []).append(r)
     lines = ["| scenario | " + " | ".join(t.label for t in targets) + " |",
              "|---|" + "---:|" * len(targets)]
     for (scen, case), by_target in groups.items():
@@ -545,12 +742,12 @@ def cpu_table(runs: list[dict[str, Any]], targets: list[Target]) -> tuple[str, i
             if not rs:
                 cells.append("–")
                 continue
-            worst = max(rs, key=lambda r: r["gen_cpu_s"] / r["srv_cpu_s"])
-            wall = worst.get("wall_s") or worst.get("t_last_s") or 0
+            views = [cpu_view(r) for r in rs]
+            _, gen, srv, wall = max((v for v in views if v), key=lambda v: v[1] / v[2])
             if wall:
-                cells.append(f"{worst['gen_cpu_s'] / wall:.0%} / {worst['srv_cpu_s'] / wall:.0%}")
+                cells.append(f"{gen / wall:.0%} / {srv / wall:.0%}")
             else:
-                cells.append(f"{worst['gen_cpu_s']:.2f} s / {worst['srv_cpu_s']:.2f} s")
+                cells.append(f"{gen:.2f} s / {srv:.2f} s")
         lines.append(f"| {scen} {case} | " + " | ".join(cells) + " |")
     return "\n".join(lines), below, len(timed)
 
@@ -644,11 +841,22 @@ def report(meta: dict[str, Any], plan: Plan, runs: list[dict[str, Any]],
         + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()) + ".",
         "",
         f"Each cell is the median of {plan.repeats} runs ({plan.idle_repeats} for idle "
-        "scale), each on a freshly started server. Ratios are ours ÷ peer: above 1 is better "
-        "for rates, below 1 is better for times and memory.",
+        f"scale, {plan.openloop_repeats} for the open-loop ladder), each on a freshly started "
+        "server. Ratios are ours ÷ peer: above 1 is better for rates, below 1 is better for "
+        "times and memory.",
     ]
     if metrics(plan, runs):
         parts += ["", side_by_side(plan, runs, targets)]
+    if any(r["scenario"] == "openloop" and r.get("ok") for r in runs):
+        parts += ["", f"Open-loop chat, every step of the ladder ({plan.openloop_step_s:g} s of "
+                  f"Poisson arrivals each, from random senders; latency from each message's "
+                  f"scheduled send time to each user's receipt; lost: not received "
+                  f"{plan.openloop_drain_s:g} s after the step's last send; a target stops "
+                  "climbing at its first clear failure):", "",
+                  openloop_table(plan, runs, targets)]
+        corrupt = sum(r.get("corrupt", 0) for r in runs if r["scenario"] == "openloop")
+        parts += ["", f"Frames of the message size whose payload the generator never sent "
+                  f"(corrupt), all open-loop ladders together: {corrupt:,}."]
     fails = failures_table(runs)
     if fails:
         parts += ["", "Runs that failed or were not run (such a cell above says fail or n/a):",
@@ -664,12 +872,9 @@ def report(meta: dict[str, Any], plan: Plan, runs: list[dict[str, Any]],
                   "(worst repeat by generator÷server):", "", cpu, "",
                   f"The generator used less CPU than the server in {below} of {total} timed "
                   "runs" + ("." if below == total else ": not in " + ", ".join(
-                      f"{r['target']} {r['scenario']} {r['case']} (generator "
-                      f"{r['gen_cpu_s']:.2f} s, server {r['srv_cpu_s']:.2f} s)"
-                      for r in runs if r.get("ok") and r.get("srv_cpu_s", -1) > 0
-                      and r["scenario"] in ("echo", "fanout", "large", "select")
-                      and not r["case"].endswith("connect")
-                      and r["gen_cpu_s"] >= r["srv_cpu_s"]) + ".")]
+                      f"{r['target']} {r['scenario']} {v[0]} (generator "
+                      f"{v[1]:.2f} s, server {v[2]:.2f} s)"
+                      for r in runs for v in [cpu_view(r)] if v and v[1] >= v[2]) + ".")]
     return "\n".join(parts) + "\n"
 
 
@@ -708,7 +913,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     plan = QUICK if args.quick else FULL
     if args.repeats:
-        plan = replace(plan, repeats=args.repeats, idle_repeats=args.repeats)
+        plan = replace(plan, repeats=args.repeats, idle_repeats=args.repeats,
+                       openloop_repeats=args.repeats)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or [t.name for t in TARGETS]
     unknown = [n for n in names if n not in BY_NAME]
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()] or list(SCENARIOS)
@@ -752,7 +958,9 @@ def main(argv: list[str] | None = None) -> int:
     section = report(meta, plan, env.runs, targets)
     RESULTS.mkdir(parents=True, exist_ok=True)
     results_file = RESULTS / f"{stamp}-{meta['kind']}.json"
-    results_file.write_text(json.dumps({"meta": meta, "runs": env.runs}, indent=1))
+    summary = {"openloop": openloop_capacities(env.runs)} if "openloop" in scenarios else {}
+    results_file.write_text(json.dumps({"meta": meta, "summary": summary, "runs": env.runs},
+                                       indent=1))
     (RESULTS / f"{stamp}-{meta['kind']}.md").write_text(section)
     print(section)
     log(f"bench: results in {results_file.relative_to(ROOT)}")
