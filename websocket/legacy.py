@@ -17,7 +17,15 @@ import struct
 from collections.abc import Callable
 
 from .errors import HttpError, InvalidPayload, MessageTooBig, ProtocolError, TryAgainLater
-from .messages import DEFAULT_MAX_MESSAGE_SIZE, Close, Event, InputBudget, Message, Utf8Decoder
+from .messages import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Close,
+    Event,
+    InputBudget,
+    Message,
+    Utf8Decoder,
+    add_piece,
+)
 
 CLOSE_FRAME = b"\xff\x00"  # draft-76 §4.2 / §5.3: the closing handshake
 MAX_KEY_NUMBER = 4_294_967_295  # draft-76 §5.2: "greater than 4,294,967,295 ... abort"
@@ -82,9 +90,9 @@ MAX_LENGTH_BYTES = 9  # 9 x 7 bits covers any length we would accept
 class HixieReceiver:
     """Turns what a draft-75/76 client sends into events (draft-76 §5.3)."""
 
-    __slots__ = ("max_message_size", "budget", "closed", "frames", "on_frame", "_frame_type",
-                 "_decoder",
-                 "_payload", "_size", "_skip")
+    __slots__ = ("max_message_size", "budget", "closed", "frames", "in_message", "remaining",
+                 "on_frame",
+                 "_frame_type", "_decoder", "_parts", "_size", "_skip")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  budget: InputBudget | None = None) -> None:
@@ -94,24 +102,22 @@ class HixieReceiver:
         self.budget = budget
         self.closed = False
         self.frames = 0  # frames begun so far (the caller's measure of work done)
+        self.in_message = False  # a frame is only partly received (the server times it)
+        self.remaining = 0  # these frames announce no length: nothing known to be coming
         self._frame_type: int | None = None  # None: between frames
         self._decoder: Utf8Decoder | None = None
-        self._payload = bytearray()  # the text frame so far, validated as it arrives
+        self._parts: list[bytes | bytearray] = []  # the text frame so far (validated)
         self._size = 0
         self._skip = 0  # bytes of a length-prefixed frame still to discard
         # Called with (frame type, length) for each frame, when set (for -v logs).
         self.on_frame: Callable[[int, int], object] | None = None
 
-    @property
-    def in_message(self) -> bool:
-        """True while a frame is only partly received."""
-        return self._frame_type is not None or self._skip > 0
-
     def discard(self) -> None:
         """Abandon the frame in progress (the connection is gone): free its budget."""
         self._release()
         self._frame_type = None
-        self._payload = bytearray()
+        self._parts = []
+        self.in_message = False
 
     def _release(self) -> None:
         if self.budget is not None and self._frame_type is not None:
@@ -137,6 +143,7 @@ class HixieReceiver:
                     step = min(self._skip, end - pos)
                     pos += step
                     self._skip -= step
+                    self.in_message = self._skip > 0
                     continue
                 if self._frame_type is None:
                     if self.frames >= stop_at:
@@ -169,8 +176,10 @@ class HixieReceiver:
                             raise MessageTooBig(f"frame over the {self.max_message_size}-byte"
                                                 " limit")
                         self._skip = length  # draft-76: read and discard
+                        self.in_message = length > 0
                         continue
                     self._frame_type = frame_type
+                    self.in_message = True
                     self._decoder = Utf8Decoder()
                     self._size = 0
                     pos += 1
@@ -192,10 +201,11 @@ class HixieReceiver:
                 if self.on_frame is not None:
                     self.on_frame(self._frame_type, self._size)
                 if self._frame_type == 0x00:
-                    events.append(Message(self._payload.decode("utf-8")))
+                    events.append(Message(b"".join(self._parts).decode("utf-8")))
                 self._release()
                 self._frame_type = None
-                self._payload = bytearray()
+                self.in_message = False
+                self._parts = []
         finally:
             del buf[:pos]
         return events
@@ -206,4 +216,4 @@ class HixieReceiver:
             self._decoder.validate(chunk, final)
         except UnicodeDecodeError:
             raise InvalidPayload("text frame is not valid UTF-8") from None
-        self._payload += chunk
+        add_piece(self._parts, chunk)

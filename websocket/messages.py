@@ -23,6 +23,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB, as websockets' default max_size
 # --max-input-memory: all unfinished messages together. 256 x the default message size: a
 # few hundred users may each be in the middle of a 1 MiB message at once, not 10,000.
 DEFAULT_MAX_INPUT_MEMORY = 256 << 20
+SMALL_PIECES = 4096  # fragments smaller than this are joined as they arrive
 
 
 class InputBudget:
@@ -78,6 +79,17 @@ class Close:
 Event = Message | Ping | Pong | Close
 
 
+def add_piece(parts: list[bytes | bytearray], chunk: bytes | bytearray) -> None:
+    """Keep the next piece of a message: large ones as they are, small ones joined into
+    the last bytearray while it is under SMALL_PIECES bytes (see `Receiver`)."""
+    if len(chunk) >= SMALL_PIECES:
+        parts.append(chunk)
+    elif parts and isinstance(parts[-1], bytearray) and len(parts[-1]) < SMALL_PIECES:
+        parts[-1] += chunk
+    else:
+        parts.append(bytearray(chunk))
+
+
 
 class Utf8Decoder:
     """Incremental UTF-8 (RFC 3629) for text that arrives in pieces (RFC 6455 §8.1).
@@ -113,9 +125,8 @@ class Receiver:
     """Turns the bytes a client sends into events, for one RFC 6455 connection."""
 
     __slots__ = ("max_message_size", "require_mask", "budget", "closed", "frames", "on_frame",
-                 "_fin",
-                 "_mask", "_remaining", "_offset", "_in_frame", "_message_opcode",
-                 "_message_size", "_payload", "_reserved", "_decoder")
+                 "in_message", "remaining", "_fin", "_mask", "_offset", "_in_frame",
+                 "_message_opcode", "_message_size", "_parts", "_reserved", "_decoder")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  require_mask: bool = True, budget: InputBudget | None = None) -> None:
@@ -129,31 +140,30 @@ class Receiver:
         # The frame whose payload is still arriving, and how much of it has been read.
         self._fin = True
         self._mask: bytes | None = None
-        self._remaining = 0
+        self.remaining = 0  # payload bytes of the current data frame still to come
         self._offset = 0
         self._in_frame = False
-        # The data message being assembled from fragments (§5.4), if any. Its payload is
-        # one growing bytearray, so a message cut into a million tiny fragments costs no
-        # more memory than its bytes (a list of pieces would cost ~40 bytes per piece).
+        # The data message being assembled from fragments (§5.4), if any: True from its
+        # first frame's header until its last byte (the server times it).
+        self.in_message = False
         self._message_opcode: Opcode | None = None
         self._message_size = 0
-        self._payload = bytearray()
+        # Its payload so far: large pieces as they came, small ones joined into one
+        # bytearray of up to SMALL_PIECES bytes, so a message cut into a million tiny
+        # fragments costs about its bytes (one object per piece would cost ~40 bytes each).
+        self._parts: list[bytes | bytearray] = []
         self._reserved = 0  # bytes of `budget` this message holds
         self._decoder: Utf8Decoder | None = None
-
-    @property
-    def in_message(self) -> bool:
-        """True while a data frame or a fragmented message is only partly received."""
-        return self._in_frame or self._message_opcode is not None
 
     def discard(self) -> None:
         """Abandon the message in progress (the connection is gone): free its budget."""
         if self._reserved and self.budget is not None:
             self.budget.give_back(self._reserved)
         self._reserved = 0
-        self._payload = bytearray()
+        self._parts = []
         self._message_opcode = None
         self._in_frame = False
+        self.in_message = False
 
     def receive(self, buf: bytearray, events: list[Event] | None = None,
                 max_frames: int = 1 << 62) -> list[Event]:
@@ -210,16 +220,16 @@ class Receiver:
                         continue
                     self._begin_fragment(opcode, header.fin, length, header.mask)
                 # Payload of a data frame, possibly only part of it.
-                take = min(self._remaining, end - pos)
+                take = min(self.remaining, end - pos)
                 if self._mask is not None:
                     chunk = apply_mask(buf, self._mask, self._offset, pos, pos + take)
                 else:
                     chunk = bytes(buf[pos:pos + take])
                 pos += take
                 self._offset += take
-                self._remaining -= take
+                self.remaining -= take
                 self._add(chunk)
-                if self._remaining:
+                if self.remaining:
                     break
                 self._in_frame = False
                 if self._fin:
@@ -250,9 +260,10 @@ class Receiver:
                     f"(limit {self.budget.limit}); this {length}-byte frame must wait")
             self._reserved += length
         self._in_frame = True
+        self.in_message = True
         self._fin = fin
         self._mask = mask
-        self._remaining = length
+        self.remaining = length
         self._offset = 0
         if opcode != Opcode.CONTINUATION:
             self._message_opcode = opcode
@@ -268,24 +279,25 @@ class Receiver:
                 self._decoder.validate(chunk)
             except UnicodeDecodeError:
                 raise InvalidPayload("text message is not valid UTF-8") from None
-        self._payload += chunk
+        add_piece(self._parts, chunk)
 
     def _finish(self) -> str | bytes:
         data: str | bytes
         if self._decoder is not None:
             try:
                 self._decoder.validate(b"", final=True)
-                data = self._payload.decode("utf-8")
+                data = b"".join(self._parts).decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidPayload("text message ends inside a UTF-8 sequence") from None
         else:
-            data = bytes(self._payload)
+            data = b"".join(self._parts)
         if self._reserved and self.budget is not None:
             self.budget.give_back(self._reserved)
         self._reserved = 0
         self._message_opcode = None
+        self.in_message = False
         self._message_size = 0
-        self._payload = bytearray()
+        self._parts = []
         self._decoder = None
         return data
 
