@@ -23,8 +23,7 @@ from .messages import (
     Event,
     InputBudget,
     Message,
-    Utf8Decoder,
-    add_piece,
+    TextBuilder,
 )
 
 CLOSE_FRAME = b"\xff\x00"  # draft-76 §4.2 / §5.3: the closing handshake
@@ -92,7 +91,7 @@ class HixieReceiver:
 
     __slots__ = ("max_message_size", "budget", "closed", "frames", "in_message", "remaining",
                  "on_frame",
-                 "_frame_type", "_decoder", "_parts", "_size", "_skip")
+                 "_frame_type", "_text", "_size", "_skip")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  budget: InputBudget | None = None) -> None:
@@ -105,8 +104,7 @@ class HixieReceiver:
         self.in_message = False  # a frame is only partly received (the server times it)
         self.remaining = 0  # these frames announce no length: nothing known to be coming
         self._frame_type: int | None = None  # None: between frames
-        self._decoder: Utf8Decoder | None = None
-        self._parts: list[bytes | bytearray] = []  # the text frame so far (validated)
+        self._text: TextBuilder | None = None  # the text frame so far
         self._size = 0
         self._skip = 0  # bytes of a length-prefixed frame still to discard
         # Called with (frame type, length) for each frame, when set (for -v logs).
@@ -116,7 +114,7 @@ class HixieReceiver:
         """Abandon the frame in progress (the connection is gone): free its budget."""
         self._release()
         self._frame_type = None
-        self._parts = []
+        self._text = None
         self.in_message = False
 
     def _release(self) -> None:
@@ -180,7 +178,7 @@ class HixieReceiver:
                         continue
                     self._frame_type = frame_type
                     self.in_message = True
-                    self._decoder = Utf8Decoder()
+                    self._text = TextBuilder() if frame_type == 0x00 else None
                     self._size = 0
                     pos += 1
                 # Inside a sentinel-terminated frame: data runs to the next 0xFF.
@@ -192,28 +190,34 @@ class HixieReceiver:
                     raise TryAgainLater(f"the server holds {self.budget.held} bytes of "
                                         "unfinished messages; this frame must wait")
                 self._size += chunk_end - pos
-                if self._frame_type == 0x00:
-                    self._add(buf[pos:chunk_end], final=stop >= 0)
+                if self._text is not None:
+                    self._add(buf[pos:chunk_end])
                 pos = chunk_end
                 if stop < 0:
                     break
                 pos += 1  # the 0xFF
                 if self.on_frame is not None:
                     self.on_frame(self._frame_type, self._size)
-                if self._frame_type == 0x00:
-                    events.append(Message(b"".join(self._parts).decode("utf-8")))
+                if self._text is not None:
+                    events.append(Message(self._finish_text()))
                 self._release()
                 self._frame_type = None
                 self.in_message = False
-                self._parts = []
+                self._text = None
         finally:
             del buf[:pos]
         return events
 
-    def _add(self, chunk: bytearray, final: bool) -> None:
-        assert self._decoder is not None
+    def _add(self, chunk: bytearray) -> None:
+        assert self._text is not None
         try:
-            self._decoder.validate(chunk, final)
+            self._text.add(chunk)
         except UnicodeDecodeError:
             raise InvalidPayload("text frame is not valid UTF-8") from None
-        add_piece(self._parts, chunk)
+
+    def _finish_text(self) -> str:
+        assert self._text is not None
+        try:
+            return self._text.finish()
+        except UnicodeDecodeError:
+            raise InvalidPayload("text frame is not valid UTF-8") from None

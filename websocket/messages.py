@@ -110,15 +110,45 @@ class Utf8Decoder:
         self._pending = bytes(data[used:])
         return text
 
-    def validate(self, piece: bytes | bytearray, final: bool = False) -> None:
-        """Check `piece` as the next part of the text without keeping what it decodes to."""
-        data = self._pending + piece if self._pending else piece
-        if data.isascii():  # the common case: nothing to decode, nothing can be cut
-            self._pending = b""
-            return
-        _, used = codecs.utf_8_decode(data, "strict", final)
-        self._pending = bytes(data[used:])
 
+
+class TextBuilder:
+    """A text message arriving in pieces: decoded as it comes, so that invalid UTF-8 fails
+    at the first bad byte (RFC 6455 §8.1), and kept so that it costs about its characters
+    however small the pieces: small pieces are joined into one string per SMALL_PIECES
+    characters (one string per two-byte fragment would cost ~50 bytes each).
+    """
+
+    __slots__ = ("_decoder", "_parts", "_small", "_small_size")
+
+    def __init__(self) -> None:
+        self._decoder = Utf8Decoder()
+        self._parts: list[str] = []
+        self._small: list[str] = []
+        self._small_size = 0
+
+    def add(self, piece: bytes | bytearray) -> None:
+        """The next piece; raises UnicodeDecodeError as soon as the text is invalid."""
+        text = self._decoder.decode(piece)
+        if len(text) >= SMALL_PIECES:
+            if self._small:
+                self._join_small()
+            self._parts.append(text)
+        elif text:
+            self._small.append(text)
+            self._small_size += len(text)
+            if self._small_size >= SMALL_PIECES:
+                self._join_small()
+
+    def _join_small(self) -> None:
+        self._parts.append("".join(self._small))
+        self._small = []
+        self._small_size = 0
+
+    def finish(self) -> str:
+        """The whole text; raises UnicodeDecodeError if it ends inside a character."""
+        tail = self._decoder.decode(b"", final=True)
+        return "".join(self._parts) + "".join(self._small) + tail
 
 
 class Receiver:
@@ -126,7 +156,7 @@ class Receiver:
 
     __slots__ = ("max_message_size", "require_mask", "budget", "closed", "frames", "on_frame",
                  "in_message", "remaining", "_fin", "_mask", "_offset", "_in_frame",
-                 "_message_opcode", "_message_size", "_parts", "_reserved", "_decoder")
+                 "_message_opcode", "_message_size", "_parts", "_reserved", "_text")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  require_mask: bool = True, budget: InputBudget | None = None) -> None:
@@ -148,12 +178,12 @@ class Receiver:
         self.in_message = False
         self._message_opcode: Opcode | None = None
         self._message_size = 0
-        # Its payload so far: large pieces as they came, small ones joined into one
-        # bytearray of up to SMALL_PIECES bytes, so a message cut into a million tiny
+        # Its payload so far, text or binary. Either way large pieces are kept as they
+        # came and small ones joined as they arrive, so a message cut into a million tiny
         # fragments costs about its bytes (one object per piece would cost ~40 bytes each).
+        self._text: TextBuilder | None = None
         self._parts: list[bytes | bytearray] = []
         self._reserved = 0  # bytes of `budget` this message holds
-        self._decoder: Utf8Decoder | None = None
 
     def discard(self) -> None:
         """Abandon the message in progress (the connection is gone): free its budget."""
@@ -161,6 +191,7 @@ class Receiver:
             self.budget.give_back(self._reserved)
         self._reserved = 0
         self._parts = []
+        self._text = None
         self._message_opcode = None
         self._in_frame = False
         self.in_message = False
@@ -268,25 +299,23 @@ class Receiver:
         if opcode != Opcode.CONTINUATION:
             self._message_opcode = opcode
             if opcode == Opcode.TEXT:
-                self._decoder = Utf8Decoder()
+                self._text = TextBuilder()
         self._message_size += length
 
     def _add(self, chunk: bytes | bytearray) -> None:
-        if self._decoder is not None:
-            # §8.1: fail as soon as the text stops being UTF-8, even mid-frame. The text is
-            # decoded once more, whole, at the end (cheap next to unmasking).
+        if self._text is not None:
             try:
-                self._decoder.validate(chunk)
+                self._text.add(chunk)
             except UnicodeDecodeError:
                 raise InvalidPayload("text message is not valid UTF-8") from None
-        add_piece(self._parts, chunk)
+        else:
+            add_piece(self._parts, chunk)
 
     def _finish(self) -> str | bytes:
         data: str | bytes
-        if self._decoder is not None:
+        if self._text is not None:
             try:
-                self._decoder.validate(b"", final=True)
-                data = b"".join(self._parts).decode("utf-8")
+                data = self._text.finish()
             except UnicodeDecodeError:
                 raise InvalidPayload("text message ends inside a UTF-8 sequence") from None
         else:
@@ -298,7 +327,7 @@ class Receiver:
         self.in_message = False
         self._message_size = 0
         self._parts = []
-        self._decoder = None
+        self._text = None
         return data
 
     @staticmethod
