@@ -131,6 +131,29 @@ def url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory for reuse instead of handing it back at once.
+
+    Every large message allocates and frees megabyte-sized objects. By default glibc gives
+    such memory back to the kernel (munmap, heap trimming) almost as soon as it is free, and
+    takes it again for the next message, page fault by page fault: the 1 MiB echo ran at
+    ~300 MB/s with 320,000 minor faults where it runs at ~450 MB/s with 13,000 once
+    allocations under 4 MiB come from the heap and up to 32 MiB of it may stay free.
+    Idle users are unaffected (small objects live in Python's own arenas). A no-op where
+    there is no glibc `mallopt`.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    mallopt(m_mmap_threshold, 4 << 20)
+    mallopt(m_trim_threshold, 32 << 20)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -144,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server.py: error: bad port {args.port!r}: use a number from 0 to 65535",
               file=sys.stderr)
         return 1
+    keep_freed_memory()
     try:
         callbacks = load(args.callback)
         server = Server(args.address, port, callbacks, selector=args.selector,

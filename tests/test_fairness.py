@@ -411,6 +411,21 @@ def test_a_message_must_be_finished_within_the_message_timeout(start_server: Sta
     server.wait_for_log(r"closing with 1008 \(policy violation\): message not finished")
 
 
+def test_the_message_timeout_times_each_message_not_the_connection(start_server: Start) -> None:
+    """Messages back to back for longer than --message-timeout, each one quick: all fine."""
+    server = start_server("--message-timeout", "1", "--callback", "echo")
+    with Client(server.port).handshake() as user:
+        started = time.monotonic()
+        n = 0
+        while time.monotonic() - started < 2.5:
+            user.send_frame(1, b"part ", fin=False)
+            time.sleep(0.2)
+            user.send_frame(0, b"%d" % n)
+            assert user.recv_message() == f"part {n}"
+            n += 1
+        assert n >= 10
+
+
 # -- 4. pipelined HTTP answers and ping floods that are never read -------------------------
 
 def test_pipelined_page_requests_never_read_stay_bounded(start_server: Start) -> None:

@@ -10,6 +10,7 @@ from websocket.frames import (
     CloseCode,
     Opcode,
     apply_mask,
+    unmask_in_place,
     encode_close,
     encode_frame,
     is_valid_close_code,
@@ -84,6 +85,16 @@ def test_apply_mask_matches_the_definition(size: int, offset: int) -> None:
     data, key = os.urandom(size), os.urandom(4)
     expected = bytes(b ^ key[(i + offset) % 4] for i, b in enumerate(data))
     assert apply_mask(data, key, offset) == expected
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 5, 4096, 100_003])
+@pytest.mark.parametrize("offset", [0, 1, 2, 3, 7])
+def test_unmask_in_place_matches_the_definition(size: int, offset: int) -> None:
+    data, key = os.urandom(size), os.urandom(4)
+    buf = bytearray(data + b"tail")  # only the first `size` bytes are touched
+    unmask_in_place(buf, key, offset, size)
+    expected = bytes(b ^ key[(i + offset) % 4] for i, b in enumerate(data))
+    assert bytes(buf) == expected + b"tail"
 
 
 @pytest.mark.parametrize("data, reason", [

@@ -5,7 +5,7 @@ import pytest
 
 from websocket.errors import InvalidPayload, MessageTooBig, ProtocolError
 from websocket.frames import Opcode, encode_close, encode_frame
-from websocket.messages import Close, Event, Message, Ping, Pong, Receiver
+from websocket.messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 
 KEY = b"\x37\xfa\x21\x3d"
 
@@ -149,3 +149,57 @@ def test_unmasked_frames_only_when_allowed() -> None:
         Message("hi")]
     with pytest.raises(ProtocolError):
         feed(encode_frame(Opcode.TEXT, b"hi"))
+
+
+@pytest.mark.parametrize("opcode, payload", [(Opcode.TEXT, "é€𝄞 mixed ".encode() * 5000),
+                                             (Opcode.BINARY, bytes(range(256)) * 300)])
+def test_payload_taken_straight_from_a_scratch_buffer(opcode: int, payload: bytes) -> None:
+    """What the server does while a large frame streams in: receive_payload() on a reused
+    buffer, unmasked in place, gives the same message as receive() on the whole frame."""
+    data = f(opcode, payload)
+    receiver = Receiver(1 << 20)
+    buf = bytearray(data[:100])  # the header and the start, the usual way
+    assert receiver.receive(buf) == [] and not buf
+    scratch = bytearray(65536)
+    pos, events = 100, []
+    while pos < len(data):
+        size = min(receiver.remaining, len(scratch), 7777)
+        scratch[:size] = data[pos:pos + size]
+        receiver.receive_payload(scratch, size, events)
+        scratch[:size] = b"\xee" * size  # reused: nothing may still refer to it
+        pos += size
+    expected = payload.decode() if opcode == Opcode.TEXT else payload
+    assert events == [Message(expected)] and not receiver.in_message
+
+
+def test_receive_payload_only_inside_a_payload() -> None:
+    with pytest.raises(ValueError):
+        Receiver().receive_payload(bytearray(10), 10, [])
+
+
+def test_tiny_fragments_are_joined_as_they_arrive() -> None:
+    receiver = Receiver(1 << 20)
+    data = f(Opcode.TEXT, b"ab", fin=False) + f(Opcode.CONTINUATION, b"cd", fin=False) * 5000
+    buf = bytearray(data)
+    assert receiver.receive(buf) == []
+    text = receiver._text
+    # 10,002 characters in 5,001 pieces: at most one string per 4,096 characters, plus
+    # fewer than 4,096 characters' worth of pieces not joined yet.
+    assert text is not None and len(text._parts) <= 3 and len(text._small) < 2048
+    assert feed(f(Opcode.CONTINUATION, b"!"), receiver) == [Message("ab" + "cd" * 5000 + "!")]
+
+
+def test_the_input_budget_is_reserved_and_given_back() -> None:
+    budget = InputBudget(1000)
+    first, second = Receiver(budget=budget), Receiver(budget=budget)
+    buf = bytearray(f(Opcode.BINARY, bytes(600))[:50])
+    first.receive(buf)
+    assert budget.held == 600
+    buf = bytearray(f(Opcode.BINARY, bytes(600))[:50])
+    with pytest.raises(ProtocolError) as info:
+        second.receive(buf)
+    assert info.value.code == 1013 and budget.held == 600
+    first.discard()
+    assert budget.held == 0
+    assert feed(f(Opcode.BINARY, bytes(600)), Receiver(budget=budget)) == [Message(bytes(600))]
+    assert budget.held == 0  # whole in one buffer: never reserved

@@ -190,6 +190,16 @@ def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 
     return out
 
 
+def unmask_in_place(buf: bytearray, mask: bytes, offset: int, size: int) -> None:
+    """XOR `buf[:size]` with the mask, in place (RFC 6455 §5.3), from key byte `offset % 4`:
+    for a buffer of the caller's that is read again, so no output buffer is allocated."""
+    if offset % 4:
+        shift = offset % 4
+        mask = mask[shift:] + mask[:shift]
+    for i in range(4):
+        buf[i:size:4] = buf[i:size:4].translate(_XOR_TABLES[mask[i]])
+
+
 def encode_header(opcode: int, length: int, fin: bool = True, mask: bytes | None = None) -> bytes:
     """Build a frame header for a payload of `length` bytes (RFC 6455 §5.2)."""
     first = (FIN if fin else 0) | opcode

@@ -89,7 +89,8 @@ MAX_LENGTH_BYTES = 9  # 9 x 7 bits covers any length we would accept
 class HixieReceiver:
     """Turns what a draft-75/76 client sends into events (draft-76 §5.3)."""
 
-    __slots__ = ("max_message_size", "budget", "closed", "frames", "in_message", "remaining",
+    __slots__ = ("max_message_size", "budget", "closed", "frames", "in_message", "message_serial",
+                 "remaining",
                  "on_frame",
                  "_frame_type", "_text", "_size", "_skip")
 
@@ -102,6 +103,7 @@ class HixieReceiver:
         self.closed = False
         self.frames = 0  # frames begun so far (the caller's measure of work done)
         self.in_message = False  # a frame is only partly received (the server times it)
+        self.message_serial = 0  # how many frames have begun: tells one from the next
         self.remaining = 0  # these frames announce no length: nothing known to be coming
         self._frame_type: int | None = None  # None: between frames
         self._text: TextBuilder | None = None  # the text frame so far
@@ -175,9 +177,11 @@ class HixieReceiver:
                                                 " limit")
                         self._skip = length  # draft-76: read and discard
                         self.in_message = length > 0
+                        self.message_serial += 1
                         continue
                     self._frame_type = frame_type
                     self.in_message = True
+                    self.message_serial += 1
                     self._text = TextBuilder() if frame_type == 0x00 else None
                     self._size = 0
                     pos += 1

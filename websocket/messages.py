@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import InvalidPayload, MessageTooBig, ProtocolError, TryAgainLater
-from .frames import Opcode, apply_mask, parse_close, parse_header
+from .frames import Opcode, apply_mask, parse_close, parse_header, unmask_in_place
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB, as websockets' default max_size
 # --max-input-memory: all unfinished messages together. 256 x the default message size: a
@@ -104,7 +104,7 @@ class Utf8Decoder:
     def __init__(self) -> None:
         self._pending = b""  # the start of a character cut by the previous piece (< 4 bytes)
 
-    def decode(self, piece: bytes | bytearray, final: bool = False) -> str:
+    def decode(self, piece: bytes | bytearray | memoryview, final: bool = False) -> str:
         data = self._pending + piece if self._pending else piece
         text, used = codecs.utf_8_decode(data, "strict", final)
         self._pending = bytes(data[used:])
@@ -127,7 +127,7 @@ class TextBuilder:
         self._small: list[str] = []
         self._small_size = 0
 
-    def add(self, piece: bytes | bytearray) -> None:
+    def add(self, piece: bytes | bytearray | memoryview) -> None:
         """The next piece; raises UnicodeDecodeError as soon as the text is invalid."""
         text = self._decoder.decode(piece)
         if len(text) >= SMALL_PIECES:
@@ -155,8 +155,8 @@ class Receiver:
     """Turns the bytes a client sends into events, for one RFC 6455 connection."""
 
     __slots__ = ("max_message_size", "require_mask", "budget", "closed", "frames", "on_frame",
-                 "in_message", "remaining", "_fin", "_mask", "_offset", "_in_frame",
-                 "_message_opcode", "_message_size", "_parts", "_reserved", "_text")
+                 "in_message", "message_serial", "remaining", "_fin", "_mask", "_offset",
+                 "_in_frame", "_message_opcode", "_message_size", "_parts", "_reserved", "_text")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  require_mask: bool = True, budget: InputBudget | None = None) -> None:
@@ -176,6 +176,7 @@ class Receiver:
         # The data message being assembled from fragments (§5.4), if any: True from its
         # first frame's header until its last byte (the server times it).
         self.in_message = False
+        self.message_serial = 0  # how many messages have begun: tells one from the next
         self._message_opcode: Opcode | None = None
         self._message_size = 0
         # Its payload so far, text or binary. Either way large pieces are kept as they
@@ -252,22 +253,53 @@ class Receiver:
                     self._begin_fragment(opcode, header.fin, length, header.mask)
                 # Payload of a data frame, possibly only part of it.
                 take = min(self.remaining, end - pos)
-                if self._mask is not None:
-                    chunk = apply_mask(buf, self._mask, self._offset, pos, pos + take)
-                else:
-                    chunk = bytes(buf[pos:pos + take])
+                self._take_payload(buf, pos, take, events)
                 pos += take
-                self._offset += take
-                self.remaining -= take
-                self._add(chunk)
                 if self.remaining:
                     break
-                self._in_frame = False
-                if self._fin:
-                    events.append(Message(self._finish()))
         finally:
             del buf[:pos]
         return events
+
+    def receive_payload(self, data: bytearray, size: int, events: list[Event]) -> None:
+        """Take `data[:size]`, all of it payload of the data frame in progress (the caller
+        read at most `remaining` bytes), straight from the caller's scratch buffer, which
+        is unmasked in place: a large message streams in without an input buffer, and
+        without a masked copy of each piece. `data` may be overwritten afterwards."""
+        if not self._in_frame or size > self.remaining:
+            raise ValueError("receive_payload: not inside a frame's payload")
+        if self._mask is not None:
+            unmask_in_place(data, self._mask, self._offset, size)
+        with memoryview(data) as view:
+            piece = view[:size]
+            self._offset += size
+            self.remaining -= size
+            if self._text is not None:
+                try:  # decoded into a new str: nothing refers to `data` afterwards
+                    self._text.add(piece)
+                except UnicodeDecodeError:
+                    raise InvalidPayload("text message is not valid UTF-8") from None
+            else:
+                add_piece(self._parts, bytes(piece))
+            piece.release()
+        if not self.remaining:
+            self._in_frame = False
+            if self._fin:
+                events.append(Message(self._finish()))
+
+    def _take_payload(self, data: bytes | bytearray, pos: int, take: int,
+                      events: list[Event]) -> None:
+        if self._mask is not None:
+            chunk = apply_mask(data, self._mask, self._offset, pos, pos + take)
+        else:
+            chunk = bytes(data[pos:pos + take])
+        self._offset += take
+        self.remaining -= take
+        self._add(chunk)
+        if not self.remaining:
+            self._in_frame = False
+            if self._fin:
+                events.append(Message(self._finish()))
 
     def _start_frame(self, opcode: Opcode, fin: bool, length: int) -> None:
         """Check a data frame's header against the message in progress (§5.4) and limits."""
@@ -298,6 +330,7 @@ class Receiver:
         self._offset = 0
         if opcode != Opcode.CONTINUATION:
             self._message_opcode = opcode
+            self.message_serial += 1
             if opcode == Opcode.TEXT:
                 self._text = TextBuilder()
         self._message_size += length

@@ -381,7 +381,9 @@ class Server:
         # serve it waits in its own kernel buffer, costing nobody else a thing.
         wanted = READ_SIZE
         receiver = user.receiver
-        if receiver is not None and receiver.remaining > READ_SIZE:
+        if receiver is not None and receiver.remaining > READ_SIZE and not user.inbuf:
+            # Nothing but payload of the current frame: read up to its end, and let the
+            # receiver unmask it straight from the scratch buffer (no copy into inbuf).
             wanted = min(receiver.remaining, PAYLOAD_READ_SIZE)
         try:
             size = user.sock.recv_into(self._scratch, wanted)
@@ -398,6 +400,9 @@ class Server:
             return  # lingering after our last bytes: the rest is discarded
         user.last_seen = self._now
         user.pinged = False
+        if wanted > READ_SIZE and user.state is UserState.OPEN:
+            self._receive(user, payload_size=size)
+            return
         user.inbuf += self._scratch_view[:size]
         self._handle_input(user)
 
@@ -558,12 +563,14 @@ class Server:
         else:
             user.close_after_flush = True
 
-    def _receive(self, user: User) -> None:
+    def _receive(self, user: User, payload_size: int = 0) -> None:
         """Frames to events to actions (the article's `process` call, and more).
 
         One turn: frames are parsed FRAMES_PER_BATCH at a time, and their events handled,
         until the input runs out, the user's input goes on hold, or the turn's share is
         spent (FRAMES_PER_TURN, DELIVERIES_PER_TURN); the rest is left for the next pass.
+        `payload_size`: the scratch buffer holds that many bytes of the current frame's
+        payload, to be taken first (see `_read`).
         """
         receiver = user.receiver
         assert receiver is not None
@@ -574,7 +581,12 @@ class Server:
             error: ProtocolError | None = None
             before = receiver.frames
             try:
-                receiver.receive(user.inbuf, events, FRAMES_PER_BATCH)
+                if payload_size:  # (only RFC 6455 frames announce their length)
+                    assert isinstance(receiver, Receiver)
+                    receiver.receive_payload(self._scratch, payload_size, events)
+                    payload_size = 0
+                else:
+                    receiver.receive(user.inbuf, events, FRAMES_PER_BATCH)
             except ProtocolError as exc:
                 error = exc
             self._throttle = False
@@ -602,11 +614,13 @@ class Server:
                 self._hold(user, HOLD_CARRY)
                 self._runnable[user] = None
                 break
-        if receiver.in_message:
-            if user.message_deadline is None and user.receiver is receiver:
-                self._set_message_deadline(user)
-        elif user.message_deadline is not None:
-            user.message_deadline = None
+        if receiver.in_message and receiver.message_serial != user.message_serial:
+            # A message has begun: time it. One timer per user at most (see
+            # _message_expired), however many messages come and go.
+            user.message_serial = receiver.message_serial
+            user.message_started = self._now
+            if user.message_deadline is None:
+                self._set_message_deadline(user, self._now + self.message_timeout)
 
     def _dispatch(self, user: User, event: Event) -> None:
         if isinstance(event, Message):
@@ -890,9 +904,9 @@ class Server:
         user.deadline = time.monotonic() + seconds
         heapq.heappush(self._timers, (user.deadline, user.id, 0, user))
 
-    def _set_message_deadline(self, user: User) -> None:
-        user.message_deadline = time.monotonic() + self.message_timeout
-        heapq.heappush(self._timers, (user.message_deadline, user.id, 1, user))
+    def _set_message_deadline(self, user: User, when: float) -> None:
+        user.message_deadline = when
+        heapq.heappush(self._timers, (when, user.id, 1, user))
 
     def _run_timers(self) -> None:
         now = time.monotonic()
@@ -929,12 +943,18 @@ class Server:
                 self._close_socket(user, "no close frame in answer to ours")
 
     def _message_expired(self, user: User) -> None:
-        """--message-timeout: a message begun long ago and still not finished (1008)."""
+        """--message-timeout: the user's timer is due. Fail a message begun that long ago
+        and still unfinished (1008); for a later one, check again when its time is up."""
         receiver = user.receiver
-        if (user.state is UserState.OPEN and receiver is not None and receiver.in_message
-                and not receiver.closed):
-            self._fail(user, PolicyViolation(
-                f"message not finished within {self.message_timeout:g} s"))
+        if (user.state is not UserState.OPEN or receiver is None or not receiver.in_message
+                or receiver.closed or receiver.message_serial != user.message_serial):
+            return  # no message in progress (a new one re-arms the timer when it begins)
+        due = user.message_started + self.message_timeout
+        if due > time.monotonic():
+            self._set_message_deadline(user, due)
+            return
+        self._fail(user, PolicyViolation(
+            f"message not finished within {self.message_timeout:g} s"))
 
     def _sweep_silent_users(self) -> None:
         """Keepalive (RFC 6455 §5.5.2): ping users silent for `ping_interval`, drop them

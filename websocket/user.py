@@ -42,7 +42,8 @@ class User:
     __slots__ = (
         "id", "sock", "address", "state", "protocol", "subprotocol", "resource", "host", "origin",
         "_headers", "connected_at", "last_action", "last_seen", "pinged", "data", "inbuf", "outbuf",
-        "out_cost", "out_offset", "receiver", "deadline", "message_deadline", "close_code",
+        "out_cost", "out_offset", "receiver", "deadline", "message_deadline", "message_started",
+        "message_serial", "close_code",
         "close_reason", "close_after_flush", "left", "writing", "events", "hold", "progress_at",
         "behind_since", "__weakref__",
     )
@@ -77,7 +78,11 @@ class User:
         self.out_offset = 0
         self.receiver: Receiver | HixieReceiver | None = None
         self.deadline: float | None = None  # monotonic time when the current wait expires
-        self.message_deadline: float | None = None  # a message begun must end by then
+        # --message-timeout: when the message in progress began (its receiver's serial
+        # number tells it from the next), and the one timer armed to check on it.
+        self.message_started = 0.0
+        self.message_serial = 0
+        self.message_deadline: float | None = None
         self.close_code: int | None = None  # what the connection ended with (for the log)
         self.close_reason = ""
         self.close_after_flush = False  # HTTP answered / close sent: drop once flushed
