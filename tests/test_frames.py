@@ -10,13 +10,13 @@ from websocket.frames import (
     CloseCode,
     Opcode,
     apply_mask,
-    unmask_in_place,
     encode_close,
     encode_frame,
     is_valid_close_code,
     parse_close,
     parse_frame,
     parse_header,
+    unmask_in_place,
 )
 
 # RFC 6455 §5.7 "Examples", verbatim.
