@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 
 from websocket.callbacks import CallbackError, load
-from websocket.server import DEFAULTS, Server, ServerError
+from websocket.limits import DEFAULTS
+from websocket.server import Server, ServerError
 
 log = logging.getLogger("websocket")
 

@@ -6,8 +6,10 @@ A callback mirrors the article's `process($user, $msg, $server)`:
         server.broadcast(message)
 
 A drop-in script is a Python file defining `process` and, optionally,
-`on_connect(user, server)`, `on_disconnect(user, server)` and `SUBPROTOCOLS`, the RFC 6455
-subprotocols it speaks in order of preference (e.g. `["chat.v2", "chat"]`).
+`on_connect(user, server)`, `on_disconnect(user, server)`, `on_start(server)` (called once
+when the server starts serving: the place to start timers with `server.call_every`) and
+`SUBPROTOCOLS`, the RFC 6455 subprotocols it speaks in order of preference (e.g.
+`["chat.v2", "chat"]`).
 """
 from __future__ import annotations
 
@@ -16,14 +18,37 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .server import Server
+    from collections.abc import Iterable
+
     from .user import User
 
-Process = Callable[["User", "str | bytes", "Server"], Any]
-Hook = Callable[["User", "Server"], Any]
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Server(Protocol):
+    """What a callback may call on the server (server.py implements it; described here so
+    that this module, which the server imports, need not import the server)."""
+
+    def get_users(self) -> list[User]: ...
+    def send(self, user: User, message: str | bytes) -> bool: ...
+    def broadcast(self, message: str | bytes,
+                  exclude: User | Iterable[User] | None = None) -> int: ...
+    def disconnect(self, user: User, code: int = 1000, reason: str = "") -> None: ...
+    def log(self, *args: Any) -> None: ...
+    def call_later(self, seconds: float, function: Callable[..., Any],
+                   *args: Any) -> Cancellable: ...
+    def call_every(self, seconds: float, function: Callable[..., Any],
+                   *args: Any) -> Cancellable: ...
+
+
+Process = Callable[["User", "str | bytes", Server], Any]
+Hook = Callable[["User", Server], Any]
+StartHook = Callable[[Server], Any]
 
 
 def echo_to_all(user: User, message: str | bytes, server: Server) -> None:
@@ -41,6 +66,7 @@ class Callbacks:
     process: Process
     on_connect: Hook | None = None
     on_disconnect: Hook | None = None
+    on_start: StartHook | None = None
     name: str = "echo to all"
     subprotocols: tuple[str, ...] = ()  # RFC 6455 subprotocols, in order of preference
 
@@ -79,12 +105,13 @@ def load(spec: str | None) -> Callbacks:
     if not callable(process):
         raise CallbackError(f"callback script {spec} does not define process(user, message, "
                             "server)")
-    hooks = {name: getattr(module, name, None) for name in ("on_connect", "on_disconnect")}
+    hooks = {name: getattr(module, name, None)
+             for name in ("on_connect", "on_disconnect", "on_start")}
     for name, hook in hooks.items():
         if hook is not None and not callable(hook):
             raise CallbackError(f"{name} in {spec} is not a function")
     subprotocols = getattr(module, "SUBPROTOCOLS", ())
     if isinstance(subprotocols, str) or not all(isinstance(p, str) for p in subprotocols):
         raise CallbackError(f"SUBPROTOCOLS in {spec} must be a list of strings")
-    return Callbacks(process, hooks["on_connect"], hooks["on_disconnect"], name=str(path),
-                     subprotocols=tuple(subprotocols))
+    return Callbacks(process, hooks["on_connect"], hooks["on_disconnect"], hooks["on_start"],
+                     name=str(path), subprotocols=tuple(subprotocols))

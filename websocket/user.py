@@ -1,18 +1,22 @@
-"""The User: one connection's state, buffers and metadata. No I/O happens here.
+"""The User: one client's protocol state and metadata. No I/O happens here.
 
 The PHP original's User had an id, a socket and a `handshake` flag; ours adds what a
 callback needs to know about who is talking (address, protocol, resource, Host, Origin,
-headers, times) and what the loop needs to serve it (input/output buffers, the receiver).
+headers, times) and the protocol state the server keeps for it (the receiver, the close
+code). Its socket, buffers and queue are its `Connection`'s (websocket/connection.py).
 """
 from __future__ import annotations
 
-import socket
 import time
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .legacy import HixieReceiver
 from .messages import Receiver
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .loop import Timer
 
 
 class UserState(Enum):
@@ -40,17 +44,15 @@ class User:
     """
 
     __slots__ = (
-        "id", "sock", "address", "state", "protocol", "subprotocol", "resource", "host", "origin",
-        "_headers", "connected_at", "last_action", "last_seen", "pinged", "data", "inbuf", "outbuf",
-        "out_cost", "out_offset", "receiver", "deadline", "message_deadline", "message_started",
-        "message_serial", "close_code",
-        "close_reason", "close_after_flush", "left", "writing", "events", "hold", "progress_at",
-        "behind_since", "__weakref__",
+        "id", "conn", "address", "state", "protocol", "subprotocol", "resource", "host",
+        "origin", "_headers", "connected_at", "last_action", "last_seen", "pinged", "_data",
+        "receiver", "message_started", "message_serial", "message_timer", "close_code",
+        "close_reason", "left", "__weakref__",
     )
 
-    def __init__(self, user_id: int, sock: socket.socket, address: Any) -> None:
+    def __init__(self, user_id: int, conn: Connection, address: Any) -> None:
         self.id = user_id
-        self.sock = sock
+        self.conn = conn
         self.address = address
         self.state = UserState.HANDSHAKE
         self.protocol: str | None = None
@@ -65,33 +67,23 @@ class User:
         self.last_action = time.monotonic()
         self.last_seen = self.last_action  # monotonic time of the last bytes received
         self.pinged = False  # a keepalive ping is out and unanswered
-        self.data: dict[str, Any] = {}
-        # Loop-owned state below.
-        self.inbuf = bytearray()
-        # Whole frames (or responses) waiting for the socket, in order; the first one may
-        # be partly sent already (`out_offset` bytes of it). Keeping frames whole means a
-        # broadcast queues one shared bytes object per user, never a copy.
-        self.outbuf: list[bytes] = []
-        # What the queue costs in memory: every frame's bytes not yet sent plus FRAME_COST
-        # (server.py) for each frame; the backlog limits compare this.
-        self.out_cost = 0
-        self.out_offset = 0
+        self._data: dict[str, Any] | None = None  # made on first use (most users never do)
         self.receiver: Receiver | HixieReceiver | None = None
-        self.deadline: float | None = None  # monotonic time when the current wait expires
         # --message-timeout: when the message in progress began (its receiver's serial
-        # number tells it from the next), and the one timer armed to check on it.
+        # number tells it from the next), and the one timer that checks on it.
         self.message_started = 0.0
         self.message_serial = 0
-        self.message_deadline: float | None = None
+        self.message_timer: Timer | None = None
         self.close_code: int | None = None  # what the connection ended with (for the log)
         self.close_reason = ""
-        self.close_after_flush = False  # HTTP answered / close sent: drop once flushed
         self.left = False  # its departure was logged and on_disconnect called
-        self.writing = False  # output is left over from a flush: wait for EVENT_WRITE
-        self.events = 0  # the selector events it is registered for (0: not registered)
-        self.hold = 0  # why its input waits: server.HOLD_* bits; 0: read and handle it
-        self.progress_at = 0.0  # monotonic time the kernel last took some of its output
-        self.behind_since = 0.0  # when its backlog passed the "behind" mark; 0.0: it is not
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """A free dict for the callbacks' own per-user values."""
+        if self._data is None:
+            self._data = {}
+        return self._data
 
     @property
     def handshake(self) -> bool:

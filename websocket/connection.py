@@ -1,0 +1,291 @@
+"""One non-blocking stream socket: its input buffer, its queue of whole frames, the end.
+
+The loop says the socket is readable or writable; the connection reads, queues, flushes,
+holds its input back when asked to, half-closes and lingers, and closes. What the bytes
+mean is its owner's business (the chat server's, for every user): the owner is told when
+data has arrived, when the queue has made progress (if it asked), and when the connection
+is gone. Like asyncio's selector transports and Tornado's IOStream, and unlike them: no
+futures, no flow-control watermarks (the owner decides), no protocol state.
+
+- Reading: at most READ_SIZE bytes a time into one scratch buffer shared by every
+  connection, then appended to `inbuf`; or, when the owner sets `direct` (it knows that
+  many bytes of one frame's payload come next), up to that many, handed over straight
+  from the scratch buffer without a copy.
+- Writing: `outbuf` holds whole frames (the same bytes object for every user a broadcast
+  reaches, never a copy), `flush()` sends until the kernel refuses, scatter-gather, and
+  the socket is watched for writing only while something is left over.
+- `out_cost` is what the queue costs in memory: its unsent bytes plus FRAME_COST per frame.
+- Closing: `close_after_flush()` sends what is queued, half-closes, and waits up to
+  LINGER_TIMEOUT for the peer's EOF (closing at once with unread input would make the
+  kernel send a reset, which can destroy our last bytes before the peer reads them).
+"""
+from __future__ import annotations
+
+import socket
+from typing import Any, Protocol
+
+from .limits import DIRECT_READ_SIZE, FRAME_COST, LINGER_TIMEOUT, READ_SIZE
+from .loop import READ, WRITE, Loop, Timer
+
+MAX_IOVECS = 512  # frames handed to one sendmsg(); below every system's IOV_MAX
+
+HOLD_CARRY = 1 << 7  # input left over from an earlier pass is handled before more is read
+
+_SCRATCH = bytearray(DIRECT_READ_SIZE)  # every read goes here first: one buffer for all
+_SCRATCH_VIEW = memoryview(_SCRATCH)
+
+
+class Owner(Protocol):
+    """What a connection tells the code that owns it (the chat server)."""
+
+    def data_received(self, conn: Connection) -> None:
+        """New bytes are at the end of `conn.inbuf`."""
+
+    def payload_received(self, conn: Connection, data: bytearray, size: int) -> None:
+        """`data[:size]` are the next bytes, read straight from the socket because
+        `conn.direct` asked for them; `data` is reused after this call."""
+
+    def flushed(self, conn: Connection) -> None:
+        """The kernel took some of the queue (only while `conn.notify` is set)."""
+
+    def connection_lost(self, conn: Connection, why: str) -> None:
+        """The socket is closed (EOF, an error, a timeout or `close()`); called once."""
+
+    def internal_error(self, conn: Connection, exc: Exception) -> None:
+        """A bug while serving this connection (the loop caught `exc`)."""
+
+
+class Connection:
+    """One accepted socket, registered with the loop. See the module docstring."""
+
+    __slots__ = ("sock", "loop", "owner", "user", "inbuf", "outbuf", "out_cost", "out_offset",
+                 "events", "hold", "writing", "direct", "notify", "progress_at",
+                 "behind_since", "closing", "lingering", "closed", "timer")
+
+    def __init__(self, loop: Loop, sock: socket.socket, owner: Owner) -> None:
+        self.sock = sock
+        self.loop = loop
+        self.owner = owner
+        self.user: Any = None  # the owner's object for this connection (the chat's User)
+        self.inbuf = bytearray()
+        self.outbuf: list[bytes] = []  # whole frames; the first may be partly sent
+        self.out_cost = 0
+        self.out_offset = 0  # bytes of outbuf[0] already sent
+        self.events = 0  # what the loop watches the socket for
+        self.hold = 0  # why input waits (bits the owner defines); 0: read it
+        self.writing = False  # output is left over from a flush: wait for WRITE
+        self.direct = 0  # the next this-many bytes go to owner.payload_received
+        self.notify = False  # call owner.flushed() when the queue makes progress
+        self.progress_at = loop.now  # when the kernel last took some of our output
+        self.behind_since = 0.0  # for the owner's fair-delivery rules (0.0: not behind)
+        self.closing = False  # close_after_flush() was called
+        self.lingering = False  # ... and everything is sent: half-closed, waiting for EOF
+        self.closed = False
+        self.timer: Timer | None = None  # the one deadline of this connection
+        self.events = loop.watch(sock, self, READ, 0)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "closing" if self.closing else "open"
+        return f"<Connection fd={self.sock.fileno()} {state} out={self.out_cost}>"
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def on_readable(self) -> None:
+        wanted = self.direct if self.direct else READ_SIZE
+        try:
+            size = self.sock.recv_into(_SCRATCH, wanted)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close(f"connection error: {exc.strerror or exc}")
+            return
+        if not size:
+            self.close("" if self.closing else "connection closed by the client")
+            return
+        if self.closing:
+            return  # lingering after our last bytes: the rest is discarded
+        if self.direct:
+            self.direct = 0  # the owner sets it again if more of the payload is to come
+            self.owner.payload_received(self, _SCRATCH, size)
+        else:
+            self.inbuf += _SCRATCH_VIEW[:size]
+            self.owner.data_received(self)
+
+    def hold_input(self, reason: int) -> None:
+        """Stop reading (and the owner stops handling input) for `reason`, a bit."""
+        if not self.hold & reason:
+            self.hold |= reason
+            self._update_events()
+
+    def release_input(self, reason: int) -> None:
+        """Take `reason` away. With no reason left, what is already in `inbuf` is handed
+        to the owner again, in the next pass, before anything more is read."""
+        if self.hold & reason:
+            self.hold &= ~reason
+            if not self.hold and self.inbuf and not self.closed:
+                self.defer()
+            else:
+                self._update_events()
+
+    def defer(self) -> None:
+        """The owner has done its share for this pass: it gets `data_received` again in the
+        next one for what is left in `inbuf` (reading waits till then)."""
+        self.hold_input(HOLD_CARRY)
+        self.loop.call_soon(self._carry_on)
+
+    def _carry_on(self) -> None:
+        if self.closed or not self.hold & HOLD_CARRY:
+            return
+        self.hold &= ~HOLD_CARRY
+        self._update_events()
+        if not self.hold:
+            try:
+                self.owner.data_received(self)
+            except Exception as exc:  # a bug of the owner's: it costs this connection only
+                self.owner.internal_error(self, exc)
+
+    def _update_events(self) -> None:
+        """Read unless input is on hold (while lingering, always: to see the EOF); write
+        while output is left over."""
+        if self.closed:
+            return
+        events = READ if not self.hold or self.closing else 0
+        if self.writing:
+            events |= WRITE
+        self.events = self.loop.watch(self.sock, self, events, self.events)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def queue(self, data: bytes) -> None:
+        """Queue bytes; they leave when the loop flushes before sleeping."""
+        self.outbuf.append(data)
+        self.out_cost += len(data) + FRAME_COST
+        if not self.writing:
+            self.loop.pending[self] = None
+
+    def on_writable(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what is queued until the kernel takes no more (MAX_IOVECS frames a call)."""
+        out = self.outbuf
+        if self.closed:
+            return
+        sent_any = False
+        while out:
+            try:
+                if len(out) == 1 and not self.out_offset:
+                    handed = 1
+                    sent = self.sock.send(out[0])
+                else:
+                    chunks: list[Any] = out[:MAX_IOVECS]
+                    handed = len(chunks)
+                    if self.out_offset:
+                        chunks[0] = memoryview(chunks[0])[self.out_offset:]
+                    sent = self.sock.sendmsg(chunks)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.close(f"connection lost: {exc.strerror or exc}")
+                return
+            sent_any = True
+            if sent == self.out_cost - FRAME_COST * len(out):  # the kernel took everything
+                out.clear()
+                self.out_cost = self.out_offset = 0
+                break
+            offset = self.out_offset + sent
+            done = 0
+            for chunk in out:
+                if offset < len(chunk):
+                    break
+                offset -= len(chunk)
+                done += 1
+            del out[:done]
+            self.out_cost -= sent + FRAME_COST * done
+            self.out_offset = offset
+            if done < handed:
+                break  # the kernel refused the rest
+        if sent_any:
+            self.progress_at = self.loop.now
+        if out:
+            if not self.writing:
+                self.writing = True
+                self._update_events()
+        else:
+            if self.writing:
+                self.writing = False
+                self._update_events()
+            if self.closing:
+                self._half_close()
+        if self.notify and sent_any:
+            self.owner.flushed(self)
+
+    def drop_output(self) -> int:
+        """Forget the queue (but a frame already partly sent, which must be finished for
+        the stream to stay valid); returns what it cost."""
+        cost = self.out_cost
+        keep = self.outbuf[0] if self.out_offset else None
+        self.outbuf.clear()
+        self.out_cost = 0
+        if keep is not None:
+            self.outbuf.append(keep)
+            self.out_cost = len(keep) - self.out_offset + FRAME_COST
+        return cost
+
+    # -- time and the end --------------------------------------------------------------------
+
+    def set_timer(self, delay: float, callback: Any, *args: Any) -> None:
+        """Replace this connection's deadline: `callback(*args)` in `delay` seconds."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(delay, callback, *args)
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def close_after_flush(self, timeout: float) -> None:
+        """Send what is queued, then half-close and linger; close after `timeout` if the
+        peer will not take our last bytes."""
+        if self.closing or self.closed:
+            return
+        self.closing = True
+        self._update_events()  # read (and discard) whatever was on hold, to see the EOF
+        if self.outbuf:
+            self.set_timer(timeout, self._give_up)
+        else:
+            self._half_close()
+
+    def _give_up(self) -> None:
+        self.close("could not deliver the last bytes in time" if self.outbuf else "")
+
+    def _half_close(self) -> None:
+        if self.lingering:
+            return
+        self.lingering = True
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close("")
+            return
+        self.set_timer(LINGER_TIMEOUT, self.close, "")
+
+    def close(self, why: str = "") -> None:
+        """Close the socket now and tell the owner (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.cancel_timer()
+        if self.events:
+            self.loop.forget(self.sock)
+            self.events = 0
+        self.loop.pending.pop(self, None)
+        self.sock.close()
+        self.outbuf.clear()
+        self.out_cost = self.out_offset = 0
+        self.inbuf = bytearray()
+        self.owner.connection_lost(self, why)
+
+    def on_error(self, exc: Exception) -> None:
+        self.owner.internal_error(self, exc)

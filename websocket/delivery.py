@@ -1,0 +1,223 @@
+"""What leaves the server: every user's queue, the fan-out loop, and fair delivery.
+
+Nobody's traffic may cost anybody else, and nothing accepted may be lost:
+
+- A user whose backlog (`Connection.out_cost`) passes a quarter of `max_buffer` is
+  *behind*. Its own input is held (HOLD_BEHIND: it gets nothing more read, so a user that
+  floods pings or page requests and never reads the answers is stopped there) until the
+  backlog is back under an eighth.
+- Every user whose message reaches a user that is behind is held too (HOLD_THROTTLED), for
+  as long as that user *keeps up*: the kernel took some of its bytes in the last
+  STALL_TIMEOUT seconds, and it has been behind for at most BEHIND_TIMEOUT. So a flood is
+  slowed to the pace of the slowest reader that reads, and a reader is never dropped
+  because someone else sends fast.
+- One that does not keep up is left behind: nobody waits for it any more, and once its
+  backlog passes `max_buffer` it is dropped (`on_overflow`: the server closes it, 1008).
+
+It also knows who gets a broadcast: the server `join()`s every user whose WebSocket is open
+and `leave()`s it when it is not; `broadcast()` encodes a message once per protocol
+generation and queues the same bytes for every recipient. The server calls `queue()` for
+every other frame, and `release()` before the loop sleeps. Which users are held and why is
+recorded on their connections (`Connection.hold`); this module decides.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+
+from .connection import Connection
+from .frames import Opcode, frame_parts
+from .limits import BEHIND_TIMEOUT, FRAME_COST, STALL_TIMEOUT
+from .loop import Loop, Timer
+
+log = logging.getLogger("websocket")
+
+RECHECK = 0.05  # seconds between checks while users wait for one that is behind
+
+# Why a user's input is held (bits of Connection.hold); the server adds its own.
+HOLD_THROTTLED = 1  # its messages reached users that are behind: wait for them
+HOLD_BEHIND = 2  # its own output is backed up: read again once it drains
+
+
+class Delivery:
+    """The queues' policy for one server; see the module docstring."""
+
+    def __init__(self, loop: Loop, max_buffer: int,
+                 on_overflow: Callable[[Connection], None]) -> None:
+        self.loop = loop
+        self.max_buffer = max_buffer
+        self.behind_mark = max_buffer // 4  # a backlog over this: the user is behind
+        self.caught_up_mark = max_buffer // 8  # ... until it is back under this
+        self.on_overflow = on_overflow
+        # Who gets a broadcast, in order of arrival: RFC 6455 users get frames, the 2010
+        # drafts' users (text only) 0x00 ... 0xFF.
+        self.rfc6455: dict[Connection, None] = {}
+        self.hixie: dict[Connection, None] = {}
+        self.behind: dict[Connection, None] = {}
+        self.throttled: dict[Connection, None] = {}
+        # Set while the server handles one user's input whenever a frame it causes reaches
+        # a user that is behind and keeps up: the server then holds that input.
+        self.throttle = False
+        self.deliveries = 0  # frames queued, ever: the clock of the per-turn budget
+        self._recheck: Timer | None = None
+        self.trace = False  # log every frame queued (-v)
+
+    def join(self, conn: Connection, rfc6455: bool) -> None:
+        """The user's WebSocket is open: it gets broadcasts from now on."""
+        (self.rfc6455 if rfc6455 else self.hixie)[conn] = None
+
+    def broadcast(self, message: str | bytes, excluded: Collection[Connection] = ()) -> int:
+        """Queue `message` for every user that joined (but `excluded`); return how many.
+
+        Encoded once per protocol generation: every user's queue holds the same bytes.
+        """
+        is_text = isinstance(message, str)
+        payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        opcode = Opcode.TEXT if is_text else Opcode.BINARY
+        conns = ([conn for conn in self.rfc6455 if conn not in excluded] if excluded
+                 else list(self.rfc6455))
+        if self.trace:
+            for conn in conns:
+                log.debug("user %d > %s %d bytes", conn.user.id, opcode.name, len(payload))
+        parts = frame_parts(opcode, payload)  # large payloads: a header, then the payload
+        if len(parts) == 1:
+            delivered = self.fan_out(conns, parts[0])
+        else:
+            for conn in conns:
+                for part in parts:
+                    self.queue(conn, part)
+            delivered = len(conns)
+        if self.hixie:
+            if not is_text:
+                log.debug("%d draft-75/76 user(s) cannot receive binary messages; skipped",
+                          len(self.hixie))
+                return delivered
+            hixie = b"\x00" + payload + b"\xff"  # draft-76 §4.2, built once
+            for conn in list(self.hixie):
+                if not excluded or conn not in excluded:
+                    self.queue(conn, hixie)
+                    delivered += 1
+        return delivered
+
+    # -- queueing ----------------------------------------------------------------------------
+
+    def queue(self, conn: Connection, data: bytes, in_chat: bool = True) -> None:
+        """Queue `data` for `conn`. `in_chat`: the fair-delivery rules apply (an open
+        WebSocket user; answers to a handshake or a closing user's last frames do not)."""
+        if in_chat and conn.out_cost > self.behind_mark:
+            if not conn.behind_since:
+                self.fall_behind(conn)
+            if self.keeping_up(conn):
+                self.throttle = True
+            elif conn.out_cost > self.max_buffer:
+                self.on_overflow(conn)
+                return
+        conn.queue(data)
+        self.deliveries += 1
+
+    def send(self, conn: Connection, message: str | bytes, rfc6455: bool) -> bool:
+        """Queue one message for one user, framed for its protocol; False for a binary
+        message to a draft-75/76 user, which has no way to receive one."""
+        if rfc6455:
+            if isinstance(message, str):
+                self.queue_frame(conn, Opcode.TEXT, message.encode("utf-8"))
+            else:
+                self.queue_frame(conn, Opcode.BINARY, bytes(message))
+            return True
+        if isinstance(message, str):
+            self.queue(conn, b"\x00" + message.encode("utf-8") + b"\xff")  # draft-76 §4.2
+            return True
+        log.debug("user %d cannot receive binary messages (draft-75/76); skipped", conn.user.id)
+        return False
+
+    def queue_frame(self, conn: Connection, opcode: Opcode, payload: bytes,
+                    in_chat: bool = True) -> None:
+        """Queue one RFC 6455 frame (a large payload as a header and the payload itself)."""
+        if self.trace:
+            log.debug("user %d > %s %d bytes", conn.user.id, opcode.name, len(payload))
+        for part in frame_parts(opcode, payload):
+            self.queue(conn, part, in_chat)
+
+    def fan_out(self, conns: list[Connection], frame: bytes) -> int:
+        """Queue one shared `frame` for every connection; return how many got it.
+
+        This runs once per recipient per message: `Connection.queue` is inlined for the
+        common case of a user that is not behind.
+        """
+        behind_mark = self.behind_mark
+        pending = self.loop.pending
+        cost = len(frame) + FRAME_COST
+        queue = self.queue
+        count = 0
+        for conn in conns:
+            if conn.out_cost <= behind_mark:
+                conn.outbuf.append(frame)
+                conn.out_cost += cost
+                if not conn.writing:
+                    pending[conn] = None
+            else:
+                queue(conn, frame)
+            count += 1
+        self.deliveries += count
+        return count
+
+    # -- behind, keeping up, caught up ---------------------------------------------------------
+
+    def keeping_up(self, conn: Connection) -> bool:
+        """Is a user that is behind still worth waiting for?"""
+        now = self.loop.now
+        if conn.writing and now - conn.progress_at > STALL_TIMEOUT:
+            return False  # the kernel has taken nothing of its output for a while
+        return not (conn.behind_since and now - conn.behind_since > BEHIND_TIMEOUT)
+
+    def fall_behind(self, conn: Connection) -> None:
+        conn.behind_since = self.loop.now
+        conn.notify = True  # tell us when it drains (flushed)
+        self.behind[conn] = None
+        conn.hold_input(HOLD_BEHIND)
+
+    def flushed(self, conn: Connection) -> None:
+        """The kernel took some of a behind user's output: caught up yet?"""
+        if conn.behind_since and conn.out_cost < self.caught_up_mark:
+            conn.behind_since = 0.0
+            self.behind.pop(conn, None)
+            conn.release_input(HOLD_BEHIND)
+
+    def hold_sender(self, conn: Connection) -> None:
+        """`conn`'s message reached someone behind (`throttle`): hold its input."""
+        self.throttled[conn] = None
+        conn.hold_input(HOLD_THROTTLED)
+        if self._recheck is None:
+            self._recheck = self.loop.call_later(RECHECK, self._recheck_due)
+
+    def _recheck_due(self) -> None:
+        self._recheck = None
+        if self.throttled:
+            self.release()
+            if self.throttled:
+                self._recheck = self.loop.call_later(RECHECK, self._recheck_due)
+
+    def release(self) -> None:
+        """Let the held senders go once no user they wait for is still keeping up."""
+        if not self.throttled:
+            return
+        for conn in self.behind:
+            if self.keeping_up(conn):
+                return
+        throttled, self.throttled = self.throttled, {}
+        for conn in throttled:
+            conn.release_input(HOLD_THROTTLED)
+
+    def leave(self, conn: Connection) -> None:
+        """The user left the chat (its socket may still be flushing): it holds nobody back
+        and waits for nobody. (If it is behind, its own input still waits to drain.)"""
+        self.rfc6455.pop(conn, None)
+        self.hixie.pop(conn, None)
+        self.behind.pop(conn, None)
+        if self.throttled.pop(conn, None) is not None or conn.hold & HOLD_THROTTLED:
+            conn.release_input(HOLD_THROTTLED)
+
+    def forget(self, conn: Connection) -> None:
+        """The connection is closed."""
+        self.behind.pop(conn, None)
+        self.throttled.pop(conn, None)

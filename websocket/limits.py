@@ -1,0 +1,46 @@
+"""Every limit the server keeps, in one place, each with its reason (the README's table).
+
+The options a user can set are `DEFAULTS` (server.py's `Server(**limits)`, and the command
+line's --options); the rest are fixed shares and times that keep one user's traffic from
+costing anybody else (see delivery.py and the README's "Fair delivery").
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .handshake import MAX_REQUEST_SIZE
+from .messages import DEFAULT_MAX_INPUT_MEMORY, DEFAULT_MAX_MESSAGE_SIZE
+
+DEFAULTS: dict[str, Any] = {
+    "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,  # bytes per message (RFC 6455 and hixie)
+    "max_request_size": MAX_REQUEST_SIZE,  # bytes of HTTP request head
+    "handshake_timeout": 10.0,  # seconds to send a complete request (and between requests)
+    "close_timeout": 5.0,  # seconds a user has to answer our close frame
+    "ping_interval": 30.0,  # a silent user is pinged after this long, dropped after twice; 0: off
+    "message_timeout": 60.0,  # seconds to finish a message once its first frame has begun
+    "max_connections": 10_000,  # WebSocket users at once; beyond it, HTTP 503
+    "max_buffer": 4 << 20,  # bytes of unsent output per user before it is dropped
+    "max_input_memory": DEFAULT_MAX_INPUT_MEMORY,  # bytes of unfinished messages, all users
+    "allowed_origins": None,  # pages (origins) whose users may join; None: any, as the article
+}
+
+# One user's fair share of a loop pass, before everybody else is served.
+READ_SIZE = 64 * 1024  # bytes read at a time: a flooder waits in its own kernel buffer
+DIRECT_READ_SIZE = 1024 * 1024  # ... but a large payload streams in up to this much a read
+FRAMES_PER_BATCH = 64  # frames parsed at a time, their events handled before the next ones
+FRAMES_PER_TURN = 1024  # frames parsed per pass: ~3 ms of the tiniest frames
+DELIVERIES_PER_TURN = 65536  # frames queued to users because of them: ~16 ms of fan-out
+
+# What one queued frame costs beyond its bytes: a list slot and a bytes object's header
+# (sys.getsizeof(b"") is 33), rounded up. Backlog limits count this, so a million two-byte
+# pongs weigh what they really take, not 2 MB.
+FRAME_COST = 48
+
+# Fair delivery (delivery.py): a user behind (backlog over max_buffer / 4) holds the
+# senders back only while it keeps up.
+STALL_TIMEOUT = 0.5  # seconds the kernel may take nothing from a user that is behind
+BEHIND_TIMEOUT = 1.0  # seconds a user that is behind may hold the others back
+
+# Closing.
+LINGER_TIMEOUT = 2.0  # after our last bytes and a half-close, wait this long for the EOF
+SHUTDOWN_TIMEOUT = 2.0  # on Ctrl-C, how long users get to answer the 1001 close
