@@ -1,0 +1,101 @@
+"""Timers for callbacks (issue 10): server.call_later and server.call_every from a drop-in
+script, over a real connection; a timer that raises is logged and its schedule holds; a
+pending timer never keeps a stopping server alive."""
+from __future__ import annotations
+
+import signal
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import ServerProcess
+from wsclient import Client
+
+Start = Callable[..., ServerProcess]
+
+SCRIPT = '''
+import time
+
+ticks = 0
+
+def tick(server, label):
+    global ticks
+    ticks += 1
+    if ticks % 3 == 0:
+        raise RuntimeError("planted bug in a timer")
+    server.broadcast(f"{label} {ticks}")
+
+def on_start(server):
+    server.call_every(0.2, tick, server, "tick")
+    server.call_later(3600, tick, server, "never")  # must not keep a stopping server alive
+
+pending = {}
+
+def process(user, message, server):
+    if message == "later":
+        server.call_later(0.3, server.send, user, "done later")
+    elif message == "cancel":
+        pending[user.id] = server.call_later(0.3, server.send, user, "not cancelled")
+        pending[user.id].cancel()
+        server.call_later(0.6, server.send, user, "cancel checked")
+    elif message == "every":
+        handle = server.call_every(0.1, server.send, user, "beat")
+        server.call_later(0.35, handle.cancel)
+        server.call_later(0.8, server.send, user, "beats over")
+'''
+
+
+def start(start_server: Start, tmp_path: Path) -> ServerProcess:
+    script = tmp_path / "timers.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    return start_server("--callback", str(script))
+
+
+def test_call_every_from_on_start_keeps_its_schedule_through_an_exception(
+        start_server: Start, tmp_path: Path) -> None:
+    server = start(start_server, tmp_path)
+    with Client(server.port).handshake() as user:
+        started = time.monotonic()
+        ticks = [int(str(user.recv_message()).split()[1]) for _ in range(4)]
+        took = time.monotonic() - started
+    # Every third tick raised: logged with its traceback, and the next came on time all
+    # the same (4 broadcasts = 6 ticks of 0.2 s).
+    steps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert set(steps) <= {1, 2} and 2 in steps and all(t % 3 for t in ticks), ticks
+    assert took < 2.5
+    server.wait_for_log(r"timer .*tick raised; the server carries on")
+    server.wait_for_log(r"RuntimeError: planted bug in a timer")
+
+
+def test_call_later_and_cancel_from_process(start_server: Start, tmp_path: Path) -> None:
+    server = start(start_server, tmp_path)
+    with Client(server.port).handshake() as user:
+        def next_reply() -> str:
+            while True:
+                message = user.recv_message()
+                assert isinstance(message, str)
+                if not message.startswith("tick"):
+                    return message
+        user.send_text("later")
+        sent = time.monotonic()
+        assert next_reply() == "done later"
+        assert 0.25 < time.monotonic() - sent < 2
+        user.send_text("cancel")
+        assert next_reply() == "cancel checked"  # "not cancelled" never came
+        user.send_text("every")
+        beats = []
+        while (reply := next_reply()) != "beats over":
+            beats.append(reply)
+        assert beats and set(beats) == {"beat"} and len(beats) <= 4
+
+
+def test_a_pending_timer_does_not_keep_a_stopping_server_alive(start_server: Start,
+                                                                tmp_path: Path) -> None:
+    server = start(start_server, tmp_path)
+    with Client(server.port).handshake() as user:
+        user.recv_message()
+        started = time.monotonic()
+        assert server.stop(signal.SIGINT) == 0
+        assert time.monotonic() - started < 4  # the 3600 s timer is simply dropped
+        assert user.recv_close()[0] == 1001
