@@ -94,6 +94,7 @@ class Loop:
         self.selector: selectors.BaseSelector = (
             selectors.SelectSelector() if selector == "select" else selectors.DefaultSelector())
         self.now = time.monotonic()  # the time of the current pass
+        self.wall_now = time.time()  # ... and the wall-clock time of it
         # Objects with output queued during this pass: flushed once each before sleeping.
         self.pending: dict[Flushable, None] = {}
         self._timers: list[Timer] = []
@@ -271,6 +272,7 @@ class Loop:
         """One pass (see the module docstring)."""
         ready = (select or self.selector.select)(self._timeout())
         self.now = time.monotonic()
+        self.wall_now = time.time()
         for key, mask in ready:
             handler = key.data
             try:

@@ -169,7 +169,8 @@ class Server:
     def _accept(self, sock: socket.socket, address: Any) -> None:
         """A new connection (the article's `connect`): a User in the HANDSHAKE state."""
         conn = Connection(self.loop, sock, self)
-        user = conn.user = User(self._next_id, conn, address)
+        user = conn.user = User(self._next_id, conn, address, self.loop.now,
+                                self.loop.wall_now)
         self._next_id += 1
         self._users[user.id] = user
         conn.set_timer(self.handshake_timeout, self._deadline, user)
