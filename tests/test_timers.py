@@ -99,3 +99,19 @@ def test_a_pending_timer_does_not_keep_a_stopping_server_alive(start_server: Sta
         assert server.stop(signal.SIGINT) == 0
         assert time.monotonic() - started < 4  # the 3600 s timer is simply dropped
         assert user.recv_close()[0] == 1001
+
+
+def test_the_readme_clock_example_works(start_server: Start, tmp_path: Path) -> None:
+    """The README's clock.py, with its minute made 0.2 s so that the test need not wait."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = readme.split("```python\n# clock.py", 1)[1].split("```", 1)[0]
+    assert "server.call_every(60, announce, server)" in code
+    script = tmp_path / "clock.py"
+    script.write_text("# clock.py" + code.replace("call_every(60,", "call_every(0.2,"))
+    server = start_server("--callback", str(script))
+    with Client(server.port).handshake() as user:
+        announcement = user.recv_message()
+        assert isinstance(announcement, str) and announcement == time.strftime("It is %H:%M.")
+        user.send_text("hello")
+        while (message := user.recv_message()) != "hello":
+            assert str(message).startswith("It is ")
