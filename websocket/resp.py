@@ -233,10 +233,12 @@ class Reader:
             # Checked on the first byte: a peer that is not Redis fails at once.
             what = "a RESP3 type (this client speaks RESP2)" if kind in _RESP3_TYPES else "not"
             raise self._fail(f"type byte {bytes([kind])!r}: {what} a RESP2 type", start)
-        textual = kind in (SIMPLE_STRING, ERROR)
-        end = self._find_crlf(self.max_line_bytes if textual else MAX_NUMBER_CHARS, textual)
+        textual = kind == SIMPLE_STRING or kind == ERROR
+        limit = self.max_line_bytes if textual else MAX_NUMBER_CHARS
+        # Never search past the longest allowed line, nor again what an earlier call searched.
+        end = buf.find(CRLF, start + 1 + self._scanned, start + limit + 3)
         if end < 0:
-            return NEED_MORE
+            return self._line_incomplete(limit, textual)
         line = bytes(buf[start + 1:end])
         self._pos, self._scanned = end + 2, 0
         self._check_reply_size(self._pos, start)
@@ -260,7 +262,7 @@ class Reader:
                                  f"{self.max_bulk_bytes}", start, limit=True)
             self._check_reply_size(self._pos + number + 2, start)
             self._bulk = number
-            return _STARTED
+            return self._read_bulk_data(number)  # often here already
         # RESP §Arrays: "*<number-of-elements>\r\n<element-1>...<element-n>".
         if number > self.max_array_length:
             raise self._fail(f"array of {number} elements, over the limit of "
@@ -273,29 +275,23 @@ class Reader:
         self._missing.append(number)
         return _STARTED
 
-    def _find_crlf(self, limit: int, textual: bool) -> int:
-        """Index of the CR ending the line whose type byte is at `_pos`, or -1 for now."""
-        buf, first = self._buf, self._pos + 1
-        # Never search past the longest allowed line, nor again what was searched before
-        # (less one byte: a CR may have been the last byte then).
-        end = buf.find(CRLF, first + self._scanned, first + limit + 2)
-        if end >= 0:
-            return end
-        have = len(buf) - first
-        if have > limit + 1 or have > limit and buf[-1] != CRLF[0]:
+    def _line_incomplete(self, limit: int, textual: bool) -> NeedMore:
+        """No CRLF yet after the type byte at `_pos`: too long already, or wait for more."""
+        have = len(self._buf) - self._pos - 1
+        if have > limit + 1 or have > limit and self._buf[-1] != CRLF[0]:
             what = f"line longer than {limit} bytes" if textual else "number too long"
             raise self._fail(what, self._pos, limit=textual)
-        self._scanned = max(0, have - 1)
-        return -1
+        self._scanned = max(0, have - 1)  # the last byte may be a CR: search it again
+        return NEED_MORE
 
     def _parse_number(self, line: bytes, start: int) -> int:
         # RESP §Integers. Redis writes numbers with ll2string: no sign but "-", no leading
         # zero, no spaces; Python's int() would also take "+1", " 1", "1_0" and "٣".
-        digits = line[1:] if line.startswith(b"-") else line
-        if not digits.isdigit() or (digits.startswith(b"0") and line != b"0"):
+        digits = line[1:] if line[:1] == b"-" else line
+        if not digits.isdigit() or digits[0] == 0x30 and line != b"0":
             raise self._fail(f"not a RESP integer: {line!r}", start)
         number = int(line)
-        if not INT64_MIN <= number <= INT64_MAX:
+        if len(digits) >= 19 and not INT64_MIN <= number <= INT64_MAX:
             raise self._fail(f"integer {number} is not 64-bit", start)
         return number
 
@@ -303,13 +299,18 @@ class Reader:
         # RESP §Bulk strings: "$<length>\r\n<data>\r\n"; the data is never scanned.
         buf, start = self._buf, self._pos
         end = start + length
-        tail = buf[end:end + 2]  # checked byte by byte as it arrives, like a type byte
-        if tail != CRLF[:len(tail)]:
-            raise self._fail(f"bulk string of {length} bytes not followed by CRLF", end)
         if len(buf) < end + 2:
+            tail = buf[end:]  # checked byte by byte as it arrives, like a type byte
+            if tail != CRLF[:len(tail)]:
+                raise self._fail(f"bulk string of {length} bytes not followed by CRLF", end)
             return NEED_MORE
-        with memoryview(buf) as view:  # one copy, not two (a bytearray slice, then bytes)
-            value = bytes(view[start:end])
+        if buf[end] != CRLF[0] or buf[end + 1] != CRLF[1]:
+            raise self._fail(f"bulk string of {length} bytes not followed by CRLF", end)
+        if length < 4096:
+            value = bytes(buf[start:end])
+        else:
+            with memoryview(buf) as view:  # one copy, not two (a bytearray slice, then bytes)
+                value = bytes(view[start:end])
         self._bulk = None
         self._pos = end + 2
         return value
@@ -319,7 +320,6 @@ class Reader:
         if size > self.max_reply_bytes:
             raise self._fail(f"reply of at least {size} bytes, over the limit of "
                              f"{self.max_reply_bytes}", start, limit=True)
-
 
 def parse(buf: bytes | bytearray, pos: int = 0) -> tuple[Reply, int] | None:
     """One reply from `buf[pos:]`: `(reply, consumed)`, or None while it is incomplete.
