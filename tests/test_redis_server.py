@@ -187,6 +187,31 @@ def test_capped_history_list(client: RespClient) -> None:
     assert client.call("LLEN", "h") == 5
 
 
+# One round trip numbers a room's message, stores it in the capped history and publishes it,
+# atomically: every subscriber and every LRANGE sees the same ids in the same order.
+PUBLISH_SCRIPT = """
+local id = redis.call('INCR', KEYS[1])
+local entry = id .. ' ' .. ARGV[1]
+redis.call('RPUSH', KEYS[2], entry)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call('PUBLISH', KEYS[3], entry)
+return id
+"""
+
+
+def test_one_script_numbers_stores_and_publishes(redis: RedisServer, client: RespClient) -> None:
+    with redis.client() as sub:
+        sub.call("SUBSCRIBE", "chat:/")
+        ids = [client.call("EVAL", PUBLISH_SCRIPT, 3, "chat:seq:/", "chat:history:/", "chat:/",
+                           f"server-a:{n} alice: hi {n}", 3) for n in range(5)]
+        assert ids == [1, 2, 3, 4, 5]
+        got = [sub.read_reply() for _ in range(5)]
+        assert got == [[b"message", b"chat:/", b"%d server-a:%d alice: hi %d" % (i, i - 1, i - 1)]
+                       for i in range(1, 6)]
+    assert client.call("LRANGE", "chat:history:/", 0, -1) == [
+        b"3 server-a:2 alice: hi 2", b"4 server-a:3 alice: hi 3", b"5 server-a:4 alice: hi 4"]
+
+
 def test_auth(start_redis: Callable[..., RedisServer]) -> None:
     server = start_redis(password="s3cret")
     with server.client(auth=False) as anonymous:
