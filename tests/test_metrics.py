@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from websocket.metrics import (
     CONTENT_TYPE,
@@ -21,8 +23,6 @@ from websocket.metrics import (
     escape_label_value,
     format_number,
 )
-
-parser = pytest.importorskip("prometheus_client.parser")
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
@@ -63,13 +63,13 @@ def strict_lines(text: str) -> Iterator[tuple[str, str, str]]:
             i += 1
 
 
-def families(metrics: ServerMetrics | Registry) -> dict[str, parser.Metric]:
+def families(metrics: ServerMetrics | Registry) -> dict[str, Metric]:
     text = metrics.render().decode("utf-8")
     list(strict_lines(text))
-    return {family.name: family for family in parser.text_string_to_metric_families(text)}
+    return {family.name: family for family in text_string_to_metric_families(text)}
 
 
-def value(found: dict[str, parser.Metric], name: str, **labels: str) -> float:
+def value(found: dict[str, Metric], name: str, **labels: str) -> float:
     """The one sample of family `name` (counters: without `_total`) with these labels."""
     matches = [s.value for s in found[name].samples if s.labels == labels]
     assert len(matches) == 1, f"{name}{labels}: {found[name].samples}"
@@ -181,7 +181,7 @@ def test_label_values_are_escaped(label_value: str) -> None:
                       label="path")
     text = registry.render().decode()
     assert len(list(strict_lines(text))) == 1
-    (family,) = parser.text_string_to_metric_families(text)
+    (family,) = text_string_to_metric_families(text)
     assert family.samples[0].labels == {"path": label_value}
 
 
@@ -196,7 +196,7 @@ def test_help_text_is_escaped(text: str) -> None:
     registry.register("test_gauge", "gauge", text, lambda: 1)
     rendered = registry.render().decode()
     list(strict_lines(rendered))
-    (family,) = parser.text_string_to_metric_families(rendered)
+    (family,) = text_string_to_metric_families(rendered)
     assert family.documentation == text
 
 

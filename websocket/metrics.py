@@ -36,7 +36,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Number = int | float
 LabelValue = int | str
-Samples = Number | Mapping[LabelValue, Number]
+# Mapping is invariant in its key: spell out the key types a caller's dict may have.
+Samples = Number | Mapping[str, Number] | Mapping[int, Number] | Mapping[LabelValue, Number]
 Kind = Literal["counter", "gauge"]
 PROTOCOLS = ("rfc6455", "hixie76", "hixie75")  # `User.protocol` values
 
