@@ -765,14 +765,27 @@ class ConnectionTrace:
     draft-76 or draft-75; the accept value or the MD5 answer to check).
     """
 
-    def __init__(self, label: str = "", limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(self, label: str = "", limit: int = DEFAULT_LIMIT,
+                 protocol: str | None = None) -> None:
+        """Args:
+            label: starts each block, to tell connections apart ("#3 127.0.0.1:50312").
+            limit: payload bytes shown per frame (`--trace-bytes`).
+            protocol: None to begin with the HTTP request; RFC6455, HIXIE76 or HIXIE75
+                (from `handshake`) to begin with that generation's frames, for a trace
+                that starts after the handshake.
+        """
         if limit < 0:
             raise ValueError("limit must be 0 or more")
+        if protocol not in (None, RFC6455, HIXIE76, HIXIE75):
+            raise ValueError(f"unknown protocol {protocol!r}")
         self.label = label
         self.limit = limit
-        shared = _Shared()
+        shared = _Shared(generation=protocol)
         self._client = _Stream(CLIENT_TO_SERVER, shared, label, limit)
         self._server = _Stream(SERVER_TO_CLIENT, shared, label, limit)
+        if protocol is not None:
+            for stream in (self._client, self._server):
+                stream.mode, stream.generation = _FRAMES, protocol
 
     def client_bytes(self, data: bytes | bytearray | memoryview) -> list[str]:
         """Bytes the client sent (a server's input, a client's output), in order."""
