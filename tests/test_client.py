@@ -137,7 +137,7 @@ def test_server_shutdown_is_a_going_away_close(echo_server: ServerProcess) -> No
     with pytest.raises(ConnectionClosed) as closed:
         ws.recv(TIMEOUT)
     assert (closed.value.code, closed.value.by) == (1001, "server")
-    echo_server.wait_for_log(r"left: 1001 \(going away\)")  # our answer reached it
+    echo_server.wait_for_log(r"left: 1001 \(going away\).*closing handshake complete")
     assert echo_server.stop() == 0
 
 
@@ -300,6 +300,24 @@ def test_fragmented_message_with_a_ping_between_its_fragments() -> None:
     keys = [line.split("key ")[1] for block in blocks if "client->server  RFC" in block
             for line in block.split("\n") if line.startswith("  mask      ")]
     assert len(keys) == 3 and len(set(keys)) == 3  # pong, message, close: 3 fresh keys
+
+
+def test_client_waits_for_the_server_to_end_tcp_first() -> None:
+    # §7.1.1: after the close frames, "the server SHOULD close the underlying TCP
+    # connection" first, and the client waits for it (so the server has no TIME_WAIT).
+    def script(sock: socket.socket, receiver: Receiver, inbuf: bytearray) -> None:
+        sock.sendall(encode_frame(Opcode.CLOSE, encode_close(1001, "going")))
+        assert read_events(sock, receiver, inbuf, 1) == [Close(1001, "")]
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):  # the client still holds the connection open
+            sock.recv(1)
+
+    server = ScriptedServer(script)
+    ws = connect(server.url)
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(TIMEOUT)
+    assert (closed.value.code, closed.value.reason) == (1001, "going")
+    server.join()
 
 
 def test_wrong_accept_fails_the_handshake() -> None:

@@ -366,9 +366,10 @@ class TestConnectionTrace:
 
     def test_a_large_payload_is_shown_before_it_has_all_arrived(self) -> None:
         trace = ConnectionTrace(protocol=handshake.RFC6455)
-        frame = encode_frame(2, bytes(1 << 20))
-        assert len(trace.server_bytes(frame[:100])) == 1  # header + 64 bytes: shown
-        for start in range(100, len(frame), 65536):
+        frame = encode_frame(2, bytes(1 << 20))  # a 10-byte header
+        assert trace.server_bytes(frame[:73]) == []
+        assert len(trace.server_bytes(frame[73:74])) == 1  # header + 64 bytes: shown
+        for start in range(74, len(frame), 65536):
             assert trace.server_bytes(frame[start:start + 65536]) == []  # skipped
         assert trace.server_bytes(HELLO)[0].startswith("server->client  RFC 6455 frame, 7")
 

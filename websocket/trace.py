@@ -30,7 +30,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .errors import HttpError, ProtocolError
-from .frames import MAX_CONTROL_PAYLOAD, Opcode, describe_close_code, parse_close
+from .frames import (
+    MAX_CONTROL_PAYLOAD,
+    Opcode,
+    apply_mask,
+    describe_close_code,
+    parse_close,
+)
 from .handshake import GUID, HIXIE75, HIXIE76, RFC6455, accept_key
 from .legacy import MAX_LENGTH_BYTES, key_part
 
@@ -47,6 +53,8 @@ _DRAFT76_KEY3 = 8  # draft-76 §4.1: 8 bytes follow the request's empty line
 _DRAFT76_ANSWER = 16  # draft-76 §4.2: the MD5 answer follows the response's empty line
 
 _OPCODE_NAMES = {int(op): op.name.lower() for op in Opcode}
+# hexdump -C's text column: printable ASCII as it is, every other byte as a dot.
+_PRINTABLE = bytes(b if 0x20 <= b < 0x7F else 0x2E for b in range(256))
 
 
 # -- building blocks -----------------------------------------------------------------------
@@ -63,16 +71,15 @@ def hexdump(data: bytes | bytearray | memoryview, start: int = 0) -> list[str]:
     lines = []
     for pos in range(0, len(data), BYTES_PER_LINE):
         row = data[pos:pos + BYTES_PER_LINE]
-        left = " ".join(f"{b:02x}" for b in row[:8])
-        right = " ".join(f"{b:02x}" for b in row[8:])
-        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in row)
-        lines.append(f"{start + pos:08x}  {left:<23}  {right:<23}  |{text}|")
+        text = row.translate(_PRINTABLE).decode("ascii")
+        lines.append(f"{start + pos:08x}  {row[:8].hex(' '):<23}  {row[8:].hex(' '):<23}  "
+                     f"|{text}|")
     return lines
 
 
 def hex_bytes(data: bytes | bytearray) -> str:
     """`data` as spaced hex pairs on one line: `81 85 37 fa`."""
-    return " ".join(f"{b:02x}" for b in data)
+    return data.hex(" ")
 
 
 def _field(name: str, value: str) -> str:
@@ -153,7 +160,7 @@ def parse_frame_head(buf: bytes | bytearray) -> FrameHead | None:
 
 
 def _unmask(data: bytes | bytearray, mask: bytes) -> bytes:
-    return bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    return bytes(apply_mask(data, mask))  # RFC 6455 §5.3, as the codecs do it
 
 
 def _length_value(head: FrameHead, header: bytes) -> str:
