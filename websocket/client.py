@@ -394,9 +394,13 @@ class Connection:
                 self._messages.append(event.data)
             elif isinstance(event, Ping):
                 # §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame
-                # in response, unless it already received a Close frame."
+                # in response, unless it already received a Close frame"; and §5.5.1:
+                # nothing more after our own close.
                 if not self._close_sent:
-                    self._send_frame(Opcode.PONG, event.payload)
+                    try:
+                        self._send_frame(Opcode.PONG, event.payload)
+                    except ConnectionClosed:
+                        pass  # recorded in _closed; the messages before it still count
             elif isinstance(event, Pong):
                 self._pongs.append(event.payload)
             elif isinstance(event, Close):
@@ -451,10 +455,9 @@ class Connection:
                     closing: bool = False) -> None:
         """Mask and send one frame. §5.3: a fresh key per frame, from a strong source of
         entropy, so a page's script cannot choose the bytes on the wire."""
-        if self._closed is not None or (self._close_sent and not closing):
-            code, reason = (self._closed.code, self._closed.reason) if self._closed else \
-                (CloseCode.NORMAL, "the client is closing")
-            raise ConnectionClosed(code, reason, by=self._closed.by if self._closed else "client")
+        self._check_open()
+        if self._close_sent and not closing:
+            raise ConnectionClosed(CloseCode.NORMAL, "the client is closing", by="client")
         data = encode_frame(opcode, payload, fin, mask=os.urandom(4))
         with self._send_lock:
             if closing:
