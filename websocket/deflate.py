@@ -139,9 +139,11 @@ class DeflatePolicy:
             only to a client that offered `server_max_window_bits` (answered with the
             smaller of the two): a server may always compress with a smaller window than
             the client allows, and some clients refuse the parameter unasked.
-        client_max_window_bits: the window a client may compress with (8..15), asked of
+        client_max_window_bits: the window a client may compress with (9..15), asked of
             clients that offered `client_max_window_bits` (§7.1.2.2 forbids it otherwise).
-            Only matters with client context takeover: it bounds a kept inflater.
+            Only matters with client context takeover: it bounds a kept inflater. Not 8:
+            clients compress with zlib too, and websockets' client fails the connection
+            when asked for 8 (a client that offers 8 itself gets it).
         server_no_context_takeover: announce it even when not asked (§7.1.1.1 allows it):
             our messages then never refer to earlier ones, and the client may drop its
             inflater between messages. When a client asks for it, it is always agreed.
@@ -166,8 +168,9 @@ class DeflatePolicy:
         if not MIN_COMPRESS_WINDOW_BITS <= self.server_max_window_bits <= MAX_WINDOW_BITS:
             raise ValueError("server_max_window_bits must be 9..15 (zlib cannot compress "
                              "with 8)")
-        if not MIN_WINDOW_BITS <= self.client_max_window_bits <= MAX_WINDOW_BITS:
-            raise ValueError("client_max_window_bits must be 8..15")
+        if not MIN_COMPRESS_WINDOW_BITS <= self.client_max_window_bits <= MAX_WINDOW_BITS:
+            raise ValueError("client_max_window_bits must be 9..15 (zlib-based clients "
+                             "cannot compress with 8)")
         if not 1 <= self.mem_level <= 9 or not 0 <= self.level <= 9:
             raise ValueError("mem_level must be 1..9 and level 0..9")
 
