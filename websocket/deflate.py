@@ -391,7 +391,7 @@ class Deflater:
             # so need not be sent: the previous message already ended on a byte boundary)
             # and the compressor forgets its history, so nothing after it refers back.
             tail = compressor.flush(zlib.Z_FULL_FLUSH)
-            if tail[-4:] != EMPTY_BLOCK_TAIL or len(tail) > 5:
+            if tail and (tail[-4:] != EMPTY_BLOCK_TAIL or len(tail) > 5):
                 raise AssertionError("zlib full flush did not give one empty stored block")
         self._restart = False
         flush = zlib.Z_SYNC_FLUSH if self.context_takeover else zlib.Z_FULL_FLUSH
@@ -401,7 +401,7 @@ class Deflater:
         """Make the next message refer to nothing before it (RFC 7692 allows a server to
         start any message with an empty window). For a room: call it when a member joins,
         before the next room message is compressed. Costs nothing until that message."""
-        self._restart = self._zlib is not None
+        self._restart = self._zlib is not None and self.context_takeover
 
     def release(self) -> None:
         """Free the zlib state (e.g. for a user idle for long); the next message starts
