@@ -23,6 +23,7 @@ from websocket.deflate import (
     DeflatePolicy,
     Deflater,
     Inflater,
+    RoomStream,
     compress_message,
     negotiate,
     new_compressor,
@@ -604,3 +605,89 @@ def test_we_inflate_what_websockets_client_sends(client_context: bool, fragment:
             assert frame.rsv1 == (j == 0)
             out.append(inflater.feed(frame.data, final=frame.fin))
         assert b"".join(out) == line
+
+
+# --- RoomStream: (c) for those who can follow it, (a) for the others --------------------
+
+FOLLOWER = Agreed(False, True, 15, 15, PMD)
+NO_CONTEXT = Agreed(True, True, 15, 15, PMD)
+SMALL_WINDOW = Agreed(False, True, 10, 15, PMD)
+
+
+@given(messages=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=30),
+       events=st.lists(st.tuples(st.integers(0, 29), st.integers(0, 2), st.booleans()),
+                       max_size=12),
+       keyframe=st.integers(1, 8))
+@SLOW
+def test_room_stream_members_of_every_kind_inflate_every_message(
+        messages: list[bytes], events: list[tuple[int, int, bool]], keyframe: int) -> None:
+    """Members join and leave at any point; each inflates, with the window it agreed to
+    and one inflater kept for its life, exactly the messages sent while it was there."""
+    room = RoomStream(DeflatePolicy(min_size=0), keyframe_interval=keyframe)
+    kinds = [FOLLOWER, NO_CONTEXT, SMALL_WINDOW]
+    members: dict[int, Inflater] = {}
+    next_id = 0
+    for index, message in enumerate(messages):
+        for when, kind, leaving in events:
+            if when != index:
+                continue
+            if leaving and members:
+                gone = next(iter(members))
+                room.leave(gone)
+                del members[gone]
+            else:
+                room.join(next_id, kinds[kind])
+                members[next_id] = Inflater(kinds[kind].server_max_window_bits,
+                                            no_context_takeover=False)
+                next_id += 1
+        compressed = room.compress(message)
+        assert compressed is not None
+        covered: list[object] = []
+        for payload, group in compressed.groups():
+            for member in group:
+                covered.append(member)
+                assert members[member].feed(payload, final=True) == message  # type: ignore[index]
+        assert sorted(covered) == sorted(members)  # type: ignore[type-var]
+
+
+def test_room_stream_keyframes_and_groups() -> None:
+    room = RoomStream(DeflatePolicy(min_size=0), keyframe_interval=3)
+    room.join("a", FOLLOWER)
+    room.join("n", NO_CONTEXT)
+    first = room.compress(b"Hello")
+    assert first is not None and first.stream == HELLO_ONE_BLOCK
+    assert room.follows("a") and not room.follows("n")
+    room.join("b", FOLLOWER)  # waits for the next keyframe, gets stand-alone bytes meanwhile
+    second = room.compress(b"Hello")
+    assert second is not None
+    assert [(p, sorted(g)) for p, g in second.groups()] == [  # type: ignore[type-var]
+        (HELLO_SECOND_SHARED_WINDOW, ["a"]), (HELLO_ONE_BLOCK, ["b", "n"])]
+    room.compress(b"Hello")
+    fourth = room.compress(b"Hello")  # 3 messages since the keyframe: b follows now
+    assert fourth is not None and room.follows("b")
+    assert fourth.stream == HELLO_ONE_BLOCK  # the stream restarted
+    assert room.compress_direct("a", b"Hello") is None  # followers: uncompressed
+    assert room.compress_direct("n", b"Hello") == HELLO_ONE_BLOCK
+    assert RoomStream().compress(b"short") is None  # below min_size: uncompressed
+
+
+def test_room_stream_against_websockets_clients() -> None:
+    offers = [f"{PMD}; client_max_window_bits", f"{PMD}; server_no_context_takeover",
+              f"{PMD}; server_max_window_bits=10"]
+    room = RoomStream(DeflatePolicy(min_size=0), keyframe_interval=5)
+    clients: dict[int, PerMessageDeflate] = {}
+    rng = random.Random(5)
+    for i in range(120):
+        if i % 10 == 0:
+            offer = offers[(i // 10) % 3]
+            agreed = negotiate(offer)
+            assert agreed is not None
+            ((_, params),) = parse_extension(offer)
+            clients[i] = _client_from_offer(params, agreed.response)
+            room.join(i, agreed)
+        line = f"user{rng.randrange(40)}: {' '.join(rng.choices(WORDS, k=12))}".encode()
+        compressed = room.compress(line)
+        assert compressed is not None
+        for payload, group in compressed.groups():
+            for member in group:
+                assert clients[member].decode(_text_frames(payload)).data == line  # type: ignore[index]

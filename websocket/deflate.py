@@ -51,6 +51,10 @@ DEFAULT_MIN_SIZE = 128
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20  # as messages.DEFAULT_MAX_MESSAGE_SIZE
 
+# A room stream restarts (so that newcomers can follow it) at most once per this many
+# messages; newcomers get stand-alone bytes until then (see docs/compression.md).
+DEFAULT_KEYFRAME_INTERVAL = 64
+
 
 # --- Sec-WebSocket-Extensions syntax: RFC 6455 §9.1 over RFC 7230 §3.2.6 and §7 ----------
 #   extension-list = 1#extension ; extension = token *( ";" extension-param )
@@ -408,6 +412,113 @@ class Deflater:
         afresh, which every peer can follow, as with `restart()`."""
         self._zlib = None
         self._restart = False
+
+
+class RoomStream:
+    """One broadcast compressed at most once per kind of member for a whole room: (c)+(a).
+
+    Members that allow context takeover follow one shared stream (a `Deflater` with
+    context takeover: the best ratio, one compression per message). A newcomer waits for
+    the next keyframe, a `restart()` of the stream done at most once per
+    `keyframe_interval` messages so that joins cost the others little ratio; until then,
+    and for good if it cannot follow (server_no_context_takeover, or a smaller window), it
+    gets stand-alone bytes (`context_takeover=False`), compressed once per window size.
+
+    Members are hashable keys (users). Per message: `message = room.compress(data)`, then
+    for each `(payload, members) in message.groups()` one frame (RSV1 set) to every member
+    of the group, before the next `compress`. A message shorter than the policy's
+    `min_size` gives None: send it uncompressed to all. A direct message to one member:
+    `compress_direct` (None means uncompressed: a compressed message outside the stream
+    would corrupt a follower's window).
+    """
+
+    __slots__ = ("policy", "keyframe_interval", "stream", "_alone", "_bits", "_followers",
+                 "_others", "_waiting", "_since_keyframe")
+
+    def __init__(self, policy: DeflatePolicy = DEFAULT_POLICY,
+                 keyframe_interval: int = DEFAULT_KEYFRAME_INTERVAL) -> None:
+        self.policy = policy
+        self.keyframe_interval = keyframe_interval
+        self.stream = Deflater.for_policy(policy)
+        self._alone: dict[int, Deflater] = {}  # window bits -> stand-alone compressor
+        self._bits: dict[object, int] = {}  # member -> window of its stand-alone bytes
+        self._followers: set[object] = set()
+        self._others: dict[int, set[object]] = {}  # members not following, by window
+        self._waiting: set[object] = set()  # those of them following from the next keyframe
+        self._since_keyframe = 0
+
+    def join(self, member: object, agreed: Agreed) -> None:
+        """Add a member with the parameters it agreed to."""
+        bits = self._bits[member] = min(agreed.server_max_window_bits,
+                                        self.policy.server_max_window_bits)
+        self._others.setdefault(bits, set()).add(member)
+        if agreed.can_receive(self.stream):
+            self._waiting.add(member)
+
+    def leave(self, member: object) -> None:
+        bits = self._bits.pop(member, None)
+        if bits is not None:
+            self._others[bits].discard(member)
+        self._followers.discard(member)
+        self._waiting.discard(member)
+        if not self._followers:
+            self.stream.release()
+
+    def follows(self, member: object) -> bool:
+        """The member receives the shared stream (and so no other compressed message)."""
+        return member in self._followers
+
+    def compress(self, payload: bytes | bytearray | memoryview) -> RoomMessage | None:
+        """Compress a message for every member; None when it is to go uncompressed."""
+        if len(payload) < self.policy.min_size:
+            return None
+        if self._waiting and (not self._followers
+                              or self._since_keyframe >= self.keyframe_interval):
+            self.stream.restart()  # the keyframe: newcomers follow from here
+            for member in self._waiting:
+                self._others[self._bits[member]].discard(member)
+            self._followers |= self._waiting
+            self._waiting = set()
+            self._since_keyframe = 0
+        self._since_keyframe += 1
+        stream = self.stream.compress(payload) if self._followers else None
+        return RoomMessage(self, payload, stream)
+
+    def compress_direct(self, member: object, payload: bytes | bytearray | memoryview
+                        ) -> bytes | None:
+        """A message for one member alone: stand-alone bytes, or None (uncompressed)."""
+        if member in self._followers or len(payload) < self.policy.min_size:
+            return None
+        return self._alone_deflater(self._bits[member]).compress(payload)
+
+    def _alone_deflater(self, bits: int) -> Deflater:
+        deflater = self._alone.get(bits)
+        if deflater is None:
+            deflater = self._alone[bits] = Deflater.for_policy(
+                self.policy, context_takeover=False, window_bits=bits)
+        return deflater
+
+
+class RoomMessage:
+    """One message of a `RoomStream`: its payload for each group of members."""
+
+    __slots__ = ("_room", "_payload", "stream")
+
+    def __init__(self, room: RoomStream, payload: bytes | bytearray | memoryview,
+                 stream: bytes | None) -> None:
+        self._room = room
+        self._payload = payload
+        self.stream = stream  # what the followers get
+
+    def groups(self) -> list[tuple[bytes, set[object]]]:
+        """(compressed payload, the members that get it) pairs covering every member.
+        The sets are the room's own: read them, and deliver before the next compress."""
+        room = self._room
+        groups = [(self.stream, room._followers)] if self.stream is not None else []
+        for bits, members in room._others.items():
+            if members:
+                groups.append((room._alone_deflater(bits).compress(self._payload), members))
+        return groups
 
 
 # --- Decompression: RFC 7692 §7.2.2 ----------------------------------------------------
