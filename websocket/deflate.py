@@ -45,15 +45,16 @@ MIN_WINDOW_BITS = 8
 MIN_COMPRESS_WINDOW_BITS = 9
 MAX_WINDOW_BITS = 15
 
-# Messages shorter than this are sent uncompressed: below it compression saves less than
-# a few bytes a message (measured by bench/deflate_study.py, see docs/compression.md).
-DEFAULT_MIN_SIZE = 128
+# Messages shorter than this are sent uncompressed: compressed alone, they save 3 bytes
+# or lose some (bench/deflate_study.py; docs/compression.md). Not ws's 1 KiB: that pays
+# for a compression per recipient, while a room stream compresses once for all.
+DEFAULT_MIN_SIZE = 32
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20  # as messages.DEFAULT_MAX_MESSAGE_SIZE
 
 # A room stream restarts (so that newcomers can follow it) at most once per this many
 # messages; newcomers get stand-alone bytes until then (see docs/compression.md).
-DEFAULT_KEYFRAME_INTERVAL = 64
+DEFAULT_KEYFRAME_INTERVAL = 256
 
 
 # --- Sec-WebSocket-Extensions syntax: RFC 6455 §9.1 over RFC 7230 §3.2.6 and §7 ----------
