@@ -1,28 +1,20 @@
 """permessage-deflate (RFC 7692): negotiation, compression, bounded inflation.
 
-Sans-I/O, standard library `zlib` only. Three parts:
+Sans-I/O, standard library `zlib` only:
+- `negotiate(header_value, policy)` (§5, §7.1): the first offer we can honour, as `Agreed`
+  parameters plus the exact response value, or None. An unparseable header is HTTP 400.
+- `Deflater` (§7.2.1): one message's compressed payload (`00 00 ff ff` removed) for one
+  stream: a user's, a room's, or everyone's (`context_takeover=False`: each message stands
+  alone). `RoomStream`: one stream per room plus stand-alone bytes for the rest, the
+  measured default (docs/compression.md).
+- `Inflater` (§7.2.2): inflates piece by piece with the limit on the *inflated* size, so a
+  bomb fails with `MessageTooBig` (1009) before its output exists; bad data is 1007.
+Not here: RSV1 bits, frames and fragments (frames.py, messages.py), sockets.
 
-- **Negotiation** (§5, §7.1): `negotiate(header_value, policy)` reads a request's
-  `Sec-WebSocket-Extensions` (RFC 6455 §9.1 syntax), accepts the first permessage-deflate
-  offer it can honour and returns the `Agreed` parameters with the exact response value,
-  or None (no compression). A header that does not parse at all is an HTTP 400.
-- **Compression** (§7.2.1): `Deflater` turns one message's payload into the bytes of a
-  compressed message (the `00 00 ff ff` tail removed); the caller sets RSV1 on its first
-  frame. One `Deflater` can serve one user, one room (a shared stream), or everyone
-  (`context_takeover=False`: each message stands alone, so any peer can inflate it).
-- **Decompression** (§7.2.2): `Inflater` inflates a compressed message piece by piece, with
-  the limit on the *inflated* size checked while inflating, so a small bomb fails with
-  `MessageTooBig` (1009) before its output exists; data that does not inflate is
-  `InvalidPayload` (1007).
-
-Not here: RSV1 bits, frames and fragmentation (frames.py / messages.py), which users share
-a stream (the server), sockets. See docs/compression.md for the measured choice of design.
-
-Which bytes a user may receive (the rule every design below relies on): a user's inflater
-keeps the history of every *compressed* message it was sent (uncompressed ones do not enter
-it, §7.2.2). A compressor with context takeover refers back into its own output, so a user
-that receives its stream must receive all of that stream and no other compressed message.
-A `Deflater(context_takeover=False)` refers to nothing before each message, so its output
+The rule every design relies on: a peer's inflater keeps the history of every *compressed*
+message it got (uncompressed ones do not enter it, §7.2.2). A compressor with context
+takeover refers back into its own output, so a peer that follows its stream must get all
+of it and no other compressed message. Stand-alone output refers to nothing before it and
 can go to anyone whose window is large enough, mixed with anything.
 """
 from __future__ import annotations
@@ -140,25 +132,19 @@ class DeflatePolicy:
     """What the server asks for, within what each offer allows.
 
     Attributes:
-        server_max_window_bits: the largest window our compressors use (9..15). Announced
-            only to a client that offered `server_max_window_bits` (answered with the
-            smaller of the two): a server may always compress with a smaller window than
-            the client allows, and some clients refuse the parameter unasked.
-        client_max_window_bits: the window a client may compress with (9..15), asked of
-            clients that offered `client_max_window_bits` (§7.1.2.2 forbids it otherwise).
-            Only matters with client context takeover: it bounds a kept inflater. Not 8:
-            clients compress with zlib too, and websockets' client fails the connection
-            when asked for 8 (a client that offers 8 itself gets it).
-        server_no_context_takeover: announce it even when not asked (§7.1.1.1 allows it):
-            our messages then never refer to earlier ones, and the client may drop its
-            inflater between messages. When a client asks for it, it is always agreed.
-        client_no_context_takeover: demand it of every client (§7.1.1.2 lets the server
-            include it unasked): each incoming message then inflates from an empty window,
-            so an idle user holds no inflater at all.
-        mem_level: zlib memLevel (1..9) of our compressors: memory per compressor is
-            about 2**(window_bits + 2) + 2**(mem_level + 9) bytes plus ~6 KiB of state.
-        level: zlib compression level (1..9).
-        min_size: messages shorter than this many bytes are sent uncompressed.
+        server_max_window_bits: our compressors' largest window (9..15). Announced only to
+            a client that offered the parameter (with the smaller value): a server may
+            always use less than allowed, and some clients refuse it unasked.
+        client_max_window_bits: asked of clients that offered the parameter (§7.1.2.2
+            forbids it otherwise), 9..15: it bounds a kept inflater. Not 8: zlib-based
+            clients cannot compress so (websockets' client fails the connection).
+        server_no_context_takeover: announce it unasked (§7.1.1.1): every user then gets
+            stand-alone bytes only. Agreed anyway for a client that asks.
+        client_no_context_takeover: demand it (§7.1.1.2 allows that): each incoming
+            message inflates from an empty window, so an idle user holds no inflater.
+        mem_level, level: zlib's, for our compressors (memory is about
+            2**(window_bits + 2) + 2**(mem_level + 9) bytes plus ~6 KiB each).
+        min_size: messages shorter than this go uncompressed.
     """
 
     server_max_window_bits: int = MAX_WINDOW_BITS
@@ -228,33 +214,26 @@ def negotiate(header_value: str | None, policy: DeflatePolicy = DEFAULT_POLICY
               ) -> Agreed | None:
     """Accept the first permessage-deflate offer we can honour (RFC 7692 §5, §7.1).
 
-    `header_value` is the request's `Sec-WebSocket-Extensions`, repeated headers joined
-    with ", " (RFC 7230 §3.2.2; `Request.header` does so). Other extensions are ignored.
+    `header_value`: the request's `Sec-WebSocket-Extensions`, repeated headers joined with
+    ", " (as `Request.header` does). Other extensions are ignored.
 
-    An offer is declined, and the next one tried (§5: "a server MUST decline" an offer it
-    does not accept), when it has a parameter not defined for offers, a parameter twice,
-    a value where none belongs, a window size that is not 8..15 without leading zeros, or
-    `server_max_window_bits=8`: zlib cannot compress within a 256-byte window (since zlib
-    1.2.9 it refuses; before, it silently used 512 bytes), and answering with more than
-    was offered is forbidden, so such an offer cannot be honoured (websockets does the
-    same). `client_max_window_bits=8` is fine: zlib inflates with 8.
+    An offer is declined, and the next one tried (§5), when a parameter is unknown, given
+    twice, or has a value where none belongs or a window size that is not 8..15 without
+    leading zeros, and when it asks for `server_max_window_bits=8`: zlib >= 1.2.9 refuses to
+    compress with a 256-byte window (older ones silently used 512 bytes) and the answer may
+    not exceed the offer, so it cannot be honoured (websockets declines it too).
 
-    The answer never holds a parameter the client did not allow: `server_max_window_bits`
-    only if offered (with no more than the offer), `client_max_window_bits` only if offered
-    (§7.1.2.2 MUST NOT). It holds `server_no_context_takeover` when offered (accepting the
-    offer means agreeing to it) or when the policy announces it, and
-    `client_no_context_takeover` when offered or demanded by the policy.
+    The answer holds nothing the client did not allow: `server_max_window_bits` and
+    `client_max_window_bits` only when offered (§7.1.2.2 MUST NOT), never above the offer;
+    `server_no_context_takeover` when asked or announced by the policy;
+    `client_no_context_takeover` when offered or demanded.
 
-    A header that does not parse fails the handshake with 400 rather than being ignored:
-    RFC 6455 §4.2.1 has the server answer a request that does not match the handshake's
-    description with an error such as 400, and no browser sends such a header, so a
-    malformed one is a broken client or intermediary that silence would hide.
-
-    Returns:
-        The agreed parameters and response value, or None when no offer can be accepted.
+    A header that does not parse is a 400, not ignored: RFC 6455 §4.2.1 has a server answer
+    a request that does not match the handshake's description with an error such as 400,
+    no browser sends one, and silence would hide a broken client or intermediary.
 
     Raises:
-        HttpError: 400, the header value does not follow RFC 6455 §9.1.
+        HttpError: 400, the value does not follow RFC 6455 §9.1.
     """
     if not header_value:
         return None
@@ -347,18 +326,14 @@ def compress_message(compressor: zlib._Compress, payload: bytes | bytearray | me
 class Deflater:
     """Compresses the messages of one stream: one user's, one room's, or everyone's.
 
-    - `context_takeover=True`: each message may refer to the ones before it (§7.2.1:
-      "MAY compress each new message using the LZ77 sliding window used to compress the
-      last message"). Its output is a stream: every recipient must get all of it, in
-      order, and no other compressed message (see the module docstring). For a room whose
-      members all receive the same messages, one such Deflater serves every member with
-      the same bytes; `restart()` when a member joins, so the newcomer's fresh inflater can
-      follow from the next message on.
-    - `context_takeover=False`: every message ends with a full flush, so the next one
-      refers to nothing before it. Any peer whose window is at least `window_bits`
-      inflates it, whether or not it keeps context: compress once, send to everyone.
+    - `context_takeover=True`: a message may refer to the ones before it (§7.2.1 "MAY").
+      Its recipients must get the whole stream in order and no other compressed message;
+      `restart()` lets a newcomer's fresh inflater follow from the next message on.
+    - `context_takeover=False`: a full flush after each message, so the next refers to
+      nothing before it: any peer with a window of at least `window_bits` inflates it,
+      keeping context or not. Compress once, send to everyone.
 
-    The zlib object is created on the first message, and dropped by `release()`.
+    The zlib object is created on the first message and dropped by `release()`.
     """
 
     __slots__ = ("window_bits", "mem_level", "level", "context_takeover", "_zlib",
@@ -532,24 +507,18 @@ _JOIN_TAIL_BELOW = 4096
 class Inflater:
     """Inflates one peer's compressed messages, piece by piece, within a size limit.
 
-    Feed each piece of a compressed message's payload (unmasked) as it arrives, with
-    `final=True` on the last one (the frame with FIN); each call returns the bytes it
-    inflated, at most what the message may still grow by. §7.2.2: the `00 00 ff ff` tail
-    is appended after the last piece.
+    Feed each piece of a message's (unmasked) payload as it arrives, `final=True` with the
+    last; each call returns what it inflated, never more than the message may still grow
+    by. The `00 00 ff ff` tail is appended after the last piece (§7.2.2).
 
-    With `no_context_takeover` (the client agreed not to refer to earlier messages, e.g.
-    because the server demanded it) the zlib object exists only while a message is being
-    inflated: an idle user holds none. Otherwise one is kept for the connection's life
-    (§7.2.2: "MUST decompress each new message using the LZ77 sliding window used to
-    process the last compressed message").
+    With `no_context_takeover` the zlib object exists only while a message is inflated, so
+    an idle user holds none; otherwise one is kept (§7.2.2: "MUST decompress each new
+    message using the LZ77 sliding window used to process the last compressed message").
 
-    A message may contain a block with BFINAL set, and more blocks after it (§7.2.1,
-    §7.2.3.4). zlib stops at such a block, so inflation goes on with a new zlib object
-    primed with the current message's output so far (its last window). Later messages
-    go on from there too. What that misses: a stream that, after a final block, refers
-    back to a message *before* the one that held it (zlib cannot hand its window over,
-    and keeping a copy of every user's window for this would double the memory). zlib-based
-    senders cannot produce that; it fails with 1007 rather than inflating wrongly.
+    After a block with BFINAL set more blocks may follow (§7.2.1, §7.2.3.4). zlib stops
+    there, so a new zlib object goes on, primed with the current message's output. Only a
+    stream that then refers back past it into an *earlier* message fails (1007, never wrong
+    data): zlib cannot hand its window over, and zlib-based senders cannot produce one.
     """
 
     __slots__ = ("window_bits", "no_context_takeover", "max_size", "_zlib", "_size",
