@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -193,9 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     log.info("Callback       : %s; selector: %s", callbacks.name,
              server.selector_name)
     log.info("CTRL-C to quit")
+    # From here on the loop handles Ctrl-C and SIGTERM (a graceful shutdown; twice: at
+    # once). Outside it they are ignored, so a second one that comes while the process
+    # exits cannot turn into a KeyboardInterrupt traceback or an exit by signal: the loop
+    # hands back exactly this.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:  # a second Ctrl-C before the handlers were installed
+    except KeyboardInterrupt:  # pragma: no cover - SIGINT is the loop's or ignored
         return 0
     except Exception as exc:  # a bug outside any one user: one line, details with -v
         log.debug("internal error", exc_info=True)
