@@ -1,0 +1,93 @@
+"""Only users with a valid token may post; the others may read, or are refused.
+
+    AUTH_TOKENS="alice:s3cret,bob:hunter2" \
+        python3 server.py 127.0.0.1 8080 --callback examples/auth.py
+
+A client presents its token in the URL (ws://127.0.0.1:8080/?token=s3cret), in a cookie
+named `token`, or, for a client that can do neither (the chat page), as its first message:
+`/login s3cret`. AUTH_GUESTS says what happens to a user without a valid token:
+
+    read (default)  it stays and reads; what it sends is refused with a reply
+    refuse          it is closed with 1008 (policy violation, RFC 6455 §7.4.1)
+
+The URL and the cookie are checked as the user joins (on_connect: the handshake's resource
+and headers are on the user). Tokens are compared in constant time (hmac.compare_digest).
+Without TLS a token crosses the network in the clear: behind nginx or with wss:// only.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import parse_qs, urlsplit
+
+
+def tokens():
+    """{token: name} from AUTH_TOKENS ("name:token,name:token"); read at each check, so a
+    changed environment needs no restart of anything but the server."""
+    pairs = (item.split(":", 1) for item in os.environ.get("AUTH_TOKENS", "").split(","))
+    return {token: name for name, token in (p for p in pairs if len(p) == 2) if token}
+
+
+def who_has(token):
+    """The name the token belongs to, or None."""
+    found = None
+    for known, name in tokens().items():
+        if hmac.compare_digest(known.encode(), token.encode()):
+            found = name  # no early exit: the time does not tell which token matched
+    return found
+
+
+def presented_token(user):
+    """The token in the URL's query string, else in the `token` cookie, else ''."""
+    query = parse_qs(urlsplit(user.resource or "").query)
+    if query.get("token"):
+        return query["token"][0]
+    for name, value in user.headers:
+        if name.lower() == "cookie":
+            try:
+                cookie = SimpleCookie(value)
+            except CookieError:
+                continue
+            if "token" in cookie:
+                return cookie["token"].value
+    return ""
+
+
+def guests_may_read():
+    return os.environ.get("AUTH_GUESTS", "read") != "refuse"
+
+
+def on_connect(user, server):
+    name = who_has(presented_token(user))
+    if name is not None:
+        welcome(user, name, server)
+    elif guests_may_read():
+        server.send(user, "* you may read; to post, send /login TOKEN")
+    else:
+        server.disconnect(user, 1008, "a valid token is needed")
+
+
+def welcome(user, name, server):
+    user.data["name"] = name
+    server.send(user, f"* welcome {name}, you may post")
+    server.broadcast(f"* {name} joined", exclude=user)
+
+
+def process(user, message, server):
+    name = user.data.get("name")
+    if name is None:
+        if isinstance(message, str) and message.startswith("/login "):
+            found = who_has(message[len("/login "):].strip())
+            if found is not None:
+                welcome(user, found, server)
+                return
+            server.log(f"user {user.id}: a wrong token")
+            if not guests_may_read():
+                server.disconnect(user, 1008, "a valid token is needed")
+                return
+            server.send(user, "* wrong token")
+            return
+        server.send(user, "* read-only: send /login TOKEN to post")
+        return
+    server.broadcast(f"{name}: {message}" if isinstance(message, str) else message)
