@@ -8,7 +8,9 @@ named `token`, or, for a client that can do neither (the chat page), as its firs
 `/login s3cret`. AUTH_GUESTS says what happens to a user without a valid token:
 
     read (default)  it stays and reads; what it sends is refused with a reply
-    refuse          it is closed with 1008 (policy violation, RFC 6455 §7.4.1)
+    refuse          it reads nothing; unless its first message is a valid /login (within
+                    LOGIN_TIME seconds) it is closed with 1008 (policy violation, RFC 6455
+                    §7.4.1), and at once if its URL or cookie held a wrong token
 
 The URL and the cookie are checked as the user joins (on_connect: the handshake's resource
 and headers are on the user). Tokens are compared in constant time (hmac.compare_digest).
@@ -58,36 +60,57 @@ def guests_may_read():
     return os.environ.get("AUTH_GUESTS", "read") != "refuse"
 
 
+LOGIN_TIME = 10  # seconds a refused-unless-logged-in user has for its /login
+
+
 def on_connect(user, server):
-    name = who_has(presented_token(user))
+    token = presented_token(user)
+    name = who_has(token)
     if name is not None:
         welcome(user, name, server)
     elif guests_may_read():
         server.send(user, "* you may read; to post, send /login TOKEN")
+    elif token:
+        refuse(user, server)  # a wrong token: no second chance
     else:
+        server.send(user, "* send /login TOKEN first")
+        server.call_later(LOGIN_TIME, refuse, user, server)
+
+
+def refuse(user, server):
+    if "name" not in user.data:
         server.disconnect(user, 1008, "a valid token is needed")
 
 
 def welcome(user, name, server):
     user.data["name"] = name
     server.send(user, f"* welcome {name}, you may post")
-    server.broadcast(f"* {name} joined", exclude=user)
+    post(server, f"* {name} joined", exclude=user)
+
+
+def post(server, message, exclude=None):
+    """To everyone who may read: all users, or only those logged in (AUTH_GUESTS=refuse)."""
+    excluded = [] if exclude is None else [exclude]
+    if not guests_may_read():
+        excluded += [u for u in server.get_users() if "name" not in u.data]
+    server.broadcast(message, exclude=excluded)
 
 
 def process(user, message, server):
     name = user.data.get("name")
-    if name is None:
-        if isinstance(message, str) and message.startswith("/login "):
-            found = who_has(message[len("/login "):].strip())
-            if found is not None:
-                welcome(user, found, server)
-                return
-            server.log(f"user {user.id}: a wrong token")
-            if not guests_may_read():
-                server.disconnect(user, 1008, "a valid token is needed")
-                return
+    if name is not None:
+        post(server, f"{name}: {message}" if isinstance(message, str) else message)
+        return
+    if isinstance(message, str) and message.startswith("/login "):
+        found = who_has(message[len("/login "):].strip())
+        if found is not None:
+            welcome(user, found, server)
+            return
+        server.log(f"user {user.id}: a wrong token")
+        if guests_may_read():
             server.send(user, "* wrong token")
             return
+    if guests_may_read():
         server.send(user, "* read-only: send /login TOKEN to post")
-        return
-    server.broadcast(f"{name}: {message}" if isinstance(message, str) else message)
+    else:
+        refuse(user, server)  # the first message was not a valid /login
