@@ -21,17 +21,22 @@ from __future__ import annotations
 import hmac
 import os
 from http.cookies import CookieError, SimpleCookie
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
+if TYPE_CHECKING:  # for the type hints only: a script needs nothing from the server
+    from websocket.callbacks import Server
+    from websocket.user import User
 
-def tokens():
+
+def tokens() -> dict[str, str]:
     """{token: name} from AUTH_TOKENS ("name:token,name:token"); read at each check, so a
     changed environment needs no restart of anything but the server."""
     pairs = (item.split(":", 1) for item in os.environ.get("AUTH_TOKENS", "").split(","))
     return {token: name for name, token in (p for p in pairs if len(p) == 2) if token}
 
 
-def who_has(token):
+def who_has(token: str) -> str | None:
     """The name the token belongs to, or None."""
     found = None
     for known, name in tokens().items():
@@ -40,7 +45,7 @@ def who_has(token):
     return found
 
 
-def presented_token(user):
+def presented_token(user: User) -> str:
     """The token in the URL's query string, else in the `token` cookie, else ''."""
     query = parse_qs(urlsplit(user.resource or "").query)
     if query.get("token"):
@@ -56,14 +61,14 @@ def presented_token(user):
     return ""
 
 
-def guests_may_read():
+def guests_may_read() -> bool:
     return os.environ.get("AUTH_GUESTS", "read") != "refuse"
 
 
 LOGIN_TIME = 10  # seconds a refused-unless-logged-in user has for its /login
 
 
-def on_connect(user, server):
+def on_connect(user: User, server: Server) -> None:
     token = presented_token(user)
     name = who_has(token)
     if name is not None:
@@ -77,18 +82,18 @@ def on_connect(user, server):
         server.call_later(LOGIN_TIME, refuse, user, server)
 
 
-def refuse(user, server):
+def refuse(user: User, server: Server) -> None:
     if "name" not in user.data:
         server.disconnect(user, 1008, "a valid token is needed")
 
 
-def welcome(user, name, server):
+def welcome(user: User, name: str, server: Server) -> None:
     user.data["name"] = name
     server.send(user, f"* welcome {name}, you may post")
     post(server, f"* {name} joined", exclude=user)
 
 
-def post(server, message, exclude=None):
+def post(server: Server, message: str | bytes, exclude: User | None = None) -> None:
     """To everyone who may read: all users, or only those logged in (AUTH_GUESTS=refuse)."""
     excluded = [] if exclude is None else [exclude]
     if not guests_may_read():
@@ -96,7 +101,7 @@ def post(server, message, exclude=None):
     server.broadcast(message, exclude=excluded)
 
 
-def process(user, message, server):
+def process(user: User, message: str | bytes, server: Server) -> None:
     name = user.data.get("name")
     if name is not None:
         post(server, f"{name}: {message}" if isinstance(message, str) else message)

@@ -20,6 +20,11 @@ import os
 import random
 import re
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for the type hints only: a script needs nothing from the server
+    from websocket.callbacks import Server
+    from websocket.user import User
 
 INTERVAL = float(os.environ.get("BOT_INTERVAL", "300"))
 ANNOUNCEMENTS = itertools.cycle([
@@ -29,17 +34,17 @@ ANNOUNCEMENTS = itertools.cycle([
 DICE = re.compile(r"(\d{1,2})d(\d{1,4})")
 
 
-def announce(server):
+def announce(server: Server) -> None:
     users = len(server.get_users())
     if users:  # nobody to talk to: say nothing
         server.broadcast(f"{next(ANNOUNCEMENTS)} ({users} here)")
 
 
-def on_start(server):
+def on_start(server: Server) -> None:
     server.call_every(INTERVAL, announce, server)
 
 
-def roll(spec):
+def roll(spec: str) -> str:
     match = DICE.fullmatch(spec)
     if not match or not 1 <= int(match[1]) <= 20 or not 2 <= int(match[2]) <= 1000:
         return "bot: roll like this: !roll 2d6 (1-20 dice, 2-1000 sides)"
@@ -47,7 +52,7 @@ def roll(spec):
     return f"bot: {spec}: {' + '.join(map(str, dice))} = {sum(dice)}"
 
 
-def answer(command, argument, server):
+def answer(command: str, argument: str, server: Server) -> str:
     if command == "!help":
         return "bot: !help, !time, !users, !roll NdM"
     if command == "!time":
@@ -59,7 +64,7 @@ def answer(command, argument, server):
     return f"bot: I do not know {command}; try !help"
 
 
-def process(user, message, server):
+def process(user: User, message: str | bytes, server: Server) -> None:
     if isinstance(message, str) and message.startswith("!"):
         command, _, argument = message.partition(" ")
         server.send(user, answer(command, argument.strip(), server))

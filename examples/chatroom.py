@@ -18,6 +18,11 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for the type hints only: a script needs nothing from the server
+    from websocket.callbacks import Server
+    from websocket.user import User
 
 HISTORY = 100  # lines kept and replayed
 NICK = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -35,7 +40,7 @@ def db() -> sqlite3.Connection:
     return _db
 
 
-def remember(line):
+def remember(line: str) -> None:
     """Keep `line` and forget whatever is older than the last HISTORY lines."""
     with db() as conn:  # one transaction: committed on success
         conn.execute("INSERT INTO history (line) VALUES (?)", (line,))
@@ -43,20 +48,20 @@ def remember(line):
                      "(SELECT MAX(id) FROM history) - ?", (HISTORY,))
 
 
-def history():
+def history() -> list[str]:
     rows = db().execute("SELECT line FROM history ORDER BY id DESC LIMIT ?", (HISTORY,))
     return [line for (line,) in reversed(rows.fetchall())]
 
 
-def nick(user):
-    return user.data["nick"]
+def nick(user: User) -> str:
+    return str(user.data["nick"])
 
 
-def on_start(server):
+def on_start(server: Server) -> None:
     db()  # a bad CHATROOM_DB shows at start, not at the first message
 
 
-def on_connect(user, server):
+def on_connect(user: User, server: Server) -> None:
     user.data["nick"] = f"guest{user.id}"
     for line in history():  # the newcomer catches up first
         server.send(user, line)
@@ -64,11 +69,11 @@ def on_connect(user, server):
     server.broadcast(f"* {nick(user)} joined", exclude=user)
 
 
-def on_disconnect(user, server):
+def on_disconnect(user: User, server: Server) -> None:
     server.broadcast(f"* {nick(user)} left")
 
 
-def process(user, message, server):
+def process(user: User, message: str | bytes, server: Server) -> None:
     if not isinstance(message, str):
         server.send(user, "* only text messages here")
         return
@@ -88,7 +93,7 @@ def process(user, message, server):
     say(server, f"{nick(user)}: {message}")
 
 
-def change_nick(user, name, server):
+def change_nick(user: User, name: str, server: Server) -> None:
     if not NICK.fullmatch(name):
         server.send(user, "* a handle is 1-32 letters, digits, - or _")
     elif any(nick(other).lower() == name.lower() for other in server.get_users()):
@@ -98,6 +103,6 @@ def change_nick(user, name, server):
         user.data["nick"] = name
 
 
-def say(server, line):
+def say(server: Server, line: str) -> None:
     remember(line)
     server.broadcast(line)

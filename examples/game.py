@@ -17,6 +17,11 @@ with the same rules (no path leaves the folder). The page and the server speak J
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for the type hints only: a script needs nothing from the server
+    from websocket.callbacks import Server
+    from websocket.user import User
 
 PAGES = "game_pages"
 LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8),
@@ -24,20 +29,20 @@ LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4
 
 board = [" "] * 9
 turn = "X"
-winner = None  # "X", "O", "draw" or None while the game goes on
-seats = {"X": None, "O": None}  # the user in each seat
+winner: str | None = None  # "X", "O", "draw" or None while the game goes on
+seats: dict[str, User | None] = {"X": None, "O": None}  # the user in each seat
 
 
-def new_game():
+def new_game() -> None:
     global board, turn, winner
     board, turn, winner = [" "] * 9, "X", None
 
 
-def seat_of(user):
+def seat_of(user: User) -> str | None:
     return next((mark for mark, player in seats.items() if player is user), None)
 
 
-def fill_seats(server):
+def fill_seats(server: Server) -> None:
     """Give every empty seat to the longest-waiting watcher."""
     for mark in seats:
         if seats[mark] is None:
@@ -46,7 +51,7 @@ def fill_seats(server):
                 seats[mark] = waiting[0]
 
 
-def show(server):
+def show(server: Server) -> None:
     """Send every user the game as it stands, and which seat is theirs."""
     users = server.get_users()
     watchers = sum(1 for u in users if seat_of(u) is None)
@@ -58,19 +63,19 @@ def show(server):
         }))
 
 
-def judge():
+def judge() -> str | None:
     for a, b, c in LINES:
         if board[a] != " " and board[a] == board[b] == board[c]:
             return board[a]
     return "draw" if " " not in board else None
 
 
-def on_connect(user, server):
+def on_connect(user: User, server: Server) -> None:
     fill_seats(server)
     show(server)
 
 
-def on_disconnect(user, server):
+def on_disconnect(user: User, server: Server) -> None:
     mark = seat_of(user)
     if mark is not None:
         seats[mark] = None
@@ -79,7 +84,7 @@ def on_disconnect(user, server):
     show(server)
 
 
-def process(user, message, server):
+def process(user: User, message: str | bytes, server: Server) -> None:
     global turn, winner
     try:
         request = json.loads(message)

@@ -25,11 +25,17 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for the type hints only: a script needs nothing from the server
+    from websocket.callbacks import Server
+    from websocket.user import User
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_TEXT = 1000
 # For each type: its fields and the check each field's value must pass.
-FIELDS = {
+FIELDS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "say": {"text": lambda v: isinstance(v, str) and 1 <= len(v) <= MAX_TEXT},
     "nick": {"name": lambda v: isinstance(v, str) and NAME.fullmatch(v) is not None},
     "who": {},
@@ -39,20 +45,20 @@ RULES = {"text": f"a string of 1-{MAX_TEXT} characters",
 
 
 class Invalid(Exception):
-    def __init__(self, error, detail):
+    def __init__(self, error: str, detail: str) -> None:
         super().__init__(detail)
         self.error, self.detail = error, detail
 
 
-def send(server, user, **fields):
+def send(server: Server, user: User, **fields: Any) -> None:
     server.send(user, json.dumps(fields, ensure_ascii=False))
 
 
-def broadcast(server, **fields):
+def broadcast(server: Server, **fields: Any) -> None:
     server.broadcast(json.dumps(fields, ensure_ascii=False))
 
 
-def parse(message):
+def parse(message: str | bytes) -> dict[str, Any]:
     """The validated request as a dict, or raise Invalid."""
     if not isinstance(message, str):
         raise Invalid("binary", "send JSON in text messages")
@@ -77,17 +83,17 @@ def parse(message):
     return request
 
 
-def on_connect(user, server):
+def on_connect(user: User, server: Server) -> None:
     user.data["name"] = f"guest{user.id}"
     send(server, user, type="welcome", you=user.data["name"])
     broadcast(server, type="joined", name=user.data["name"])
 
 
-def on_disconnect(user, server):
+def on_disconnect(user: User, server: Server) -> None:
     broadcast(server, type="left", name=user.data["name"])
 
 
-def process(user, message, server):
+def process(user: User, message: str | bytes, server: Server) -> None:
     try:
         request = parse(message)
     except Invalid as why:
