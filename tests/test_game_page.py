@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
-
 from conftest import ROOT, ServerProcess
 from test_browser import browser, open_page  # noqa: F401 - the fixtures, shared
 
