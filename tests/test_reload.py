@@ -131,3 +131,24 @@ def test_reload_needs_a_script(start_server: Start) -> None:
                           capture_output=True, text=True, timeout=20, cwd=ROOT)
     assert done.returncode == 1
     assert done.stderr.strip() == "server.py: error: --reload needs --callback SCRIPT.py"
+
+
+def test_script_timers_are_cancelled_together_and_do_not_pile_up() -> None:
+    from websocket.callbacks import ScriptTimers
+    from websocket.loop import Loop
+
+    loop = Loop()
+    try:
+        timers = ScriptTimers()
+        done = [loop.call_later(-1, print) for _ in range(200)]  # due: as good as run
+        for timer in done:
+            timers.keep(timer)
+        pending = loop.call_later(3600, print)
+        every = loop.call_every(3600, print)
+        timers.keep(pending)
+        timers.keep(every)
+        assert len(timers._handles) < 100  # the past ones were forgotten on the way
+        timers.cancel_all()
+        assert pending.cancelled and every.cancelled
+    finally:
+        loop.close()

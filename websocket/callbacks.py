@@ -18,8 +18,10 @@ again; a script that fails to load raises `CallbackError` and the caller keeps t
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from .user import User
+
+log = logging.getLogger("websocket")
 
 
 class Cancellable(Protocol):
@@ -181,3 +185,34 @@ class ScriptWatcher:
             return None
         self.stamp = stamp
         return load(str(self.path))
+
+    def reload(self) -> Callbacks | None:
+        """`poll`, with a failure logged (one line; the traceback at debug level) as None."""
+        try:
+            return self.poll()
+        except CallbackError as exc:
+            log.error("reload failed, the previous version keeps running: %s", exc)
+            log.debug("why %s did not load", self.path, exc_info=exc.__cause__ or exc)
+            return None
+
+
+class ScriptTimers:
+    """The timers a script started with `call_later` and `call_every`: `--reload` cancels
+    them when a new version takes over (its `on_start` starts its own)."""
+
+    def __init__(self) -> None:
+        self._handles: list[Any] = []
+
+    def keep(self, handle: Any) -> None:
+        """Remember `handle` (a loop Timer or Repeating); now and then forget the ones that
+        are cancelled or have run, so that a script's one-shot timers do not pile up."""
+        handles = self._handles
+        handles.append(handle)
+        if len(handles) >= 64 and len(handles) & (len(handles) - 1) == 0:
+            handles[:] = [h for h in handles if not h.cancelled
+                          and getattr(h, "when", float("inf")) > time.monotonic()]
+
+    def cancel_all(self) -> None:
+        for handle in self._handles:
+            handle.cancel()
+        self._handles.clear()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import handshake, legacy, limits
-from .callbacks import CallbackError, Callbacks, ScriptWatcher, load
+from .callbacks import Callbacks, ScriptTimers, ScriptWatcher, load
 from .connection import Connection
 from .delivery import HOLD_THROTTLED, Delivery
 from .errors import HttpError, InternalError, PolicyViolation, ProtocolError
@@ -100,7 +100,7 @@ class Server:
         # --reload: poll the script's file every `reload` seconds (0: never). The timers a
         # script starts are kept here, to be cancelled when a new version takes over.
         self.reload_interval = reload if self.callbacks.source is not None else 0.0
-        self._script_timers: list[Timer | Repeating] = []
+        self._script_timers = ScriptTimers()
 
     @property
     def selector_name(self) -> str:
@@ -547,29 +547,14 @@ class Server:
         """--reload: if the script's file changed, load it and let it take over. Users stay
         connected (their `data` too); the old script's timers are cancelled and the new
         `on_start` is called. A version that fails to load leaves the old one running."""
-        try:
-            fresh = script.poll()
-        except CallbackError as exc:
-            log.error("reload failed, the previous version keeps running: %s", exc)
-            log.debug("why %s did not load", script.path, exc_info=exc.__cause__ or exc)
-            return
+        fresh = script.reload()
         if fresh is None:
-            return
-        for handle in self._script_timers:
-            handle.cancel()
-        self._script_timers.clear()
+            return  # unchanged, or failed to load (logged)
+        self._script_timers.cancel_all()
         self.callbacks = fresh
         log.info("reloaded %s; %d user(s) stay connected", fresh.name, len(self._open))
         if fresh.on_start is not None:
             self._call(fresh.on_start, self)
-
-    def _keep_script_timer(self, handle: Timer | Repeating) -> None:
-        timers = self._script_timers
-        timers.append(handle)
-        if len(timers) >= 64 and len(timers) & (len(timers) - 1) == 0:  # now and then
-            now = time.monotonic()
-            timers[:] = [t for t in timers if not t.cancelled
-                         and (isinstance(t, Repeating) or t.when > now)]
 
     def _sweep_silent_users(self) -> None:
         """Keepalive (RFC 6455 §5.5.2): ping users silent for `ping_interval`, drop them
@@ -628,14 +613,14 @@ class Server:
         """Call `function(*args)` once, `seconds` from now; `.cancel()` the handle to stop
         it. If it raises, the traceback is logged and the server carries on."""
         timer = self.loop.call_later(seconds, function, *args)
-        self._keep_script_timer(timer)
+        self._script_timers.keep(timer)
         return timer
 
     def call_every(self, seconds: float, function: Callable[..., Any], *args: Any) -> Repeating:
         """Call `function(*args)` every `seconds` until `.cancel()`: the schedule holds
         whatever one call costs, and a call that raises is logged, the next one still comes."""
         handle = self.loop.call_every(seconds, function, *args)
-        self._keep_script_timer(handle)
+        self._script_timers.keep(handle)
         return handle
 
     def _call(self, function: Any, *args: Any) -> None:
