@@ -59,6 +59,18 @@ def test_the_examples_start_with_the_command_their_docstring_gives() -> None:
         assert command in text, script.name
 
 
+def test_the_readme_lists_every_example_with_the_command_it_documents() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Examples\n", 1)[1].split("\n## ", 1)[0]
+    for script in sorted(EXAMPLES.glob("*.py")):
+        row = next((line for line in section.splitlines()
+                    if line.startswith(f"| `{script.name}` |")), None)
+        assert row is not None, script.name
+        command = row.rsplit("|", 2)[1].strip().strip("`")
+        assert command.endswith(f"--callback examples/{script.name}")
+        assert command in " ".join(script.read_text().replace("\\\n", " ").split()), command
+
+
 # -- chatroom.py -------------------------------------------------------------------------
 
 
