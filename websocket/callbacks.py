@@ -7,9 +7,12 @@ A callback mirrors the article's `process($user, $msg, $server)`:
 
 A drop-in script is a Python file defining `process` and, optionally,
 `on_connect(user, server)`, `on_disconnect(user, server)`, `on_start(server)` (called once
-when the server starts serving: the place to start timers with `server.call_every`) and
-`SUBPROTOCOLS`, the RFC 6455 subprotocols it speaks in order of preference (e.g.
-`["chat.v2", "chat"]`).
+when the server starts serving: the place to start timers with `server.call_every`),
+`on_request(request, server)` (called with each upgrade request, an
+`access.UpgradeRequest`, before the 101: return None to accept, or an HTTP status or
+`(status, reason)` to refuse; if it raises, the request gets a 500 and the traceback is
+logged) and `SUBPROTOCOLS`, the RFC 6455 subprotocols it speaks in order of preference
+(e.g. `["chat.v2", "chat"]`).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from .access import UpgradeRequest
     from .user import User
 
 
@@ -49,6 +53,7 @@ class Server(Protocol):
 Process = Callable[["User", "str | bytes", Server], Any]
 Hook = Callable[["User", Server], Any]
 StartHook = Callable[[Server], Any]
+RequestHook = Callable[["UpgradeRequest", Server], Any]  # None, a status or (status, reason)
 
 
 def echo_to_all(user: User, message: str | bytes, server: Server) -> None:
@@ -67,6 +72,7 @@ class Callbacks:
     on_connect: Hook | None = None
     on_disconnect: Hook | None = None
     on_start: StartHook | None = None
+    on_request: RequestHook | None = None
     name: str = "echo to all"
     subprotocols: tuple[str, ...] = ()  # RFC 6455 subprotocols, in order of preference
 
@@ -106,7 +112,7 @@ def load(spec: str | None) -> Callbacks:
         raise CallbackError(f"callback script {spec} does not define process(user, message, "
                             "server)")
     hooks = {name: getattr(module, name, None)
-             for name in ("on_connect", "on_disconnect", "on_start")}
+             for name in ("on_connect", "on_disconnect", "on_start", "on_request")}
     for name, hook in hooks.items():
         if hook is not None and not callable(hook):
             raise CallbackError(f"{name} in {spec} is not a function")
@@ -114,4 +120,4 @@ def load(spec: str | None) -> Callbacks:
     if isinstance(subprotocols, str) or not all(isinstance(p, str) for p in subprotocols):
         raise CallbackError(f"SUBPROTOCOLS in {spec} must be a list of strings")
     return Callbacks(process, hooks["on_connect"], hooks["on_disconnect"], hooks["on_start"],
-                     name=str(path), subprotocols=tuple(subprotocols))
+                     hooks["on_request"], name=str(path), subprotocols=tuple(subprotocols))
