@@ -81,15 +81,17 @@ class UpgradeRequest:
         host: the Host the request was for.
     """
 
+    # Tokens and sessions live in the query, the headers and the cookies: the repr (what a
+    # log line of the request would print) leaves them out.
     path: str
-    target: str
-    query: dict[str, str]
-    query_pairs: tuple[tuple[str, str], ...]
-    headers: tuple[tuple[str, str], ...]
+    target: str = field(repr=False)
+    query: dict[str, str] = field(repr=False)
+    query_pairs: tuple[tuple[str, str], ...] = field(repr=False)
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
     cookies: dict[str, str] = field(repr=False)
-    address: Any
-    origin: str | None
-    host: str
+    address: Any = None
+    origin: str | None = None
+    host: str = ""
 
     @classmethod
     def from_request(cls, target: str, headers: tuple[tuple[str, str], ...], address: Any,
