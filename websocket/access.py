@@ -13,7 +13,7 @@ the 101 is sent:
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -22,6 +22,7 @@ from . import proxy
 from .errors import HttpError
 
 MAX_REASON = 200  # characters of a hook's reason sent back (it becomes the body's one line)
+HOOK_FAILED = "the server's on_request check failed"
 
 
 def path_of(target: str) -> str:
@@ -141,6 +142,24 @@ def refusal_from(result: object) -> HttpError | None:
 def _one_line(text: str) -> str:
     flat = " ".join(text.split())  # CR, LF and tabs included: the reason is one line
     return flat if len(flat) <= MAX_REASON else flat[:MAX_REASON - 3] + "..."
+
+
+def ask(hook: Callable[[UpgradeRequest, Any], object], request: UpgradeRequest,
+        server: Any) -> tuple[HttpError | None, BaseException | str | None]:
+    """Call `on_request(request, server)`; return (the refusal or None, what went wrong).
+
+    What went wrong is the exception it raised, or a sentence on what it returned, for the
+    caller to log; either way the refusal is then a 500 (the script's bug is not the
+    client's, and never the server's end).
+    """
+    try:
+        result = hook(request, server)
+    except Exception as exc:
+        return HttpError(500, HOOK_FAILED), exc
+    try:
+        return refusal_from(result), None
+    except HookResultError as exc:
+        return HttpError(500, HOOK_FAILED), str(exc)
 
 
 def client_address(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, int | None] | None,

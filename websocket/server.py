@@ -36,7 +36,7 @@ from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop, Repeating, Timer
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 from .metrics import ServerMetrics
-from .user import User, UserState
+from .user import User, UserState, format_peer
 
 log = logging.getLogger("websocket")
 
@@ -139,7 +139,7 @@ class Server:
         self._debug = self._trace = self.delivery.trace = log.isEnabledFor(logging.DEBUG)
         sweep = (self.loop.call_every(self.ping_interval / 2, self._sweep_silent_users)
                  if self.ping_interval > 0 else None)
-        idle_sweep = (self.loop.call_every(idle_sweep_interval(self.idle_timeout),
+        idle_sweep = (self.loop.call_every(limits.idle_sweep_interval(self.idle_timeout),
                                            self._sweep_idle_users)
                       if self.idle_timeout > 0 else None)
         if self.callbacks.on_start is not None:
@@ -329,7 +329,7 @@ class Server:
         self.metrics.users_open[upgrade.protocol] += 1
         self.delivery.queue(user.conn, upgrade.response, in_chat=False)
         self.delivery.join(user.conn, rfc6455=upgrade.protocol == handshake.RFC6455)
-        via = "" if user.via is None else f" via {_peer(user.via)}"
+        via = "" if user.via is None else f" via {format_peer(user.via)}"
         log.info("user %d (%s%s) joined: %s, resource %s, origin %s", user.id, user.peer, via,
                  _PROTOCOL_NAMES[upgrade.protocol], user.resource, user.origin or "-")
         hook = self.callbacks.on_connect
@@ -338,26 +338,18 @@ class Server:
 
     def _check_request(self, user: User, request: handshake.Request,
                        upgrade: handshake.Upgrade) -> None:
-        """The script's on_request(request, server), before the 101: None accepts; a status
-        or (status, reason) refuses; anything it raises or returns otherwise is a 500."""
-        hook = self.callbacks.on_request
-        assert hook is not None
+        """The script's on_request(request, server), before the 101 (access.ask)."""
+        assert self.callbacks.on_request is not None
         seen = access.UpgradeRequest.from_request(request.target, request.headers,
                                                   user.address, upgrade.origin, upgrade.host)
         started = time.perf_counter()
-        try:
-            result = hook(seen, self)
-        except Exception:
-            log.exception("user %d (%s): on_request() raised; refusing with 500", user.id,
-                          user.peer)
-            raise HttpError(500, "the server's on_request check failed") from None
-        finally:
-            self.metrics.callback_seconds += time.perf_counter() - started
-        try:
-            refusal = access.refusal_from(result)
-        except access.HookResultError as exc:
-            log.error("user %d (%s): %s; refusing with 500", user.id, user.peer, exc)
-            raise HttpError(500, "the server's on_request check failed") from None
+        refusal, failure = access.ask(self.callbacks.on_request, seen, self)
+        self.metrics.callback_seconds += time.perf_counter() - started
+        if isinstance(failure, BaseException):
+            log.error("user %d (%s): on_request() raised; refusing with 500", user.id,
+                      user.peer, exc_info=failure)
+        elif failure is not None:
+            log.error("user %d (%s): %s; refusing with 500", user.id, user.peer, failure)
         if refusal is not None:
             raise refusal
 
@@ -702,14 +694,3 @@ class Server:
             log.exception("callback %s() raised; the server carries on", name)
         self.metrics.callback_seconds += time.perf_counter() - started
 
-
-def idle_sweep_interval(idle_timeout: float) -> float:
-    """How often --idle-timeout looks for idle users: a tenth of it, between 0.05 and 10 s,
-    so a user is closed at most 10% (or 10 s) late."""
-    return min(max(idle_timeout / 10, 0.05), 10.0)
-
-
-def _peer(address: Any) -> str:
-    """A socket address as 'host:port' ('[::1]:port'), for logs."""
-    host = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
-    return host if address[1] is None else f"{host}:{address[1]}"

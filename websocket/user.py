@@ -19,6 +19,16 @@ if TYPE_CHECKING:
     from .loop import Timer
 
 
+def format_peer(address: Any) -> str:
+    """A socket address as 'host:port' ('[::1]:port' for IPv6, 'host' without a port)."""
+    try:
+        host, port = address[0], address[1]
+    except (TypeError, IndexError):
+        return str(address)
+    shown = f"[{host}]" if ":" in str(host) else str(host)
+    return shown if port is None else f"{shown}:{port}"
+
+
 class UserState(Enum):
     HANDSHAKE = "handshake"  # reading an HTTP request (upgrade, or a page between requests)
     OPEN = "open"  # WebSocket established: messages flow
@@ -113,12 +123,7 @@ class User:
     @property
     def peer(self) -> str:
         """The address as 'host:port' ('[::1]:port' for IPv6), for logs."""
-        try:
-            host, port = self.address[0], self.address[1]
-        except (TypeError, IndexError):
-            return str(self.address)
-        shown = f"[{host}]" if ":" in str(host) else str(host)
-        return shown if port is None else f"{shown}:{port}"
+        return format_peer(self.address)
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.peer} {self.state.value} {self.protocol or ''}>".replace(
