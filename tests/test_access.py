@@ -153,17 +153,25 @@ def test_without_path_any_path_upgrades_and_the_page_says_slash(chat_server: Ser
         assert b'<meta name="websocket-path" content="/">' in response.read()
 
 
-@pytest.mark.parametrize("bad", ["chat", "/chat?x=1", "/a b", "/c#d"])
-def test_a_bad_path_option_is_one_line(bad: str) -> None:
+@pytest.mark.parametrize("option, bad, error", [
+    ("--path", "chat", "not a path like /chat"),
+    ("--path", "/chat?x=1", "not a path like /chat"),
+    ("--path", "/a b", "not a path like /chat"),
+    ("--path", "/c#d", "not a path like /chat"),
+    ("--idle-timeout", "0", "must be greater than 0"),
+    ("--idle-timeout", "-5", "must be greater than 0"),
+    ("--idle-timeout", "soon", "not a number"),
+])
+def test_a_bad_option_is_one_line(option: str, bad: str, error: str) -> None:
     import subprocess
     import sys
 
     from conftest import SERVER
 
-    done = subprocess.run([sys.executable, str(SERVER), "127.0.0.1", "0", "--path", bad],
+    done = subprocess.run([sys.executable, str(SERVER), "127.0.0.1", "0", f"{option}={bad}"],
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 2
-    assert "not a path like /chat" in done.stderr and "Traceback" not in done.stderr
+    assert error in done.stderr and "Traceback" not in done.stderr
 
 
 # -- on_request -------------------------------------------------------------------------------

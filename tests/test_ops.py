@@ -97,6 +97,7 @@ def test_metrics_is_404_without_the_option(chat_server: ServerProcess) -> None:
 
 def test_metrics_move_with_traffic(start_server: Start) -> None:
     server = start_server("--metrics")
+    server.wait_for_log(rf"Metrics\s*: http://127\.0\.0\.1:{server.port}/metrics")
     before = scrape(server.port)
     assert at(before, "websocket_users_open", protocol="rfc6455") == 0
     assert at(before, "websocket_tls_handshake_failures_total") == 0  # (no TLS yet: 0)

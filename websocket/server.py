@@ -604,6 +604,8 @@ class Server:
             if now - user.last_action >= limit and not user.conn.hold:
                 log.info("user %d (%s): no message for %g s; closing it", user.id, user.peer,
                          limit)
+                # RFC 6455 §7.4.1: 1000 "the purpose for which the connection was
+                # established has been fulfilled" (it is not an error of the peer's).
                 self._send_close(user, CloseCode.NORMAL, f"idle for {limit:g} s")
 
     def _sweep_silent_users(self) -> None:
@@ -685,7 +687,7 @@ class Server:
 
     def _call(self, function: Any, *args: Any) -> None:
         """Run a callback; if it raises, log the traceback and carry on serving everyone.
-        Its time counts in the metrics (two clock reads: ~0.1 us)."""
+        Its time counts in the metrics (two clock reads per call)."""
         started = time.perf_counter()
         try:
             function(*args)
