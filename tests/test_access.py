@@ -390,3 +390,28 @@ def test_without_trust_proxy_the_headers_are_ignored(start_server: Start,
     assert address == repr(("127.0.0.1", port))
     server.wait_for_log(rf"user \d+ \(127\.0\.0\.1:{port}\) joined")
     assert "203.0.113" not in server.log
+
+
+def test_the_readme_token_example_works(start_server: Start, tmp_path: Path) -> None:
+    """The README's tokens.py, run as its first line says, --allow-origin included."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = readme.split("```python\n# tokens.py", 1)[1].split("```", 1)[0]
+    script = tmp_path / "tokens.py"
+    script.write_text("# tokens.py" + code)
+    first_line = code.splitlines()[0]
+    origin = first_line.split("--allow-origin ", 1)[1].strip()
+    assert origin == "http://127.0.0.1:8080"
+    server = start_server("--callback", str(script), "--allow-origin", origin)
+    url = f"ws://127.0.0.1:{server.port}/"
+    with pytest.raises(InvalidStatus) as caught:
+        connect(url + "?token=guess", origin=origin, open_timeout=TIMEOUT, proxy=None)
+    assert caught.value.response.status_code == 401
+    assert caught.value.response.body == b"a valid ?token= is needed\n"
+    with pytest.raises(InvalidStatus) as caught:  # the right token from another site's page
+        connect(url + "?token=s3cret", origin="https://evil.example",
+                open_timeout=TIMEOUT, proxy=None)
+    assert caught.value.response.status_code == 403
+    with connect(url + "?token=s3cret", origin=origin,
+                 open_timeout=TIMEOUT, proxy=None) as alice:
+        alice.send("hi")
+        assert alice.recv(TIMEOUT) == "hi"
