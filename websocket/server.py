@@ -12,7 +12,8 @@ the chat's own work, which this module does for every connection it owns:
     send          -> frames queued on the user's connection, flushed before the loop sleeps
     errors        -> `_fail`, the one place a protocol error becomes a close code or an
                      HTTP status; only that user is dropped
-    keepalive, the message timeout, and the API that callbacks use.
+    keepalive, the message and idle timeouts. The API that callbacks use (send,
+    broadcast, timers...) is api.py's `CallbackAPI`, which `Server` inherits.
 """
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from . import access, handshake, legacy, limits, ops
+from .api import CallbackAPI
 from .callbacks import Callbacks, load
 from .connection import Connection
 from .delivery import HOLD_THROTTLED, Delivery
@@ -33,7 +34,7 @@ from .frames import CloseCode, Opcode, describe_close_code, encode_close
 from .http import serve
 from .legacy import HixieReceiver
 from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
-from .loop import Loop, Repeating, Timer
+from .loop import Loop
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 from .metrics import ServerMetrics
 from .user import User, UserState, format_peer
@@ -55,7 +56,7 @@ class ServerError(Exception):
     """The server cannot start (address in use, bad address...); one line for the CLI."""
 
 
-class Server:
+class Server(CallbackAPI):
     """A WebSocket chat server: `Server(address, port).serve_forever()`.
 
     Methods for callbacks: `get_users()`, `send(user, message)`,
@@ -625,74 +626,3 @@ class Server:
             elif silent >= self.ping_interval and not user.pinged:
                 user.pinged = True
                 self._queue_frame(user, Opcode.PING, b"keepalive")
-
-    # -- the API for callbacks (the article's `send`, plus what a real chat needs) ----------
-
-    def get_users(self) -> list[User]:
-        """Every user with an open WebSocket, in order of arrival."""
-        return list(self._open.values())
-
-    def send(self, user: User, message: str | bytes) -> bool:
-        """Queue one message for one user. False if it cannot go (closed, or binary to hixie)."""
-        if user.state is not UserState.OPEN:
-            return False
-        sent = self.delivery.send(user.conn, message, user.protocol == handshake.RFC6455)
-        self.metrics.messages_sent += sent
-        return sent
-
-    def broadcast(self, message: str | bytes,
-                  exclude: User | Iterable[User] | None = None) -> int:
-        """Queue a message for every open user (except `exclude`); return how many get it.
-
-        The frame is encoded once per protocol, not once per user: every user's queue
-        holds the same bytes object (see Delivery.broadcast).
-        """
-        if exclude is None:
-            delivered = self.delivery.broadcast(message)
-        else:
-            users = (exclude,) if isinstance(exclude, User) else exclude
-            delivered = self.delivery.broadcast(message, {user.conn for user in users})
-        metrics = self.metrics
-        metrics.broadcasts += 1
-        metrics.broadcast_deliveries += delivered
-        metrics.messages_sent += delivered
-        return delivered
-
-    def disconnect(self, user: User, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Close a user's WebSocket with `code` and `reason` (the closing handshake)."""
-        if user.state is UserState.OPEN:
-            self._send_close(user, code, reason)
-        elif user.state is UserState.HANDSHAKE:
-            user.conn.close(reason or "disconnected by the server")
-
-    def log(self, *args: Any) -> None:
-        """Log a line from a callback, at INFO level."""
-        log.info(" ".join(str(arg) for arg in args))
-
-    def call_later(self, seconds: float, function: Callable[..., Any], *args: Any) -> Timer:
-        """Call `function(*args)` once, `seconds` from now; `.cancel()` the handle to stop
-        it. If it raises, the traceback is logged and the server carries on."""
-        return self.loop.call_later(seconds, function, *args)
-
-    def call_every(self, seconds: float, function: Callable[..., Any], *args: Any) -> Repeating:
-        """Call `function(*args)` every `seconds` until `.cancel()`: the schedule holds
-        whatever one call costs, and a call that raises is logged, the next one still comes."""
-        return self.loop.call_every(seconds, function, *args)
-
-    def _render_metrics(self) -> bytes:
-        """GET /metrics: the gauges read now, then every family (metrics.py)."""
-        self.metrics.connections_open = len(self._users)
-        self.metrics.loop_passes = self.loop.passes
-        return self.metrics.render()
-
-    def _call(self, function: Any, *args: Any) -> None:
-        """Run a callback; if it raises, log the traceback and carry on serving everyone.
-        Its time counts in the metrics (two clock reads per call)."""
-        started = time.perf_counter()
-        try:
-            function(*args)
-        except Exception:
-            name = getattr(function, "__name__", "callback")
-            log.exception("callback %s() raised; the server carries on", name)
-        self.metrics.callback_seconds += time.perf_counter() - started
-
