@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -35,6 +36,7 @@ from .legacy import HixieReceiver
 from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop, Repeating, Timer
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
+from .tls import TlsAcceptor, TlsConnection
 from .user import User, UserState
 
 log = logging.getLogger("websocket")
@@ -65,7 +67,7 @@ class Server:
     def __init__(self, address: str = "127.0.0.1", port: int = 8080,
                  callbacks: Callbacks | str | None = None, *,
                  selector: str = "default", client_dir: Path | str = CLIENT_DIR,
-                 **options: Any) -> None:
+                 ssl_context: ssl.SSLContext | None = None, **options: Any) -> None:
         unknown = set(options) - set(limits.DEFAULTS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -91,6 +93,10 @@ class Server:
         self.delivery = Delivery(self.loop, self.max_buffer, self._overflow)
         self.loop.before_sleep(self.delivery.release)
         self.listener: Listener | None = None
+        # TLS (tls.py): with a context, every connection is https:// or wss://.
+        self.ssl_context = ssl_context
+        self.secure = ssl_context is not None
+        self._tls: TlsAcceptor | None = None
         self._users: dict[int, User] = {}  # every connection's user, by id
         self._open: dict[int, User] = {}  # WebSocket users (state OPEN), in order of arrival
         self._next_id = 1
@@ -108,14 +114,24 @@ class Server:
         """The listening socket (the article's master socket), while it listens."""
         return self.listener.sock if self.listener is not None else None
 
+    @property
+    def tls_handshake_failures(self) -> int:
+        """TLS handshakes that failed or timed out, and plain HTTP sent to the TLS port."""
+        return self._tls.failures if self._tls is not None else 0
+
     # -- connectMaster and run -------------------------------------------------------------
 
     def listen(self) -> None:
         """Create, bind and register the non-blocking master socket (`connectMaster`)."""
         refusal = handshake.error_response(HttpError(
             503, "server full: select() cannot watch more connections"))
+        on_accept: Callable[[socket.socket, Any], None] = self._accept
+        if self.ssl_context is not None:
+            self._tls = TlsAcceptor(self.loop, self.ssl_context, self.handshake_timeout,
+                                    self._accept)
+            on_accept = self._tls.accept
         try:
-            self.listener = Listener(self.loop, self.address, self.port, self._accept,
+            self.listener = Listener(self.loop, self.address, self.port, on_accept,
                                      FD_SETSIZE - 1 if self.use_select else None, refusal)
         except ListenError as exc:
             raise ServerError(str(exc)) from None
@@ -143,6 +159,8 @@ class Server:
                 user.conn.close("server stopped")
             if self.listener is not None:
                 self.listener.close()
+            if self._tls is not None:
+                self._tls.close_all()
             self.loop.remove_signal_handlers()
         log.info("Server stopped")
 
@@ -157,6 +175,8 @@ class Server:
         self.loop.call_at(self._stop_deadline, self.loop.stop)
         if self.listener is not None:
             self.listener.close()
+        if self._tls is not None:
+            self._tls.close_all()  # TLS handshakes in progress: no user yet
         log.info("Shutting down: closing %d user(s) with 1001 (going away)", len(self._open))
         for user in list(self._users.values()):
             if user.state is UserState.OPEN:
@@ -167,8 +187,10 @@ class Server:
     # -- connect ---------------------------------------------------------------------------
 
     def _accept(self, sock: socket.socket, address: Any) -> None:
-        """A new connection (the article's `connect`): a User in the HANDSHAKE state."""
-        conn = Connection(self.loop, sock, self)
+        """A new connection (the article's `connect`): a User in the HANDSHAKE state.
+        With TLS, `sock` is an SSLSocket whose TLS handshake is done (tls.TlsAcceptor)."""
+        conn = (TlsConnection(self.loop, sock, self) if isinstance(sock, ssl.SSLSocket)
+                else Connection(self.loop, sock, self))
         user = conn.user = User(self._next_id, conn, address, self.loop.now,
                                 self.loop.wall_now)
         self._next_id += 1
@@ -266,7 +288,8 @@ class Server:
             self._receive(user)  # frames that came in the same packet as the request
 
     def _upgrade(self, user: User, request: handshake.Request) -> None:
-        upgrade = handshake.upgrade(request, allowed_origins=self.allowed_origins,
+        upgrade = handshake.upgrade(request, secure=self.secure,
+                                    allowed_origins=self.allowed_origins,
                                     subprotocols=self.callbacks.subprotocols)
         if len(self._open) >= self.max_connections:
             raise HttpError(503, f"server full ({self.max_connections} users)")
