@@ -331,6 +331,8 @@ class TlsConnection(Connection):
         except ssl.SSLWantWriteError:
             self.read_wants_write = True  # (a TLS 1.3 KeyUpdate to answer, the socket full)
             self._update_events()
+        except ssl.SSLEOFError:
+            self.eof = True  # the TCP connection ended without close_notify: an end all the same
         except ssl.SSLError as exc:
             self._tls_error(exc)
             return
@@ -411,6 +413,9 @@ class TlsConnection(Connection):
                 self.chunk = chunk
                 self.write_wants_read = True
                 break
+            except ssl.SSLEOFError:
+                self.close("connection lost: closed by the client")
+                return
             except ssl.SSLError as exc:
                 self._tls_error(exc)
                 return
