@@ -121,6 +121,21 @@ def test_the_page_over_https(start_server: Start, certs: Certificates) -> None:
     assert headers["content-type"].startswith("text/html")
 
 
+def test_pipelined_page_requests_over_tls_are_all_answered(
+        start_server: Start, certs: Certificates) -> None:
+    """Two requests in one TLS write: the second waits (decrypted, invisible to the
+    selector) while the first is answered, then is answered too."""
+    server = start_server(*tls_args(certs))
+    with tls_client(server.port, certs) as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+               b"GET /chat.css HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        first = c.http_response()
+        second = c.http_response()
+        assert c.at_eof()
+    assert first[0] == 200 and b"<!DOCTYPE html>" in first[2]
+    assert second[0] == 200 and second[1]["content-type"].startswith("text/css")
+
+
 def test_one_mebibyte_message_over_wss(start_server: Start, certs: Certificates) -> None:
     server = start_server(*tls_args(certs))
     a, b = joined_tls(server.port, certs, 2)
