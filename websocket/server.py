@@ -62,6 +62,8 @@ class Server:
     Methods for callbacks: `get_users()`, `send(user, message)`,
     `broadcast(message, exclude=None)`, `disconnect(user, code=1000, reason="")`, `log(...)`,
     `call_later(seconds, function, *args)`, `call_every(seconds, function, *args)`.
+
+    `ssl_context` (tls.load_context): every connection is TLS, https:// and wss://.
     """
 
     def __init__(self, address: str = "127.0.0.1", port: int = 8080,
