@@ -19,6 +19,7 @@ from websocket.server import Server, ServerError
 from websocket.tls import TlsConfigError, load_context
 
 log = logging.getLogger("websocket")
+RELOAD_INTERVAL = 1.0  # --reload: seconds between two looks at the script's file
 
 
 def size(text: str) -> int:
@@ -62,6 +63,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="what to do with messages: 'all' echoes each message to every "
                         "user (default, as the article), 'echo' answers the sender only, or a "
                         "drop-in script defining process(user, message, server)")
+    parser.add_argument("--reload", action="store_true",
+                        help="load the --callback script again when its file changes (checked "
+                        "every second); users stay connected, and a version that fails to "
+                        "load leaves the previous one running")
     parser.add_argument("--max-message-size", type=size, metavar="BYTES",
                         default=DEFAULTS["max_message_size"],
                         help="largest message accepted; bigger ones close the connection with "
@@ -185,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         context = (load_context(args.certfile, args.keyfile, args.tls_min)
                    if args.certfile else None)
         callbacks = load(args.callback)
+        if args.reload and callbacks.source is None:
+            raise CallbackError("--reload needs --callback SCRIPT.py")
         server = Server(args.address, port, callbacks, selector=args.selector,
+                        reload=RELOAD_INTERVAL if args.reload else 0.0,
                         max_message_size=args.max_message_size,
                         max_request_size=args.max_request_size,
                         handshake_timeout=args.handshake_timeout,
@@ -207,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("WebSocket URL  : ws%s://%s:%d/", secure, host, server.port)
     if context is not None:
         log.info("TLS            : %s, TLS %s and newer", args.certfile, args.tls_min)
-    log.info("Callback       : %s; selector: %s", callbacks.name,
-             server.selector_name)
+    log.info("Callback       : %s%s; selector: %s", callbacks.name,
+             " (reloaded when it changes)" if args.reload else "", server.selector_name)
+    if callbacks.pages is not None:
+        log.info("Pages          : %s (instead of client/)", callbacks.pages)
     log.info("CTRL-C to quit")
     # From here on the loop handles Ctrl-C and SIGTERM (a graceful shutdown; twice: at
     # once). Outside it they are ignored, so a second one that comes while the process
