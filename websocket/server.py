@@ -20,7 +20,9 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 from .metrics import ServerMetrics
+from .tls import TlsAcceptor, TlsConnection
 from .user import User, UserState, format_peer
 
 log = logging.getLogger("websocket")
@@ -62,12 +65,15 @@ class Server(CallbackAPI):
     Methods for callbacks: `get_users()`, `send(user, message)`,
     `broadcast(message, exclude=None)`, `disconnect(user, code=1000, reason="")`, `log(...)`,
     `call_later(seconds, function, *args)`, `call_every(seconds, function, *args)`.
+
+    `ssl_context` (tls.load_context): every connection is TLS, https:// and wss://.
     """
 
     def __init__(self, address: str = "127.0.0.1", port: int = 8080,
                  callbacks: Callbacks | str | None = None, *,
                  selector: str = "default", client_dir: Path | str = CLIENT_DIR,
-                 reload: float = 0.0, **options: Any) -> None:
+                 reload: float = 0.0, ssl_context: ssl.SSLContext | None = None,
+                 **options: Any) -> None:
         unknown = set(options) - set(limits.DEFAULTS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -100,6 +106,10 @@ class Server(CallbackAPI):
         self.delivery = Delivery(self.loop, self.max_buffer, self._overflow)
         self.loop.before_sleep(self.delivery.release)
         self.listener: Listener | None = None
+        # TLS (tls.py): with a context, every connection is https:// or wss://.
+        self.ssl_context = ssl_context
+        self.secure = ssl_context is not None
+        self._tls: TlsAcceptor | None = None
         self._users: dict[int, User] = {}  # every connection's user, by id
         self._open: dict[int, User] = {}  # WebSocket users (state OPEN), in order of arrival
         self._next_id = 1
@@ -121,14 +131,28 @@ class Server(CallbackAPI):
         """The listening socket (the article's master socket), while it listens."""
         return self.listener.sock if self.listener is not None else None
 
+    @property
+    def tls_handshake_failures(self) -> int:
+        """TLS handshakes that failed or timed out, and plain HTTP sent to the TLS port."""
+        return self._tls.failures if self._tls is not None else 0
+
+    def _render_metrics(self) -> bytes:
+        self.metrics.tls_handshake_failures = self.tls_handshake_failures
+        return super()._render_metrics()
+
     # -- connectMaster and run -------------------------------------------------------------
 
     def listen(self) -> None:
         """Create, bind and register the non-blocking master socket (`connectMaster`)."""
         refusal = handshake.error_response(HttpError(
             503, "server full: select() cannot watch more connections"))
+        on_accept: Callable[[socket.socket, Any], None] = self._accept
+        if self.ssl_context is not None:
+            self._tls = TlsAcceptor(self.loop, self.ssl_context, self.handshake_timeout,
+                                    self._accept)
+            on_accept = self._tls.accept
         try:
-            self.listener = Listener(self.loop, self.address, self.port, self._accept,
+            self.listener = Listener(self.loop, self.address, self.port, on_accept,
                                      FD_SETSIZE - 1 if self.use_select else None, refusal)
         except ListenError as exc:
             raise ServerError(str(exc)) from None
@@ -164,6 +188,8 @@ class Server(CallbackAPI):
                 user.conn.close("server stopped")
             if self.listener is not None:
                 self.listener.close()
+            if self._tls is not None:
+                self._tls.close_all()
             self.loop.remove_signal_handlers()
         log.info("Server stopped")
 
@@ -178,6 +204,8 @@ class Server(CallbackAPI):
         self.loop.call_at(self._stop_deadline, self.loop.stop)
         if self.listener is not None:
             self.listener.close()
+        if self._tls is not None:
+            self._tls.close_all()  # TLS handshakes in progress: no user yet
         log.info("Shutting down: closing %d user(s) with 1001 (going away)", len(self._open))
         for user in list(self._users.values()):
             if user.state is UserState.OPEN:
@@ -188,8 +216,13 @@ class Server(CallbackAPI):
     # -- connect ---------------------------------------------------------------------------
 
     def _accept(self, sock: socket.socket, address: Any) -> None:
-        """A new connection (the article's `connect`): a User in the HANDSHAKE state."""
-        conn = Connection(self.loop, sock, self, self.metrics)
+        """A new connection (the article's `connect`): a User in the HANDSHAKE state.
+        With TLS, `sock` is an SSLSocket whose TLS handshake is done (tls.TlsAcceptor)."""
+        conn: Connection
+        if isinstance(sock, ssl.SSLSocket):
+            conn = TlsConnection(self.loop, sock, self, self.metrics)
+        else:
+            conn = Connection(self.loop, sock, self, self.metrics)
         self.metrics.connections += 1
         user = conn.user = User(self._next_id, conn, address, self.loop.now,
                                 self.loop.wall_now)
@@ -305,7 +338,8 @@ class Server(CallbackAPI):
 
     def _upgrade(self, user: User, request: handshake.Request) -> None:
         access.check_path(request.target, self.paths)  # --path: 404 elsewhere
-        upgrade = handshake.upgrade(request, allowed_origins=self.allowed_origins,
+        upgrade = handshake.upgrade(request, secure=self.secure,
+                                    allowed_origins=self.allowed_origins,
                                     subprotocols=self.callbacks.subprotocols)
         if len(self._open) >= self.max_connections:
             raise HttpError(503, f"server full ({self.max_connections} users)")
