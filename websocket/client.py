@@ -7,7 +7,8 @@ As a module, for tests, examples and scripts:
         print(ws.recv(timeout=5))
 
 As a program: `python3 -m websocket.client ws://127.0.0.1:8080/` sends each line typed and
-prints each message received; Ctrl-D closes with 1000 (`--help` lists the options).
+prints each message received; Ctrl-D closes with 1000 (`--help` lists the options). The
+program is `websocket.terminal`; the handshake's sans-I/O half is `websocket.client_handshake`.
 
 It speaks the client side of RFC 6455 only: every frame it sends is masked with a fresh
 random key (§5.3), it checks the server's Sec-WebSocket-Accept (§4.1), answers pings by
@@ -27,9 +28,7 @@ and a selector.
 """
 from __future__ import annotations
 
-import argparse
 import base64
-import io
 import os
 import selectors
 import socket
@@ -37,42 +36,33 @@ import ssl
 import sys
 import threading
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 
+from .client_handshake import (
+    DEFAULT_PORTS,
+    ClientError,
+    HandshakeFailed,
+    Response,
+    Target,
+    build_request,
+    check_response,
+    parse_response,
+    parse_url,
+)
 from .errors import ProtocolError
 from .frames import CloseCode, Opcode, describe_close_code, encode_close, encode_frame
-from .handshake import accept_key
 from .messages import Close, Event, Message, Ping, Pong, Receiver
 from .trace import DEFAULT_LIMIT, ConnectionTrace
 
-__all__ = ["ClientError", "Connection", "ConnectionClosed", "HandshakeFailed", "connect",
-           "main", "parse_url"]
+__all__ = ["DEFAULT_PORTS", "ClientError", "Connection", "ConnectionClosed", "HandshakeFailed",
+           "Response", "Target", "build_request", "check_response", "connect", "main",
+           "parse_response", "parse_url"]
 
 DEFAULT_MAX_MESSAGE_SIZE = 64 << 20  # a client is one user: generous, but bounded
 MAX_RESPONSE_HEAD = 64 * 1024  # the server's 101 answer is a few hundred bytes
 READ_SIZE = 256 * 1024
-DEFAULT_PORTS = {"ws": 80, "wss": 443}  # RFC 6455 §3
-
-
-class ClientError(Exception):
-    """Base class of what the client reports (socket errors stay OSError)."""
-
-
-class HandshakeFailed(ClientError):
-    """The server did not accept the opening handshake (RFC 6455 §4.1).
-
-    `status` is the HTTP status it answered, or None when the answer was not one.
-    """
-
-    def __init__(self, reason: str, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
 
 class ConnectionClosed(ClientError):
     """The connection is over: `code` and `reason` of the close (RFC 6455 §7.1.5, §7.1.6).
@@ -94,135 +84,6 @@ class ConnectionClosed(ClientError):
             return f"connection lost: {what}" + (f", {self.reason}" if self.reason else "")
         return f"closed by the {self.by}: {what}" + (f" {self.reason!r}" if self.reason else "")
 
-
-@dataclass(frozen=True)
-class Target:
-    """Where a ws:// or wss:// URL points (RFC 6455 §3)."""
-
-    secure: bool
-    host: str  # without brackets: what to connect to and what TLS checks
-    port: int
-    resource: str  # path and query: the request target
-    host_header: str  # host[:port] as the Host header wants it
-
-
-def parse_url(url: str) -> Target:
-    """Take a ws:// or wss:// URL apart (RFC 6455 §3).
-
-    Raises:
-        ValueError: another scheme, no host, a bad port, user information or a fragment
-            ("Fragment identifiers ... MUST NOT be used on these URIs").
-    """
-    parts = urllib.parse.urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS:
-        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
-    if parts.fragment or url.endswith("#"):
-        raise ValueError("a WebSocket URL has no #fragment (RFC 6455 §3)")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("user information in a WebSocket URL is not supported")
-    host = parts.hostname
-    if not host:
-        raise ValueError(f"no host in {url!r}")
-    port = parts.port or DEFAULT_PORTS[scheme]  # parts.port raises ValueError when bad
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    shown = f"[{host}]" if ":" in host else host
-    host_header = shown if port == DEFAULT_PORTS[scheme] else f"{shown}:{port}"
-    return Target(scheme == "wss", host, port, resource, host_header)
-
-
-def build_request(target: Target, key: str, *, origin: str | None = None,
-                  subprotocols: Sequence[str] = (), extensions: Sequence[str] = (),
-                  headers: Sequence[tuple[str, str]] = ()) -> bytes:
-    """The opening handshake's request (RFC 6455 §4.1), with the client's `key`.
-
-    Raises:
-        ValueError: a header name or value that would break the head (CR, LF, colon).
-    """
-    fields = [("Host", target.host_header), ("Upgrade", "websocket"),
-              ("Connection", "Upgrade"), ("Sec-WebSocket-Key", key),
-              ("Sec-WebSocket-Version", "13")]
-    if origin is not None:
-        fields.append(("Origin", origin))
-    if subprotocols:
-        fields.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
-    if extensions:
-        fields.append(("Sec-WebSocket-Extensions", ", ".join(extensions)))
-    fields += list(headers)
-    lines = [f"GET {target.resource} HTTP/1.1"]
-    for name, value in fields:
-        if not name or any(ch in name for ch in ":\r\n \t") or "\r" in value or "\n" in value:
-            raise ValueError(f"invalid header {name!r}: {value!r}")
-        lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
-
-
-@dataclass(frozen=True)
-class Response:
-    """An HTTP response head."""
-
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]
-
-    def header(self, name: str) -> str | None:
-        """The value of header `name` (case-insensitive); repeated ones joined by ", "."""
-        values = [value for key, value in self.headers if key.lower() == name.lower()]
-        return ", ".join(values) if values else None
-
-    def tokens(self, name: str) -> list[str]:
-        return [part.strip() for part in (self.header(name) or "").split(",") if part.strip()]
-
-
-def parse_response(head: bytes) -> Response:
-    """Parse a response head (up to its empty line) loosely: status line and fields.
-
-    Raises:
-        HandshakeFailed: the first line is not an HTTP status line.
-    """
-    lines = head.decode("iso-8859-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    status, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/") or not (status.isdigit() and len(status) == 3):
-        raise HandshakeFailed(f"not an HTTP response: {lines[0][:80]!r}")
-    fields = []
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            fields.append((name.strip(), value.strip(" \t")))
-    return Response(int(status), reason, tuple(fields))
-
-
-def check_response(response: Response, key: str, subprotocols: Sequence[str] = (),
-                   extensions: Sequence[str] = ()) -> tuple[str | None, tuple[str, ...]]:
-    """RFC 6455 §4.1, the client's checks of a 101 answer: (subprotocol, extensions).
-
-    Raises:
-        HandshakeFailed: "the client MUST _Fail the WebSocket Connection_" for a missing
-            Upgrade or Connection token, a wrong Sec-WebSocket-Accept, or an extension or
-            subprotocol the client did not offer.
-    """
-    if response.status != 101:
-        raise HandshakeFailed(f"HTTP {response.status} {response.reason}", response.status)
-    if "websocket" not in (token.lower() for token in response.tokens("Upgrade")):
-        raise HandshakeFailed("the answer has no 'Upgrade: websocket' (RFC 6455 §4.1)", 101)
-    if "upgrade" not in (token.lower() for token in response.tokens("Connection")):
-        raise HandshakeFailed("the answer has no 'Connection: Upgrade' (RFC 6455 §4.1)", 101)
-    accept = response.header("Sec-WebSocket-Accept")
-    if accept != accept_key(key):
-        raise HandshakeFailed(f"wrong Sec-WebSocket-Accept {accept!r}, expected "
-                              f"{accept_key(key)!r} (RFC 6455 §4.1)", 101)
-    offered = {item.split(";")[0].strip().lower() for item in extensions}
-    accepted = tuple(response.tokens("Sec-WebSocket-Extensions"))
-    for item in accepted:
-        if item.split(";")[0].strip().lower() not in offered:
-            raise HandshakeFailed(f"the server accepted extension {item!r}, which was not "
-                                  "offered (RFC 6455 §4.1)", 101)
-    chosen = response.header("Sec-WebSocket-Protocol")
-    if chosen is not None and chosen not in subprotocols:
-        raise HandshakeFailed(f"the server chose subprotocol {chosen!r}, which was not "
-                              "offered (RFC 6455 §4.1)", 101)
-    return chosen, accepted
 
 
 class Connection:
@@ -579,147 +440,10 @@ def _read_body(sock: socket.socket, response: Response, received: bytes) -> str:
     return body[:want].decode("utf-8", "replace").strip().split("\n")[0]
 
 
-# -- the terminal program -----------------------------------------------------------------
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python3 -m websocket.client",
-        description="Chat over a WebSocket from the terminal: each line typed is sent as a "
-                    "text message, each message received is printed. Ctrl-D closes (code "
-                    "1000) and prints the server's close code; Ctrl-C quits at once.",
-        epilog="Example: python3 -m websocket.client ws://127.0.0.1:8080/ --trace")
-    parser.add_argument("url", help="ws://host:port/path or wss://...")
-    parser.add_argument("--origin", help="send this Origin header, e.g. http://127.0.0.1:8080")
-    parser.add_argument("--subprotocol", action="append", default=[], metavar="NAME",
-                        help="offer this subprotocol (repeat for more, in order of preference)")
-    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
-                        help="add a header to the request (repeatable), e.g. a Cookie")
-    parser.add_argument("--trace", action="store_true",
-                        help="print the handshake and every frame both ways, annotated (on "
-                             "stderr)")
-    parser.add_argument("--trace-bytes", type=int, default=DEFAULT_LIMIT, metavar="N",
-                        help="payload bytes shown per frame by --trace (default %(default)d)")
-    parser.add_argument("--cafile", metavar="PEM",
-                        help="for wss://: trust the CA (or self-signed certificate) in this file")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                        help="for connecting, the handshake and the close (default %(default)g)")
-    return parser.parse_args(argv)
-
-
-def _describe_error(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted: {exc.verify_message} (see --cafile)"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host: {exc.strerror}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-def _show(message: str | bytes) -> str:
-    """A received message as one printed line: text as it is, binary as length and hex."""
-    if isinstance(message, str):
-        return message
-    more = " ..." if len(message) > 16 else ""
-    return f"[binary, {len(message)} bytes] {message[:16].hex(' ')}{more}"
-
-
-def _status(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def _closed_by_server(closed: ConnectionClosed) -> int:
-    """Say how the connection ended; the exit status: 0 for a normal or going-away close."""
-    _status(str(closed))
-    return 0 if closed.code in (CloseCode.NORMAL, CloseCode.GOING_AWAY) else 1
-
-
-def _chat(conn: Connection, stdin: int) -> int:
-    """Send stdin's lines and print what comes, until Ctrl-D or the server closes."""
-    selector = selectors.DefaultSelector()
-    selector.register(stdin, selectors.EVENT_READ, "stdin")
-    selector.register(conn, selectors.EVENT_READ, "socket")
-    typed = bytearray()
-    try:
-        while True:
-            for key, _ in selector.select():
-                if key.data == "socket":
-                    try:
-                        while True:  # everything already here, TLS-buffered bytes too
-                            print(_show(conn.recv(timeout=0)), flush=True)
-                    except TimeoutError:
-                        pass
-                    except ConnectionClosed as closed:
-                        return _closed_by_server(closed)
-                    continue
-                chunk = os.read(stdin, 65536)
-                typed += chunk
-                *lines, rest = typed.split(b"\n")
-                if not chunk and rest:
-                    lines.append(rest)  # the last line had no newline
-                typed = bytearray(rest)
-                try:
-                    for line in lines:
-                        conn.send(line.rstrip(b"\r").decode("utf-8", "replace"))
-                except ConnectionClosed as closed:
-                    return _closed_by_server(closed)
-                if not chunk:  # Ctrl-D: the closing handshake
-                    code, reason = conn.close(CloseCode.NORMAL)
-                    try:
-                        while True:
-                            print(_show(conn.recv(timeout=0)), flush=True)
-                    except (TimeoutError, ConnectionClosed):
-                        pass
-                    _status(f"closed: the server answered {code} ({describe_close_code(code)})"
-                            + (f" {reason!r}" if reason else ""))
-                    return 0 if code == CloseCode.NORMAL else 1
-    finally:
-        selector.close()
-
-
 def main(argv: list[str] | None = None) -> int:
-    """The terminal program; returns its exit status (0 normal close, 1 error, 130 Ctrl-C)."""
-    args = _parse_args(argv)
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        return 130
-
-
-def _run(args: argparse.Namespace) -> int:
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(errors="replace")  # a message in a script the terminal lacks
-    try:
-        headers = []
-        for field in args.header:
-            name, colon, value = field.partition(":")
-            if not colon:
-                raise ValueError(f"--header wants 'NAME: VALUE', not {field!r}")
-            headers.append((name.strip(), value.strip()))
-        context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
-        conn = connect(args.url, origin=args.origin, subprotocols=args.subprotocol,
-                       headers=headers, timeout=args.timeout, ssl_context=context,
-                       trace=_status if args.trace else None, trace_limit=args.trace_bytes)
-    except (OSError, ValueError, ClientError) as exc:
-        _status(f"error: {args.url}: {_describe_error(exc)}")
-        return 1
-    try:
-        chosen = f" (subprotocol {conn.subprotocol})" if conn.subprotocol else ""
-        _status(f"connected to {args.url}{chosen}: type a line to send it; Ctrl-D closes")
-        return _chat(conn, sys.stdin.fileno())
-    except KeyboardInterrupt:
-        try:  # a second Ctrl-C ends this wait too (main catches it)
-            conn.close(CloseCode.GOING_AWAY, timeout=1.0)
-        except (OSError, ClientError):
-            pass
-        return 130
-    except (OSError, ClientError) as exc:
-        _status(f"error: {_describe_error(exc)}")
-        return 1
-    finally:
-        if conn.closed is None:
-            conn.sock.close()
+    """The terminal program (`websocket.terminal.main`); returns its exit status."""
+    from .terminal import main as terminal_main  # the program imports this module
+    return terminal_main(argv)
 
 
 if __name__ == "__main__":
