@@ -16,6 +16,8 @@ from collections.abc import Callable
 from websocket.callbacks import CallbackError, load
 from websocket.limits import DEFAULTS
 from websocket.server import Server, ServerError
+from websocket.trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
+from websocket.wire import parse_networks
 
 log = logging.getLogger("websocket")
 
@@ -45,6 +47,24 @@ def positive(kind: type) -> Callable[[str], object]:
             raise argparse.ArgumentTypeError("must be greater than 0")
         return value
     return convert
+
+
+def non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def network(text: str) -> str:
+    try:
+        parse_networks([text])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address or network: {text!r}") from None
+    return text
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -106,6 +126,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="readiness API: 'default' is the best the system has (epoll on "
                         "Linux); 'select' is plain select() as the article (at most ~1000 "
                         "users)")
+    parser.add_argument("--trace", action="store_true",
+                        help="log every connection's HTTP request and response and every "
+                        "frame both ways as an annotated hex dump (stderr)")
+    parser.add_argument("--trace-bytes", type=non_negative, metavar="N",
+                        default=DEFAULT_TRACE_BYTES,
+                        help="payload bytes shown per frame by --trace and /wire (default: "
+                        "%(default)d)")
+    parser.add_argument("--trace-page", action="store_true",
+                        help="serve /wire, a page showing the same trace live, to loopback "
+                        "addresses (and --trace-page-from); others get HTTP 403")
+    parser.add_argument("--trace-page-from", action="append", metavar="ADDR", default=[],
+                        type=network,
+                        help="also let this address or network (10.0.0.0/24) watch /wire; "
+                        "repeatable")
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true",
                           help="log every message and frame (direction, opcode, length)")
@@ -180,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                         message_timeout=args.message_timeout,
                         max_connections=args.max_connections, max_buffer=args.max_buffer,
                         max_input_memory=args.max_input_memory,
-                        allowed_origins=args.allowed_origins)
+                        allowed_origins=args.allowed_origins, trace=args.trace,
+                        trace_bytes=args.trace_bytes, trace_page=args.trace_page,
+                        trace_page_from=args.trace_page_from)
         server.listen()
     except (CallbackError, ServerError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
@@ -193,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("WebSocket URL  : ws://%s:%d/", host, server.port)
     log.info("Callback       : %s; selector: %s", callbacks.name,
              server.selector_name)
+    if args.trace_page:
+        log.info("Wire page      : http://%s:%d/wire (the trace, live)", host, server.port)
     log.info("CTRL-C to quit")
     # From here on the loop handles Ctrl-C and SIGTERM (a graceful shutdown; twice: at
     # once). Outside it they are ignored, so a second one that comes while the process

@@ -55,12 +55,22 @@ class Owner(Protocol):
         """A bug while serving this connection (the loop caught `exc`)."""
 
 
+class Tap(Protocol):
+    """Sees every byte that passes, for the wire trace (wiretap.Tap); None: no trace."""
+
+    def received(self, data: memoryview) -> None:
+        """`data` was read from the socket (valid during the call only)."""
+
+    def sent(self, data: memoryview) -> None:
+        """The kernel took `data` (valid during the call only)."""
+
+
 class Connection:
     """One accepted socket, registered with the loop. See the module docstring."""
 
     __slots__ = ("sock", "loop", "owner", "user", "inbuf", "outbuf", "out_cost", "out_offset",
                  "events", "hold", "writing", "direct", "notify", "progress_at",
-                 "behind_since", "closing", "lingering", "closed", "timer")
+                 "behind_since", "closing", "lingering", "closed", "timer", "tap")
 
     def __init__(self, loop: Loop, sock: socket.socket, owner: Owner) -> None:
         self.sock = sock
@@ -82,6 +92,7 @@ class Connection:
         self.lingering = False  # ... and everything is sent: half-closed, waiting for EOF
         self.closed = False
         self.timer: Timer | None = None  # the one deadline of this connection
+        self.tap: Tap | None = None  # --trace: shown every byte read and sent
         self.events = loop.watch(sock, self, READ, 0)
 
     def __repr__(self) -> str:
@@ -102,6 +113,8 @@ class Connection:
         if not size:
             self.close("" if self.closing else "connection closed by the client")
             return
+        if self.tap is not None:
+            self.tap.received(_SCRATCH_VIEW[:size])
         if self.closing:
             return  # lingering after our last bytes: the rest is discarded
         if self.direct:
@@ -189,6 +202,8 @@ class Connection:
                 self.close(f"connection lost: {exc.strerror or exc}")
                 return
             sent_any = True
+            if self.tap is not None:
+                self._trace_sent(sent)
             if sent == self.out_cost - FRAME_COST * len(out):  # the kernel took everything
                 out.clear()
                 self.out_cost = self.out_offset = 0
@@ -219,6 +234,20 @@ class Connection:
                 self._half_close()
         if self.notify and sent_any:
             self.owner.flushed(self)
+
+    def _trace_sent(self, sent: int) -> None:
+        """Show the tap the `sent` bytes the kernel just took from the front of the queue."""
+        assert self.tap is not None
+        offset = self.out_offset
+        for chunk in self.outbuf:
+            if sent <= 0:
+                break
+            with memoryview(chunk) as view:
+                piece = view[offset:offset + sent]
+                self.tap.sent(piece)
+                sent -= len(piece)
+                piece.release()
+            offset = 0
 
     def drop_output(self) -> int:
         """Forget the queue (but a frame already partly sent, which must be finished for

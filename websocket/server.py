@@ -35,7 +35,10 @@ from .legacy import HixieReceiver
 from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop, Repeating, Timer
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
+from .trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
 from .user import User, UserState
+from .wire import WireHub, is_wire_request, page_request, parse_networks
+from .wiretap import Tracer
 
 log = logging.getLogger("websocket")
 
@@ -65,7 +68,11 @@ class Server:
     def __init__(self, address: str = "127.0.0.1", port: int = 8080,
                  callbacks: Callbacks | str | None = None, *,
                  selector: str = "default", client_dir: Path | str = CLIENT_DIR,
+                 trace: bool = False, trace_bytes: int = DEFAULT_TRACE_BYTES,
+                 trace_page: bool = False, trace_page_from: Iterable[str] = (),
                  **options: Any) -> None:
+        """`trace`: log every connection's bytes (--trace), `trace_bytes` payload bytes per
+        frame; `trace_page`: serve /wire (--trace-page) to loopback and `trace_page_from`."""
         unknown = set(options) - set(limits.DEFAULTS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -97,6 +104,14 @@ class Server:
         self._stopping = False
         self._stop_deadline = 0.0
         self._debug = self._trace = False
+        # --trace, --trace-page (wiretap.py, wire.py): None, and no tap anywhere, when off.
+        self.wire: WireHub | None = None
+        self.tracer: Tracer | None = None
+        if trace_page:
+            self.wire = WireHub(self.max_buffer, self.close_timeout,
+                                parse_networks(trace_page_from))
+        if trace or trace_page:
+            self.tracer = Tracer(trace_bytes, to_log=trace, publisher=self.wire)
 
     @property
     def selector_name(self) -> str:
@@ -141,6 +156,8 @@ class Server:
                 sweep.cancel()
             for user in list(self._users.values()):
                 user.conn.close("server stopped")
+            if self.wire is not None:
+                self.wire.close_all()
             if self.listener is not None:
                 self.listener.close()
             self.loop.remove_signal_handlers()
@@ -158,6 +175,8 @@ class Server:
         if self.listener is not None:
             self.listener.close()
         log.info("Shutting down: closing %d user(s) with 1001 (going away)", len(self._open))
+        if self.wire is not None:
+            self.wire.stop()
         for user in list(self._users.values()):
             if user.state is UserState.OPEN:
                 self._send_close(user, CloseCode.GOING_AWAY, "server shutting down")
@@ -253,6 +272,8 @@ class Server:
             if parsed is None:
                 return
             request, consumed = parsed
+            if self.tracer is not None and conn.tap is None and not self._is_wire(request):
+                self.tracer.attach(user)  # from the first byte, this request included
             del conn.inbuf[:consumed]
             try:
                 if request.is_upgrade:
@@ -268,6 +289,9 @@ class Server:
     def _upgrade(self, user: User, request: handshake.Request) -> None:
         upgrade = handshake.upgrade(request, allowed_origins=self.allowed_origins,
                                     subprotocols=self.callbacks.subprotocols)
+        if self._is_wire(request):
+            self._watch_wire(user, upgrade)
+            return
         if len(self._open) >= self.max_connections:
             raise HttpError(503, f"server full ({self.max_connections} users)")
         user.protocol = upgrade.protocol
@@ -301,7 +325,22 @@ class Server:
         if hook is not None:
             self._call(hook, user, self)
 
+    def _is_wire(self, request: handshake.Request) -> bool:
+        """A request for the /wire page or its stream, with --trace-page on."""
+        return self.wire is not None and is_wire_request(request)
+
+    def _watch_wire(self, user: User, upgrade: handshake.Upgrade) -> None:
+        """The /wire stream: the connection becomes a viewer's (wire.py), not a user's."""
+        assert self.wire is not None
+        self.wire.check_viewer(upgrade, user.address)  # raises HttpError (403...)
+        self._users.pop(user.id, None)
+        self.delivery.forget(user.conn)
+        user.state = UserState.OPEN
+        self.wire.adopt(user.conn, upgrade.response, user.peer)
+
     def _serve_http(self, user: User, request: handshake.Request) -> None:
+        if is_wire_request(request):  # the page's files: with --trace-page, to watchers
+            request = page_request(self.wire, request, user.address)
         response = serve(request, self.client_dir)
         if self._debug:
             log.debug("user %d (%s): %s %s -> %d", user.id, user.peer, request.method,
@@ -446,6 +485,8 @@ class Server:
         get the HTTP status with a one-line reason. Only this user is affected.
         """
         conn = user.conn
+        if self.tracer is not None and conn.tap is None and user.state is UserState.HANDSHAKE:
+            self.tracer.attach(user)  # a request that never parsed: show what came
         conn.inbuf.clear()
         if isinstance(error, HttpError):
             log.warning("user %d (%s): HTTP %d: %s", user.id, user.peer, error.status,
