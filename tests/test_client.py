@@ -654,3 +654,12 @@ def test_wss_terminal(tls_echo_server: TlsTerminator, certificate: tuple[Path, P
     assert term.line() == "secret"
     assert term.finish() == 0
     assert "closed: the server answered 1000 (normal)" in term.stderr
+
+
+def test_wss_terminal_insecure_skips_the_certificate_check(
+        tls_echo_server: TlsTerminator, terminal: Callable[..., Terminal]) -> None:
+    term = terminal(tls_echo_server.url, "--insecure")  # the test certificate, unchecked
+    term.type("unchecked")
+    assert term.line() == "unchecked"
+    assert term.finish() == 0
+    assert "warning: --insecure: the server's certificate is not checked" in term.stderr

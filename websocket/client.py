@@ -17,9 +17,11 @@ the server's, then wait for the server to end TCP). Server frames are taken apar
 project's own codecs (`messages.Receiver`, which joins fragments and checks UTF-8), so a
 server bug shared with them shows up in `tests/wsclient.py` instead, which parses by hand.
 
-Not here: draft-75/76 (only the server speaks them), permessage-deflate (`extensions`
-offers the header values and `Connection.extensions` holds what the server accepted, but
-nothing compresses yet: the hook for RFC 7692), proxies and redirects.
+permessage-deflate (RFC 7692) with `connect(..., compression=True)` (the terminal program
+offers it by default): messages of DEFAULT_MIN_SIZE bytes or more are sent compressed, and
+compressed messages from the server are inflated within `max_message_size`
+(client_deflate.py). Not here: draft-75/76 (only the server speaks them), proxies and
+redirects.
 
 Threads: read (`recv`, `wait_pong`, `close`) from one thread at a time; `send` and
 `ping` may come from another, a lock keeps frames whole. With wss://, reading and writing
@@ -40,6 +42,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
+from .client_deflate import OFFER, RSV1, ClientAgreement, CompressedReader, agree
 from .client_handshake import (
     DEFAULT_PORTS,
     ClientError,
@@ -51,10 +54,11 @@ from .client_handshake import (
     parse_response,
     parse_url,
 )
+from .deflate import DEFAULT_MIN_SIZE, EXTENSION_NAME
 from .errors import ProtocolError
 from .frames import CloseCode, Opcode, describe_close_code, encode_close, encode_frame
 from .messages import Close, Event, Message, Ping, Pong, Receiver
-from .trace import DEFAULT_LIMIT, ConnectionTrace
+from .trace import CLIENT_TO_SERVER, DEFAULT_LIMIT, SERVER_TO_CLIENT, ConnectionTrace
 
 __all__ = ["DEFAULT_PORTS", "ClientError", "Connection", "ConnectionClosed", "HandshakeFailed",
            "Response", "Target", "build_request", "check_response", "connect", "main",
@@ -93,12 +97,17 @@ class Connection:
                  extensions: tuple[str, ...] = (), received: bytes = b"",
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, close_timeout: float = 10.0,
                  trace: ConnectionTrace | None = None,
-                 on_trace: Callable[[str], object] | None = None) -> None:
+                 on_trace: Callable[[str], object] | None = None,
+                 deflate: ClientAgreement | None = None) -> None:
         self.sock = sock
         self.subprotocol = subprotocol  # as the server chose it (§4.2.2), or None
         self.extensions = extensions  # as the server accepted them: the RFC 7692 hook
         self.close_timeout = close_timeout
         self._receiver = Receiver(max_message_size, require_mask=False)
+        self.deflate = deflate  # the permessage-deflate parameters agreed on, or None
+        self._deflater = deflate.deflater() if deflate is not None else None
+        self._reader = None if deflate is None else CompressedReader(
+            deflate, self._receiver, max_message_size, self._note_inflated)
         self._inbuf = bytearray(received)  # bytes after the 101 answer belong to frames
         self._messages: deque[str | bytes] = deque()
         self._pongs: deque[bytes] = deque()
@@ -128,11 +137,21 @@ class Connection:
             opcode, payload = Opcode.BINARY, bytes(message)
         if fragment_size is not None and fragment_size < 1:
             raise ValueError("fragment_size must be at least 1")
+        compressed = self._deflater is not None and len(payload) >= DEFAULT_MIN_SIZE
+        if compressed:
+            assert self._deflater is not None
+            with self._send_lock:  # one stream: messages compressed in the order sent
+                wire = self._deflater.compress(payload)
+            if self._trace is not None:
+                self._emit([self._trace.compressed(CLIENT_TO_SERVER, len(wire), len(payload))])
+            payload = wire
         size = fragment_size or len(payload) or 1
         for start in range(0, max(len(payload), 1), size):
             last = start + size >= len(payload)
+            # RFC 7692 §6.1: RSV1 on the first frame of a compressed message only.
             self._send_frame(opcode if start == 0 else Opcode.CONTINUATION,
-                             payload[start:start + size], fin=last)
+                             payload[start:start + size], fin=last,
+                             rsv1=compressed and start == 0)
 
     def recv(self, timeout: float | None = None) -> str | bytes:
         """The next message: `str` for text, `bytes` for binary. Pings are answered and
@@ -247,7 +266,10 @@ class Connection:
         events: list[Event] = []
         error: ProtocolError | None = None
         try:
-            self._receiver.receive(self._inbuf, events)
+            if self._reader is not None:
+                self._reader.receive(self._inbuf, events)
+            else:
+                self._receiver.receive(self._inbuf, events)
         except ProtocolError as exc:
             error = exc
         for event in events:
@@ -313,13 +335,15 @@ class Connection:
                 raise
 
     def _send_frame(self, opcode: Opcode, payload: bytes, fin: bool = True,
-                    closing: bool = False) -> None:
+                    closing: bool = False, rsv1: bool = False) -> None:
         """Mask and send one frame. §5.3: a fresh key per frame, from a strong source of
         entropy, so a page's script cannot choose the bytes on the wire."""
         self._check_open()
         if self._close_sent and not closing:
             raise ConnectionClosed(CloseCode.NORMAL, "the client is closing", by="client")
         data = encode_frame(opcode, payload, fin, mask=os.urandom(4))
+        if rsv1:
+            data = bytes((data[0] | RSV1,)) + data[1:]
         with self._send_lock:
             if closing:
                 self._close_sent = True
@@ -337,6 +361,10 @@ class Connection:
         if self._trace is not None:
             self._emit(self._trace.server_bytes(data))
 
+    def _note_inflated(self, wire_size: int, inflated_size: int) -> None:
+        if self._trace is not None:
+            self._emit([self._trace.compressed(SERVER_TO_CLIENT, wire_size, inflated_size)])
+
     def _emit(self, blocks: list[str]) -> None:
         if self._on_trace is not None:
             for block in blocks:
@@ -348,7 +376,7 @@ def connect(url: str, *, origin: str | None = None, subprotocols: Sequence[str] 
             ssl_context: ssl.SSLContext | None = None, extensions: Sequence[str] = (),
             max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
             trace: Callable[[str], object] | None = None,
-            trace_limit: int = DEFAULT_LIMIT) -> Connection:
+            trace_limit: int = DEFAULT_LIMIT, compression: bool = False) -> Connection:
     """Open a WebSocket connection: TCP (and TLS for wss://), then the opening handshake.
 
     Args:
@@ -360,7 +388,9 @@ def connect(url: str, *, origin: str | None = None, subprotocols: Sequence[str] 
         timeout: seconds for connecting, the handshake, and each later send.
         ssl_context: for wss://; default `ssl.create_default_context()` (the system's
             CAs). Pass one with your own CA for a self-signed test certificate.
-        extensions: offered in Sec-WebSocket-Extensions (RFC 7692 will use it).
+        extensions: offered in Sec-WebSocket-Extensions, as given (not interpreted).
+        compression: offer permessage-deflate (RFC 7692) and use it if the server agrees
+            (`Connection.deflate` says what was agreed).
         max_message_size: larger messages from the server fail the connection (1009).
         trace: called with each block of the wire trace (`websocket.trace`) when given.
         trace_limit: payload bytes shown per frame in the trace.
@@ -371,6 +401,8 @@ def connect(url: str, *, origin: str | None = None, subprotocols: Sequence[str] 
         HandshakeFailed: the server refused the upgrade or answered it wrongly.
     """
     target = parse_url(url)
+    if compression:
+        extensions = (*extensions, OFFER)
     sock = socket.create_connection((target.host, target.port), timeout=timeout)
     try:
         tracer = ConnectionTrace(f"{target.host_header}", trace_limit) if trace else None
@@ -396,12 +428,16 @@ def connect(url: str, *, origin: str | None = None, subprotocols: Sequence[str] 
             raise HandshakeFailed(f"server refused the handshake: HTTP {response.status} "
                                   f"{response.reason}{detail}", response.status)
         subprotocol, accepted = check_response(response, key, subprotocols, extensions)
+        agreement = None
+        for item in accepted:
+            if compression and item.split(";")[0].strip().lower() == EXTENSION_NAME:
+                agreement = agree(item)
     except BaseException:
         sock.close()
         raise
     return Connection(sock, subprotocol=subprotocol, extensions=accepted, received=rest,
                       max_message_size=max_message_size, close_timeout=timeout,
-                      trace=tracer, on_trace=trace)
+                      trace=tracer, on_trace=trace, deflate=agreement)
 
 
 def _read_head(sock: socket.socket, tracer: ConnectionTrace | None,

@@ -38,6 +38,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "stderr)")
     parser.add_argument("--trace-bytes", type=int, default=DEFAULT_LIMIT, metavar="N",
                         help="payload bytes shown per frame by --trace (default %(default)d)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="for wss://: do not check the server's certificate at all (for a "
+                             "test certificate; anyone in between can then read everything)")
+    parser.add_argument("--no-compression", action="store_true",
+                        help="do not offer permessage-deflate (RFC 7692)")
     parser.add_argument("--cafile", metavar="PEM",
                         help="for wss://: trust the CA (or self-signed certificate) in this file")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
@@ -47,7 +52,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted: {exc.verify_message} (see --cafile)"
+        return (f"TLS certificate not trusted: {exc.verify_message} (see --cafile, or "
+                "--insecure for a test certificate)")
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the host: {exc.strerror}"
     if isinstance(exc, OSError) and exc.strerror:
@@ -136,14 +142,23 @@ def _run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--header wants 'NAME: VALUE', not {field!r}")
             headers.append((name.strip(), value.strip()))
         context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
+        if args.insecure:
+            context = context or ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            if args.url.lower().startswith("wss:"):
+                _status("warning: --insecure: the server's certificate is not checked")
         conn = connect(args.url, origin=args.origin, subprotocols=args.subprotocol,
                        headers=headers, timeout=args.timeout, ssl_context=context,
+                       compression=not args.no_compression,
                        trace=_status if args.trace else None, trace_limit=args.trace_bytes)
     except (OSError, ValueError, ClientError) as exc:
         _status(f"error: {args.url}: {_describe_error(exc)}")
         return 1
     try:
         chosen = f" (subprotocol {conn.subprotocol})" if conn.subprotocol else ""
+        if conn.deflate is not None:
+            chosen += " (permessage-deflate)"
         _status(f"connected to {args.url}{chosen}: type a line to send it; Ctrl-D closes")
         return _chat(conn, sys.stdin.fileno())
     except KeyboardInterrupt:
