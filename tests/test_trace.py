@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from websocket import handshake, legacy
 from websocket.frames import encode_close, encode_frame
@@ -455,3 +457,31 @@ class TestConnectionTrace:
             compression_note(SERVER_TO_CLIENT, 7, 5, label="#4") == \
             ("#4 server->client  permessage-deflate: 7 bytes on the wire, 5 bytes inflated "
              "(RFC 7692)")
+
+
+# -- it never raises: whatever a peer sends, the trace cannot cost it its connection ----------
+
+_PREFIXES = [b"", RFC6455_REQUEST, DRAFT76_REQUEST,
+             b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.sampled_from(_PREFIXES), data=st.binary(max_size=600),
+       answer=st.binary(max_size=300), cuts=st.lists(st.integers(1, 40), min_size=1),
+       limit=st.integers(0, 70))
+def test_any_bytes_in_any_pieces_never_raise(prefix: bytes, data: bytes, answer: bytes,
+                                             cuts: list[int], limit: int) -> None:
+    trace = ConnectionTrace("#1", limit)
+    client = prefix + data
+    server = (server_answer(prefix) if prefix else b"") + answer
+    pos = [0, 0]
+    turn = 0
+    while pos[0] < len(client) or pos[1] < len(server):
+        size = cuts[turn % len(cuts)]
+        side = turn % 2
+        source = client if side == 0 else server
+        piece = source[pos[side]:pos[side] + size]
+        pos[side] += size
+        blocks = trace.client_bytes(piece) if side == 0 else trace.server_bytes(piece)
+        assert all(isinstance(block, str) and block for block in blocks)
+        turn += 1

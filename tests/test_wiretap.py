@@ -7,6 +7,7 @@ worked example), not from the trace's own code.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -16,7 +17,9 @@ from conftest import ServerProcess
 from wsclient import Client, draft75_request, draft76_request, frame
 
 from websocket.client import Connection, HandshakeFailed, connect
+from websocket.trace import ConnectionTrace
 from websocket.wire import WireHub, parse_networks
+from websocket.wiretap import Tap, Tracer
 
 HELLO_MASK = bytes.fromhex("37fa213d")  # RFC 6455 §5.7
 TIMEOUT = 10.0
@@ -285,3 +288,26 @@ def test_a_viewer_that_does_not_read_is_dropped_and_the_chat_goes_on(
         assert worst < 1.0
     finally:
         stalled.close()
+
+
+def test_a_failing_trace_stops_the_trace_not_the_connection(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(ConnectionTrace):
+        def client_bytes(self, data: bytes | bytearray | memoryview) -> list[str]:
+            raise RuntimeError("a bug in the trace")
+
+    emitted: list[tuple[int, str]] = []
+
+    class Collect:
+        def publish(self, conn_id: int, block: str) -> None:
+            emitted.append((conn_id, block))
+
+    tap = Tap(Broken("#9"), Tracer(64, to_log=False, publisher=Collect()), 9)
+    with caplog.at_level(logging.ERROR, logger="websocket.trace"):
+        tap.received(b"GET / HTTP/1.1\r\n\r\n")  # does not raise
+        tap.received(b"more")  # and is not tried again
+    assert tap.broken and emitted == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "trace of connection #9 failed; it is traced no further"]
+    tap.sent(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert emitted == []  # nothing more from this connection, either way

@@ -17,6 +17,7 @@ viewers' own connections never get one, so the trace never shows itself.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from .trace import DEFAULT_LIMIT, ConnectionTrace
@@ -34,24 +35,40 @@ class Publisher(Protocol):
 
 
 class Tap:
-    """One connection's trace: bytes in, blocks out to the tracer."""
+    """One connection's trace: bytes in, blocks out to the tracer.
 
-    __slots__ = ("trace", "tracer", "conn_id")
+    The trace is never allowed to cost the user its connection: should it ever raise (it
+    is written not to, and tests/test_trace.py feeds it arbitrary bytes), the error is
+    logged once and this connection is traced no further.
+    """
+
+    __slots__ = ("trace", "tracer", "conn_id", "broken")
 
     def __init__(self, trace: ConnectionTrace, tracer: Tracer, conn_id: int) -> None:
         self.trace = trace
         self.tracer = tracer
         self.conn_id = conn_id
+        self.broken = False
 
     def received(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes the client sent (read from the socket)."""
-        blocks = self.trace.client_bytes(data)
-        if blocks:
-            self.tracer.emit(self.conn_id, blocks)
+        self._feed(self.trace.client_bytes, data)
 
     def sent(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes the kernel took from us (sent to the client)."""
-        blocks = self.trace.server_bytes(data)
+        self._feed(self.trace.server_bytes, data)
+
+    def _feed(self, direction: Callable[[bytes | bytearray | memoryview], list[str]],
+              data: bytes | bytearray | memoryview) -> None:
+        if self.broken:
+            return
+        try:
+            blocks = direction(data)
+        except Exception:
+            self.broken = True
+            trace_log.exception("trace of connection #%d failed; it is traced no further",
+                                self.conn_id)
+            return
         if blocks:
             self.tracer.emit(self.conn_id, blocks)
 
