@@ -58,7 +58,7 @@ from .deflate import DEFAULT_MIN_SIZE, EXTENSION_NAME
 from .errors import ProtocolError
 from .frames import CloseCode, Opcode, describe_close_code, encode_close, encode_frame
 from .messages import Close, Event, Message, Ping, Pong, Receiver
-from .trace import CLIENT_TO_SERVER, DEFAULT_LIMIT, SERVER_TO_CLIENT, ConnectionTrace
+from .trace import DEFAULT_LIMIT, ConnectionTrace
 
 __all__ = ["DEFAULT_PORTS", "ClientError", "Connection", "ConnectionClosed", "HandshakeFailed",
            "Response", "Target", "build_request", "check_response", "connect", "main",
@@ -107,7 +107,7 @@ class Connection:
         self.deflate = deflate  # the permessage-deflate parameters agreed on, or None
         self._deflater = deflate.deflater() if deflate is not None else None
         self._reader = None if deflate is None else CompressedReader(
-            deflate, self._receiver, max_message_size, self._note_inflated)
+            deflate, self._receiver, max_message_size)
         self._inbuf = bytearray(received)  # bytes after the 101 answer belong to frames
         self._messages: deque[str | bytes] = deque()
         self._pongs: deque[bytes] = deque()
@@ -141,10 +141,7 @@ class Connection:
         if compressed:
             assert self._deflater is not None
             with self._send_lock:  # one stream: messages compressed in the order sent
-                wire = self._deflater.compress(payload)
-            if self._trace is not None:
-                self._emit([self._trace.compressed(CLIENT_TO_SERVER, len(wire), len(payload))])
-            payload = wire
+                payload = self._deflater.compress(payload)  # the trace shows both sizes
         size = fragment_size or len(payload) or 1
         for start in range(0, max(len(payload), 1), size):
             last = start + size >= len(payload)
@@ -360,10 +357,6 @@ class Connection:
     def _traced_input(self, data: bytes) -> None:
         if self._trace is not None:
             self._emit(self._trace.server_bytes(data))
-
-    def _note_inflated(self, wire_size: int, inflated_size: int) -> None:
-        if self._trace is not None:
-            self._emit([self._trace.compressed(SERVER_TO_CLIENT, wire_size, inflated_size)])
 
     def _emit(self, blocks: list[str]) -> None:
         if self._on_trace is not None:

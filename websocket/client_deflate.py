@@ -13,7 +13,6 @@ only a client needs:
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from .client_handshake import HandshakeFailed
@@ -102,21 +101,15 @@ def _bits(seen: dict[str, str | None], key: str) -> int:
 
 
 class CompressedReader:
-    """Frames to events, with RSV1 messages inflated (RFC 7692 §6.2); see the docstring.
+    """Frames to events, with RSV1 messages inflated (RFC 7692 §6.2); see the docstring."""
 
-    `on_message(wire_size, inflated_size)` is told about each compressed message (for the
-    trace's note with both sizes).
-    """
-
-    def __init__(self, agreement: ClientAgreement, receiver: Receiver, max_message_size: int,
-                 on_message: Callable[[int, int], object] | None = None) -> None:
+    def __init__(self, agreement: ClientAgreement, receiver: Receiver,
+                 max_message_size: int) -> None:
         self.receiver = receiver
         self.max_message_size = max_message_size
         self.inflater = agreement.inflater(max_message_size)
-        self.on_message = on_message
         self._opcode: int | None = None  # the compressed message in progress, if any
         self._parts: list[bytes] = []
-        self._wire_size = 0
 
     def receive(self, buf: bytearray, events: list[Event]) -> None:
         """Consume whole frames from the front of `buf`, appending their events.
@@ -159,7 +152,6 @@ class CompressedReader:
             raise ProtocolError("masked server frame (RFC 6455 §5.1)")
         if first & RSV2_RSV3:
             raise ProtocolError("RSV2 or RSV3 set without an extension that defines them")
-        self._wire_size += len(payload)
         self._parts.append(self.inflater.feed(payload, final=fin))  # 1009 / 1007 inside
         if not fin:
             return
@@ -171,6 +163,4 @@ class CompressedReader:
             except UnicodeDecodeError:
                 raise InvalidPayload("text message is not valid UTF-8") from None
         events.append(Message(message))
-        if self.on_message is not None:
-            self.on_message(self._wire_size, len(data))
-        self._opcode, self._parts, self._wire_size = None, [], 0
+        self._opcode, self._parts = None, []

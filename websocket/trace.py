@@ -9,7 +9,9 @@ touches a socket; the caller decides where the text goes. Two ways in:
   `explain_accept` (RFC 6455 §4.2.2), `tls_note`, `compression_note` and `hexdump`;
 - `ConnectionTrace`, one per connection, fed each direction's bytes as they pass, in
   pieces of any size. It finds the HTTP heads and the frames of all three protocol
-  generations by itself and returns one block of text for each.
+  generations by itself and returns one block of text for each; when the 101 answer
+  agrees permessage-deflate, each compressed message also ends with a block giving both
+  sizes and its first bytes inflated (trace_deflate.py).
 
 It never refuses anything: a frame the codecs would reject is shown with a `note` line
 saying which rule it breaks. It never decides anything either (no close codes, no
@@ -25,9 +27,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .frames import MAX_CONTROL_PAYLOAD, Opcode
+from .frames import MAX_CONTROL_PAYLOAD, Opcode, apply_mask
 from .handshake import HIXIE75, HIXIE76, RFC6455, accept_key
 from .legacy import MAX_LENGTH_BYTES
+from .trace_deflate import InflateCounter, agreed_deflate, inflated_block
 from .trace_format import (
     _DRAFT76_ANSWER,
     _DRAFT76_KEY3,
@@ -76,6 +79,9 @@ class _Shared:
     accept: str | None = None
     answer: bytes | None = None
     methods: deque[str] = field(default_factory=deque)
+    # permessage-deflate as the 101 answer agreed it (RFC 7692 §7.1), per direction:
+    # (window bits, no context takeover).
+    deflate: dict[str, tuple[int, bool]] | None = None
 
 
 _HEAD, _BODY, _FRAMES, _RAW = "head", "body", "frames", "raw"
@@ -102,6 +108,9 @@ class _Stream:
         self.total = 0  # bytes of the current HTTP body
         self.remaining = 0  # payload or body bytes still to pass
         self.message_opcode: int | None = None  # what continuation frames continue
+        self.inflate: InflateCounter | None = None  # permessage-deflate, once agreed
+        self.compressed = False  # the message in progress has RSV1 on its first frame
+        self.wire_size = 0  # its compressed payload bytes so far
 
     def feed(self, data: bytes) -> list[str]:
         blocks: list[str] = []
@@ -195,6 +204,7 @@ class _Stream:
             self.generation = self.shared.generation or (
                 RFC6455 if parsed.get("sec-websocket-accept") is not None else HIXIE75)
             self.mode = _FRAMES
+            self.shared.deflate = agreed_deflate(parsed.get("sec-websocket-extensions"))
             return
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             return  # no body; the next head follows
@@ -257,20 +267,51 @@ class _Stream:
             keep = max(self.limit, MAX_CONTROL_PAYLOAD) if head.opcode == Opcode.CLOSE \
                 else self.limit
             self._start_payload(head.length, min(head.length, keep))
+            if head.opcode in (Opcode.TEXT, Opcode.BINARY):
+                self._start_message(head)
         head = self.frame
+        data_frame = head.opcode < 0x8
+        if self.compressed and data_frame:
+            take = min(self.remaining, len(data) - pos)
+            self._inflate(data[pos:pos + take], head.mask, head.length - self.remaining)
+            self.wire_size += take
         pos = self._take(data, pos)
         if self._ready():
             close_payload = bytes(self.kept) if head.opcode == Opcode.CLOSE else None
             blocks.append(_frame_block(head, self.header, bytes(self.kept[:self.limit]),
                                        self.direction, self.label, self.limit,
-                                       self.message_opcode, close_payload))
+                                       self.message_opcode, close_payload,
+                                       deflate=self.inflate is not None,
+                                       compressed=self.compressed and data_frame))
             if head.opcode in (Opcode.TEXT, Opcode.BINARY):
                 self.message_opcode = head.opcode
         if not self.remaining:
-            if head.fin and head.opcode < 0x8:
+            if head.fin and data_frame:
+                if self.compressed and self.inflate is not None:
+                    self.inflate.feed(b"", final=True)
+                    blocks.append(inflated_block(self.direction, self.label, self.wire_size,
+                                                  self.inflate,
+                                                  self.message_opcode == Opcode.TEXT))
+                self.compressed = False
                 self.message_opcode = None
             self.frame = None
         return pos
+
+    def _start_message(self, head: FrameHead) -> None:
+        """A text or binary frame begins a message: compressed if RSV1 and agreed (§6.1)."""
+        agreed = self.shared.deflate
+        if self.inflate is None and agreed is not None:
+            bits, no_context_takeover = agreed[self.direction]
+            self.inflate = InflateCounter(bits, no_context_takeover, self.limit)
+        self.compressed = bool(head.rsv[0]) and self.inflate is not None
+        if self.compressed:
+            assert self.inflate is not None
+            self.inflate.start()
+            self.wire_size = 0
+
+    def _inflate(self, piece: bytes, mask: bytes | None, offset: int) -> None:
+        if self.inflate is not None and piece:
+            self.inflate.feed(bytes(apply_mask(piece, mask, offset)) if mask else piece)
 
     def _hixie(self, data: bytes, pos: int, blocks: list[str]) -> int:
         if self.hixie is None:

@@ -163,10 +163,15 @@ def _length_value(head: FrameHead, header: bytes) -> str:
     return value
 
 
-def _frame_notes(head: FrameHead, direction: str) -> list[str]:
-    """The rules of RFC 6455 this header breaks, one line each (what a codec would refuse)."""
+def _frame_notes(head: FrameHead, direction: str, deflate: bool = False) -> list[str]:
+    """The rules of RFC 6455 this header breaks, one line each (what a codec would refuse).
+    `deflate`: permessage-deflate was agreed, so RSV1 may start a data message (RFC 7692
+    §6.1) and only RSV1 elsewhere, or RSV2/RSV3, is a fault."""
     notes = []
-    if any(head.rsv):
+    if deflate and head.rsv[0] and (head.opcode == Opcode.CONTINUATION or head.opcode >= 0x8):
+        notes.append("RSV1 on a continuation or control frame: only a message's first "
+                     "frame may carry it (RFC 7692 §6.1)")
+    if (any(head.rsv[1:]) if deflate else any(head.rsv)):
         notes.append("RSV bits set: only an extension may set them (§5.2), e.g. RSV1 for "
                      "permessage-deflate (RFC 7692)")
     if head.opcode not in _OPCODE_NAMES:
@@ -198,11 +203,13 @@ def _close_value(payload: bytes) -> str:
 
 def _frame_block(head: FrameHead, header: bytes, shown: bytes, direction: str, label: str,
                  limit: int, message_opcode: int | None = None,
-                 close_payload: bytes | None = None, inflated_size: int | None = None) -> str:
+                 close_payload: bytes | None = None, inflated_size: int | None = None,
+                 deflate: bool = False, compressed: bool = False) -> str:
     """The annotated block of one RFC 6455 frame whose first `len(shown)` payload bytes
     (as sent, masked or not) are known. `message_opcode` says what a continuation
     continues; `close_payload` is the whole payload of a close frame as sent, when more
-    of it is known than is shown."""
+    of it is known than is shown; `deflate`: permessage-deflate is agreed; `compressed`:
+    this frame is part of a compressed message (its payload is DEFLATE data)."""
     name = _OPCODE_NAMES.get(head.opcode, "reserved")
     if head.opcode == Opcode.CONTINUATION and message_opcode is not None:
         name += f" of a {_OPCODE_NAMES.get(message_opcode, 'reserved')} message"
@@ -224,7 +231,10 @@ def _frame_block(head: FrameHead, header: bytes, shown: bytes, direction: str, l
         else:
             lines += _dump("payload", plain)
     kind = message_opcode if head.opcode == Opcode.CONTINUATION else head.opcode
-    if kind == Opcode.TEXT and any(b >= 0x80 for b in plain):
+    if compressed:
+        lines.append(_field("deflate", "compressed message (RSV1 on its first frame, RFC "
+                                       "7692 §6): the payload is DEFLATE data"))
+    elif kind == Opcode.TEXT and any(b >= 0x80 for b in plain):
         lines.append(_field("text", repr(plain.decode("utf-8", "replace"))))
     if head.opcode == Opcode.CLOSE:
         whole = shown if close_payload is None else close_payload
@@ -237,7 +247,7 @@ def _frame_block(head: FrameHead, header: bytes, shown: bytes, direction: str, l
                                    f"({why})"))
     if inflated_size is not None:
         lines.append(_field("deflate", _deflate_value(head.length, inflated_size)))
-    lines += [_field("note", note) for note in _frame_notes(head, direction)]
+    lines += [_field("note", note) for note in _frame_notes(head, direction, deflate)]
     return "\n".join(lines)
 
 
