@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import pytest
 from conftest import ServerProcess
+from tls import Certificates, certificates
 from wsclient import Client, draft75_request, draft76_request, frame
 
 from websocket.client import Connection, HandshakeFailed, connect
@@ -21,6 +25,7 @@ from websocket.trace import ConnectionTrace
 from websocket.wire import WireHub, parse_networks
 from websocket.wiretap import Tap, Tracer
 
+__all__ = ["certificates"]  # a fixture, used by name
 HELLO_MASK = bytes.fromhex("37fa213d")  # RFC 6455 §5.7
 TIMEOUT = 10.0
 
@@ -311,3 +316,45 @@ def test_a_failing_trace_stops_the_trace_not_the_connection(
         "trace of connection #9 failed; it is traced no further"]
     tap.sent(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     assert emitted == []  # nothing more from this connection, either way
+
+
+def test_a_tls_connection_says_so_first(certificates: Certificates) -> None:
+    """A connection whose socket is TLS (as the TLS issue's connections are) starts its
+    trace with the version and cipher, then shows the decrypted bytes."""
+    plain_server, plain_client = socket.socketpair()
+    with plain_server, plain_client:
+        server_side = certificates.server_context().wrap_socket(
+            plain_server, server_side=True, do_handshake_on_connect=False)
+        client_side = certificates.client_context().wrap_socket(
+            plain_client, server_hostname="localhost", do_handshake_on_connect=False)
+        shaking = threading.Thread(target=client_side.do_handshake)
+        shaking.start()
+        server_side.do_handshake()
+        shaking.join(TIMEOUT)
+        emitted: list[str] = []
+
+        class Collect:
+            def publish(self, conn_id: int, block: str) -> None:
+                emitted.append(block)
+
+        @dataclass
+        class FakeConnection:
+            sock: ssl.SSLSocket
+            inbuf: bytearray = field(default_factory=bytearray)
+            tap: Tap | None = None
+
+        @dataclass
+        class FakeUser:
+            conn: FakeConnection
+            id: int = 4
+            peer: str = "127.0.0.1:4444"
+
+        conn = FakeConnection(server_side, bytearray(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        Tracer(64, to_log=False, publisher=Collect()).attach(FakeUser(conn))  # type: ignore[arg-type]
+        assert len(emitted) == 2
+        assert emitted[0].startswith("#4 127.0.0.1:4444 TLS  TLSv1.")
+        assert emitted[0].endswith(": the bytes below are shown decrypted")
+        assert server_side.cipher()[0] in emitted[0]  # type: ignore[index]
+        assert emitted[1].startswith("#4 127.0.0.1:4444 client->server  HTTP request head")
+        client_side.close()
+        server_side.close()

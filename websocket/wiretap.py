@@ -10,13 +10,16 @@ generations, and hands each finished block to the `Tracer`: logged (`--trace`, l
 Off, it costs nothing: the server makes no Tracer, every connection's `tap` stays None, and
 the connection makes one `is not None` test per read and per send call.
 
-A connection gets its tap when its first request is parsed (or fails to parse), fed every
+A TLS connection (an `ssl.SSLSocket`, whose reads and writes are the plaintext) starts
+with a line saying so, its version and cipher. A connection gets its tap when its first
+request is parsed (or fails to parse), fed every
 byte read until then, so the trace starts at the connection's first byte; the /wire
 viewers' own connections never get one, so the trace never shows itself.
 """
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -91,6 +94,11 @@ class Tracer:
             return
         tap = conn.tap = Tap(ConnectionTrace(f"#{user.id} {user.peer}", self.limit), self,
                              user.id)
+        sock = conn.sock
+        if isinstance(sock, ssl.SSLSocket):  # TLS: the tap is shown the decrypted bytes
+            cipher = sock.cipher()
+            self.emit(user.id, [tap.trace.tls(sock.version() or "TLS",
+                                              cipher[0] if cipher else None)])
         if conn.inbuf:
             tap.received(bytes(conn.inbuf))
 
