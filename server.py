@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
              server.selector_name)
     if args.trace_page:
         log.info("Wire page      : http://%s:%d/wire (the trace, live)", host, server.port)
+    elif args.trace_page_from:
+        log.warning("--trace-page-from does nothing without --trace-page")
     log.info("CTRL-C to quit")
     # From here on the loop handles Ctrl-C and SIGTERM (a graceful shutdown; twice: at
     # once). Outside it they are ignored, so a second one that comes while the process
