@@ -358,3 +358,23 @@ def test_a_tls_connection_says_so_first(certificates: Certificates) -> None:
         assert emitted[1].startswith("#4 127.0.0.1:4444 client->server  HTTP request head")
         client_side.close()
         server_side.close()
+
+
+def test_frames_in_the_request_packet_are_traced_once_in_order(
+        start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server("--trace", "--callback", "echo")
+    with Client(server.port) as client:
+        request, _ = client.upgrade_request()
+        client.send(request + frame(0x1, b"Hello", mask=HELLO_MASK)
+                    + frame(0x1, b"again", mask=HELLO_MASK))  # one packet: head and frames
+        client.read_until(b"\r\n\r\n")
+        assert client.recv_message() == "Hello"
+        assert client.recv_message() == "again"
+    deadline = time.monotonic() + TIMEOUT
+    while server.log.count("|again|") < 2:  # the echo's block may still be on its way
+        assert time.monotonic() < deadline, server.log
+        time.sleep(0.05)
+    log = server.log
+    assert log.count("client->server  HTTP request head") == 1
+    assert log.count("|Hello|") == 2 and log.count("|again|") == 2  # in, then out
+    assert log.index("HTTP request head") < log.index("7f 9f 4d 51 58") < log.index("|again|")
