@@ -24,9 +24,10 @@ compressed messages from the server are inflated within `max_message_size`
 redirects.
 
 Threads: read (`recv`, `wait_pong`, `close`) from one thread at a time; `send` and
-`ping` may come from another, a lock keeps frames whole. With wss://, reading and writing
-from two threads at once is not safe in OpenSSL, so the terminal program uses one thread
-and a selector.
+`ping` may come from another: a lock keeps each message's frames together (and a
+compressed stream in order), so a pong may wait for a message being sent. With wss://,
+reading and writing from two threads at once is not safe in OpenSSL, so the terminal
+program uses one thread and a selector.
 """
 from __future__ import annotations
 
@@ -111,7 +112,9 @@ class Connection:
         self._inbuf = bytearray(received)  # bytes after the 101 answer belong to frames
         self._messages: deque[str | bytes] = deque()
         self._pongs: deque[bytes] = deque()
-        self._send_lock = threading.Lock()
+        # Held for a whole message (its frames must not interleave with another's, and a
+        # compressed stream must go out in the order it was compressed); re-entered per frame.
+        self._send_lock = threading.RLock()
         self._selector = selectors.DefaultSelector()
         self._selector.register(sock, selectors.EVENT_READ)
         self._trace = trace
@@ -138,17 +141,17 @@ class Connection:
         if fragment_size is not None and fragment_size < 1:
             raise ValueError("fragment_size must be at least 1")
         compressed = self._deflater is not None and len(payload) >= DEFAULT_MIN_SIZE
-        if compressed:
-            assert self._deflater is not None
-            with self._send_lock:  # one stream: messages compressed in the order sent
+        with self._send_lock:
+            if compressed:
+                assert self._deflater is not None
                 payload = self._deflater.compress(payload)  # the trace shows both sizes
-        size = fragment_size or len(payload) or 1
-        for start in range(0, max(len(payload), 1), size):
-            last = start + size >= len(payload)
-            # RFC 7692 §6.1: RSV1 on the first frame of a compressed message only.
-            self._send_frame(opcode if start == 0 else Opcode.CONTINUATION,
-                             payload[start:start + size], fin=last,
-                             rsv1=compressed and start == 0)
+            size = fragment_size or len(payload) or 1
+            for start in range(0, max(len(payload), 1), size):
+                last = start + size >= len(payload)
+                # RFC 7692 §6.1: RSV1 on the first frame of a compressed message only.
+                self._send_frame(opcode if start == 0 else Opcode.CONTINUATION,
+                                 payload[start:start + size], fin=last,
+                                 rsv1=compressed and start == 0)
 
     def recv(self, timeout: float | None = None) -> str | bytes:
         """The next message: `str` for text, `bytes` for binary. Pings are answered and
