@@ -189,3 +189,22 @@ def test_answers_the_client_accepts_and_refuses() -> None:
                 "permessage-deflate; a=\"", "x-webkit-deflate-frame"):
         with pytest.raises(HandshakeFailed):
             agree(bad)
+
+
+def test_two_threads_sending_compressed_messages(websockets_echo: PeerServer) -> None:
+    """One compressor, two senders: the stream must leave in the order it was compressed
+    (the server's inflater follows it), and fragments must not interleave."""
+    count = 400
+    sent = [f"thread {who} message {n} " * 8 for who in (1, 2) for n in range(count)]
+    with connect(websockets_echo.url, compression=True) as ws:
+        def send(who: int) -> None:
+            for text in sent[(who - 1) * count:who * count]:
+                ws.send(text, fragment_size=5 if who == 2 else None)
+
+        senders = [threading.Thread(target=send, args=(who,)) for who in (1, 2)]
+        for sender in senders:
+            sender.start()
+        received = [ws.recv(TIMEOUT) for _ in sent]
+        for sender in senders:
+            sender.join(TIMEOUT)
+    assert sorted(received) == sorted(sent)  # (websockets fails the connection otherwise)
