@@ -20,7 +20,7 @@ from conftest import ServerProcess
 from tls import Certificates, certificates
 from wsclient import Client, draft75_request, draft76_request, frame
 
-from websocket.client import Connection, HandshakeFailed, connect
+from websocket.client import Connection, ConnectionClosed, HandshakeFailed, connect
 from websocket.trace import ConnectionTrace
 from websocket.wire import WireHub, parse_networks
 from websocket.wiretap import Tap, Tracer
@@ -378,3 +378,17 @@ def test_frames_in_the_request_packet_are_traced_once_in_order(
     assert log.count("client->server  HTTP request head") == 1
     assert log.count("|Hello|") == 2 and log.count("|again|") == 2  # in, then out
     assert log.index("HTTP request head") < log.index("7f 9f 4d 51 58") < log.index("|again|")
+
+
+def test_shutdown_closes_viewers_with_1001(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server("--trace-page")
+    viewer = connect(f"ws://127.0.0.1:{server.port}/wire")
+    try:
+        server.wait_for_log("wire viewer 127.0.0.1:\\d+ connected")
+        assert server.stop() == 0
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                viewer.recv(TIMEOUT)  # (trace blocks of nobody: none come)
+        assert closed.value.code == 1001
+    finally:
+        viewer.sock.close()
