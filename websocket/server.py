@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import handshake, legacy, limits
-from .callbacks import Callbacks, load
+from .callbacks import Callbacks, ScriptTimers, ScriptWatcher, load
 from .connection import Connection
 from .delivery import HOLD_THROTTLED, Delivery
 from .errors import HttpError, InternalError, PolicyViolation, ProtocolError
@@ -70,7 +70,7 @@ class Server:
                  selector: str = "default", client_dir: Path | str = CLIENT_DIR,
                  trace: bool = False, trace_bytes: int = DEFAULT_TRACE_BYTES,
                  trace_page: bool = False, trace_page_from: Iterable[str] = (),
-                 **options: Any) -> None:
+                 reload: float = 0.0, **options: Any) -> None:
         """`trace`: log every connection's bytes (--trace), `trace_bytes` payload bytes per
         frame; `trace_page`: serve /wire (--trace-page) to loopback and `trace_page_from`."""
         unknown = set(options) - set(limits.DEFAULTS)
@@ -104,6 +104,10 @@ class Server:
         self._stopping = False
         self._stop_deadline = 0.0
         self._debug = self._trace = False
+        # --reload: poll the script's file every `reload` seconds (0: never). The timers a
+        # script starts are kept here, to be cancelled when a new version takes over.
+        self.reload_interval = reload if self.callbacks.source is not None else 0.0
+        self._script_timers = ScriptTimers()
         # --trace, --trace-page (wiretap.py, wire.py): None, and no tap anywhere, when off.
         self.wire: WireHub | None = None
         self.tracer: Tracer | None = None
@@ -146,14 +150,19 @@ class Server:
         self._debug = self._trace = self.delivery.trace = log.isEnabledFor(logging.DEBUG)
         sweep = (self.loop.call_every(self.ping_interval / 2, self._sweep_silent_users)
                  if self.ping_interval > 0 else None)
+        watcher = None
+        if self.reload_interval > 0 and self.callbacks.source is not None:
+            script = ScriptWatcher(self.callbacks.source)
+            watcher = self.loop.call_every(self.reload_interval, self._reload, script)
         if self.callbacks.on_start is not None:
             self._call(self.callbacks.on_start, self)
         try:
             self.loop.run(until=lambda: self._stopping and (
                 not self._users or time.monotonic() >= self._stop_deadline))
         finally:
-            if sweep is not None:
-                sweep.cancel()
+            for handle in (sweep, watcher):
+                if handle is not None:
+                    handle.cancel()
             for user in list(self._users.values()):
                 user.conn.close("server stopped")
             if self.wire is not None:
@@ -341,7 +350,9 @@ class Server:
     def _serve_http(self, user: User, request: handshake.Request) -> None:
         if is_wire_request(request):  # the page's files: with --trace-page, to watchers
             request = page_request(self.wire, request, user.address)
-        response = serve(request, self.client_dir)
+            response = serve(request, self.client_dir)  # client/, whatever the script's PAGES
+        else:
+            response = serve(request, self.callbacks.pages or self.client_dir)
         if self._debug:
             log.debug("user %d (%s): %s %s -> %d", user.id, user.peer, request.method,
                       request.target, response.status)
@@ -575,6 +586,19 @@ class Server:
         self._fail(user, PolicyViolation(
             f"message not finished within {self.message_timeout:g} s"))
 
+    def _reload(self, script: ScriptWatcher) -> None:
+        """--reload: if the script's file changed, load it and let it take over. Users stay
+        connected (their `data` too); the old script's timers are cancelled and the new
+        `on_start` is called. A version that fails to load leaves the old one running."""
+        fresh = script.reload()
+        if fresh is None:
+            return  # unchanged, or failed to load (logged)
+        self._script_timers.cancel_all()
+        self.callbacks = fresh
+        log.info("reloaded %s; %d user(s) stay connected", fresh.name, len(self._open))
+        if fresh.on_start is not None:
+            self._call(fresh.on_start, self)
+
     def _sweep_silent_users(self) -> None:
         """Keepalive (RFC 6455 §5.5.2): ping users silent for `ping_interval`, drop them
         (1011) when still silent after twice that. A peer that vanished without a FIN (a
@@ -631,12 +655,16 @@ class Server:
     def call_later(self, seconds: float, function: Callable[..., Any], *args: Any) -> Timer:
         """Call `function(*args)` once, `seconds` from now; `.cancel()` the handle to stop
         it. If it raises, the traceback is logged and the server carries on."""
-        return self.loop.call_later(seconds, function, *args)
+        timer = self.loop.call_later(seconds, function, *args)
+        self._script_timers.keep(timer)
+        return timer
 
     def call_every(self, seconds: float, function: Callable[..., Any], *args: Any) -> Repeating:
         """Call `function(*args)` every `seconds` until `.cancel()`: the schedule holds
         whatever one call costs, and a call that raises is logged, the next one still comes."""
-        return self.loop.call_every(seconds, function, *args)
+        handle = self.loop.call_every(seconds, function, *args)
+        self._script_timers.keep(handle)
+        return handle
 
     def _call(self, function: Any, *args: Any) -> None:
         """Run a callback; if it raises, log the traceback and carry on serving everyone."""
