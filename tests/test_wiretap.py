@@ -392,3 +392,14 @@ def test_shutdown_closes_viewers_with_1001(start_server: Callable[..., ServerPro
         assert closed.value.code == 1001
     finally:
         viewer.sock.close()
+
+
+def test_wire_page_is_served_beside_a_scripts_own_pages(
+        start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server("--trace-page", "--callback", "examples/game.py")
+    for path, wanted in (("/wire", b'<script src="wire.js" defer></script>'),
+                         ("/wire.js", b"JSON.parse"), ("/", b"game.js")):
+        with Client(server.port) as client:
+            client.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            status, _, body = client.http_response()
+        assert status == 200 and wanted in body, path
