@@ -15,6 +15,8 @@ futures, no flow-control watermarks (the owner decides), no protocol state.
   reaches, never a copy), `flush()` sends until the kernel refuses, scatter-gather, and
   the socket is watched for writing only while something is left over.
 - `out_cost` is what the queue costs in memory: its unsent bytes plus FRAME_COST per frame.
+- Tracing (`--trace`): a `tap`, when set, is shown every byte read and every byte the
+  kernel took, in order (wiretap.py); None costs one test per read and per send call.
 - Closing: `close_after_flush()` sends what is queued, half-closes, and waits up to
   LINGER_TIMEOUT for the peer's EOF (closing at once with unread input would make the
   kernel send a reset, which can destroy our last bytes before the peer reads them).
