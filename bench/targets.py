@@ -67,13 +67,16 @@ def free_port() -> int:
 
 
 def command(target: Target, mode: str, python: str, selector: str | None = None,
-            wrapper: Sequence[str] = (), port: int = 0, message_size: int = 0) -> list[str]:
+            wrapper: Sequence[str] = (), port: int = 0, message_size: int = 0,
+            ours_options: Sequence[str] = ()) -> list[str]:
     """The argv that starts `target` in `mode` ("chat" or "echo"); port 0 picks a free one.
 
-    `message_size` tells the framing-free relay how much to read per recv() (one message).
+    `message_size` tells the framing-free relay how much to read per recv() (one message);
+    `ours_options` are added to our server's options (bench/run.py --ours-option).
     """
     if target is OURS:
-        argv = [python, *wrapper, str(target.script), HOST, str(port), *OURS_OPTIONS]
+        argv = [python, *wrapper, str(target.script), HOST, str(port), *OURS_OPTIONS,
+                *ours_options]
         if mode == "echo":
             argv += ["--callback", "echo"]
         if selector:

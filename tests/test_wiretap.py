@@ -403,3 +403,21 @@ def test_wire_page_is_served_beside_a_scripts_own_pages(
             client.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             status, _, body = client.http_response()
         assert status == 200 and wanted in body, path
+
+
+def test_wire_with_path_and_behind_a_trusted_proxy(start_server: Callable[..., ServerProcess]
+                                                   ) -> None:
+    server = start_server("--trace-page", "--path", "/chat", "--trust-proxy")
+    with connect(f"ws://127.0.0.1:{server.port}/wire") as viewer:  # --path is for the chat
+        with connect(f"ws://127.0.0.1:{server.port}/chat") as alice:
+            alice.send("via path")
+            wire_items(viewer, lambda item: "|via path|" in str(item["text"]))
+    # Behind a proxy every peer is the proxy: with --trust-proxy the client it names counts.
+    with pytest.raises(HandshakeFailed) as refused:
+        connect(f"ws://127.0.0.1:{server.port}/wire",
+                headers=[("X-Forwarded-For", "203.0.113.9")])
+    assert refused.value.status == 403
+    with Client(server.port) as client:
+        client.send(b"GET /wire HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n")
+        status, _, _ = client.http_response()
+    assert status == 403
