@@ -17,6 +17,8 @@ from websocket.callbacks import CallbackError, load
 from websocket.limits import DEFAULTS
 from websocket.server import Server, ServerError
 from websocket.tls import TlsConfigError, load_context
+from websocket.trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
+from websocket.wire import parse_networks
 
 log = logging.getLogger("websocket")
 RELOAD_INTERVAL = 1.0  # --reload: seconds between two looks at the script's file
@@ -47,6 +49,24 @@ def positive(kind: type) -> Callable[[str], object]:
             raise argparse.ArgumentTypeError("must be greater than 0")
         return value
     return convert
+
+
+def non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def network(text: str) -> str:
+    try:
+        parse_networks([text])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address or network: {text!r}") from None
+    return text
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -135,6 +155,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="the certificate's private key (default: in --certfile too)")
     parser.add_argument("--tls-min", choices=("1.2", "1.3"), default="1.2",
                         help="oldest TLS version accepted (default: %(default)s)")
+    parser.add_argument("--trace", action="store_true",
+                        help="log every connection's HTTP request and response and every "
+                        "frame both ways as an annotated hex dump (stderr)")
+    parser.add_argument("--trace-bytes", type=non_negative, metavar="N",
+                        default=DEFAULT_TRACE_BYTES,
+                        help="payload bytes shown per frame by --trace and /wire (default: "
+                        "%(default)d)")
+    parser.add_argument("--trace-page", action="store_true",
+                        help="serve /wire, a page showing the same trace live, to loopback "
+                        "addresses (and --trace-page-from); others get HTTP 403")
+    parser.add_argument("--trace-page-from", action="append", metavar="ADDR", default=[],
+                        type=network,
+                        help="also let this address or network (10.0.0.0/24) watch /wire; "
+                        "repeatable")
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true",
                           help="log every message and frame (direction, opcode, length)")
@@ -227,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                         allowed_origins=args.allowed_origins, paths=args.paths,
                         trust_proxy=args.trust_proxy,
                         idle_timeout=args.idle_timeout or 0.0, metrics=args.metrics,
-                        ssl_context=context)
+                        ssl_context=context,
+                        trace=args.trace, trace_bytes=args.trace_bytes,
+                        trace_page=args.trace_page, trace_page_from=args.trace_page_from)
         server.listen()
     except (CallbackError, ServerError, TlsConfigError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
@@ -248,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
              " (reloaded when it changes)" if args.reload else "", server.selector_name)
     if callbacks.pages is not None:
         log.info("Pages          : %s (instead of client/)", callbacks.pages)
+    if args.trace_page:
+        log.info("Wire page      : http://%s:%d/wire (the trace, live)", host, server.port)
+    elif args.trace_page_from:
+        log.warning("--trace-page-from does nothing without --trace-page")
     log.info("CTRL-C to quit")
     # From here on the loop handles Ctrl-C and SIGTERM (a graceful shutdown; twice: at
     # once). Outside it they are ignored, so a second one that comes while the process

@@ -22,7 +22,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,10 @@ from .loop import Loop
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 from .metrics import ServerMetrics
 from .tls import TlsAcceptor, TlsConnection
+from .trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
 from .user import User, UserState, format_peer
+from .wire import WireHub, is_wire_request, page_request, parse_networks
+from .wiretap import Tracer
 
 log = logging.getLogger("websocket")
 
@@ -72,8 +75,12 @@ class Server(CallbackAPI):
     def __init__(self, address: str = "127.0.0.1", port: int = 8080,
                  callbacks: Callbacks | str | None = None, *,
                  selector: str = "default", client_dir: Path | str = CLIENT_DIR,
+                 trace: bool = False, trace_bytes: int = DEFAULT_TRACE_BYTES,
+                 trace_page: bool = False, trace_page_from: Iterable[str] = (),
                  reload: float = 0.0, ssl_context: ssl.SSLContext | None = None,
                  **options: Any) -> None:
+        """`trace`: log every connection's bytes (--trace), `trace_bytes` payload bytes per
+        frame; `trace_page`: serve /wire (--trace-page) to loopback and `trace_page_from`."""
         unknown = set(options) - set(limits.DEFAULTS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -120,6 +127,14 @@ class Server(CallbackAPI):
         # script starts are kept here, to be cancelled when a new version takes over.
         self.reload_interval = reload if self.callbacks.source is not None else 0.0
         self._script_timers = ScriptTimers()
+        # --trace, --trace-page (wiretap.py, wire.py): None, and no tap anywhere, when off.
+        self.wire: WireHub | None = None
+        self.tracer: Tracer | None = None
+        if trace_page:
+            self.wire = WireHub(self.max_buffer, self.close_timeout,
+                                parse_networks(trace_page_from))
+        if trace or trace_page:
+            self.tracer = Tracer(trace_bytes, to_log=trace, publisher=self.wire)
 
     @property
     def selector_name(self) -> str:
@@ -186,6 +201,8 @@ class Server(CallbackAPI):
                     handle.cancel()
             for user in list(self._users.values()):
                 user.conn.close("server stopped")
+            if self.wire is not None:
+                self.wire.close_all()
             if self.listener is not None:
                 self.listener.close()
             if self._tls is not None:
@@ -207,6 +224,8 @@ class Server(CallbackAPI):
         if self._tls is not None:
             self._tls.close_all()  # TLS handshakes in progress: no user yet
         log.info("Shutting down: closing %d user(s) with 1001 (going away)", len(self._open))
+        if self.wire is not None:
+            self.wire.stop()
         for user in list(self._users.values()):
             if user.state is UserState.OPEN:
                 self._send_close(user, CloseCode.GOING_AWAY, "server shutting down")
@@ -308,6 +327,8 @@ class Server(CallbackAPI):
             if parsed is None:
                 return
             request, consumed = parsed
+            if self.tracer is not None and conn.tap is None and not self._is_wire(request):
+                self.tracer.attach(user)  # from the first byte, this request included
             del conn.inbuf[:consumed]
             if self.trust_proxy:
                 self._take_proxy_address(user, request)
@@ -337,10 +358,15 @@ class Server(CallbackAPI):
                          "the socket's address", user.id, user.peer)
 
     def _upgrade(self, user: User, request: handshake.Request) -> None:
-        access.check_path(request.target, self.paths)  # --path: 404 elsewhere
+        wire = self._is_wire(request)  # /wire is not a chat path: --path does not apply
+        if not wire:
+            access.check_path(request.target, self.paths)  # --path: 404 elsewhere
         upgrade = handshake.upgrade(request, secure=self.secure,
                                     allowed_origins=self.allowed_origins,
                                     subprotocols=self.callbacks.subprotocols)
+        if wire:
+            self._watch_wire(user, upgrade)
+            return
         if len(self._open) >= self.max_connections:
             raise HttpError(503, f"server full ({self.max_connections} users)")
         if self.callbacks.on_request is not None:
@@ -378,6 +404,19 @@ class Server(CallbackAPI):
         if hook is not None:
             self._call(hook, user, self)
 
+    def _is_wire(self, request: handshake.Request) -> bool:
+        """A request for the /wire page or its stream, with --trace-page on."""
+        return self.wire is not None and is_wire_request(request)
+
+    def _watch_wire(self, user: User, upgrade: handshake.Upgrade) -> None:
+        """The /wire stream: the connection becomes a viewer's (wire.py), not a user's."""
+        assert self.wire is not None
+        self.wire.check_viewer(upgrade, user.address)  # raises HttpError (403...)
+        self._users.pop(user.id, None)
+        self.delivery.forget(user.conn)
+        user.state = UserState.OPEN
+        self.wire.adopt(user.conn, upgrade.response, user.peer)
+
     def _check_request(self, user: User, request: handshake.Request,
                        upgrade: handshake.Upgrade) -> None:
         """The script's on_request(request, server), before the 101 (access.ask)."""
@@ -397,6 +436,10 @@ class Server(CallbackAPI):
 
     def _serve_http(self, user: User, request: handshake.Request) -> None:
         response = ops.answer(request, self._render_metrics if self.metrics_enabled else None)
+        if response is None and is_wire_request(request):
+            # The /wire page's files: with --trace-page only, to those who may watch, and
+            # from client/ whatever the script's PAGES.
+            response = serve(page_request(self.wire, request, user.address), self.client_dir)
         if response is None:
             response = serve(request, self.callbacks.pages or self.client_dir, self.page_path)
         if self._debug:
@@ -543,6 +586,8 @@ class Server(CallbackAPI):
         get the HTTP status with a one-line reason. Only this user is affected.
         """
         conn = user.conn
+        if self.tracer is not None and conn.tap is None and user.state is UserState.HANDSHAKE:
+            self.tracer.attach(user)  # a request that never parsed: show what came
         conn.inbuf.clear()
         if isinstance(error, HttpError):
             self.metrics.refused[error.status] += 1

@@ -341,6 +341,8 @@ class TlsConnection(Connection):
             self.close(f"connection error: {exc.strerror or exc}")
             return
         self.counts.received_bytes += got
+        if got and self.tap is not None:
+            self.tap.received(_SCRATCH_VIEW[:got])
         if got and not self.closing:
             if self.direct:
                 self.direct = 0  # the owner sets it again if more of the payload is to come
@@ -427,6 +429,8 @@ class TlsConnection(Connection):
             self.chunk = None
             sent_any = True
             self.counts.sent_bytes += sent
+            if self.tap is not None:
+                self._trace_sent(sent)
             self._consume(sent)
         if self.write_wants_read and not self.writing:
             self._update_events()
