@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import handshake
+from .callbacks import ScriptTimers
 from .delivery import Delivery
 from .frames import CloseCode
 from .loop import Loop, Repeating, Timer
@@ -32,6 +33,7 @@ class CallbackAPI:
     metrics: ServerMetrics
     _users: dict[int, User]
     _open: dict[int, User]
+    _script_timers: ScriptTimers
 
     def _send_close(self, user: User, code: int, reason: str) -> None:
         raise NotImplementedError  # the server's closing handshake
@@ -80,12 +82,16 @@ class CallbackAPI:
     def call_later(self, seconds: float, function: Callable[..., Any], *args: Any) -> Timer:
         """Call `function(*args)` once, `seconds` from now; `.cancel()` the handle to stop
         it. If it raises, the traceback is logged and the server carries on."""
-        return self.loop.call_later(seconds, function, *args)
+        timer = self.loop.call_later(seconds, function, *args)
+        self._script_timers.keep(timer)  # --reload cancels them when a new version starts
+        return timer
 
     def call_every(self, seconds: float, function: Callable[..., Any], *args: Any) -> Repeating:
         """Call `function(*args)` every `seconds` until `.cancel()`: the schedule holds
         whatever one call costs, and a call that raises is logged, the next one still comes."""
-        return self.loop.call_every(seconds, function, *args)
+        handle = self.loop.call_every(seconds, function, *args)
+        self._script_timers.keep(handle)
+        return handle
 
     def _render_metrics(self) -> bytes:
         """GET /metrics: the gauges read now, then every family (metrics.py)."""

@@ -26,7 +26,7 @@ from typing import Any
 
 from . import access, handshake, legacy, limits, ops
 from .api import CallbackAPI
-from .callbacks import Callbacks, load
+from .callbacks import Callbacks, ScriptTimers, ScriptWatcher, load
 from .connection import Connection
 from .delivery import HOLD_THROTTLED, Delivery
 from .errors import HttpError, InternalError, PolicyViolation, ProtocolError
@@ -67,7 +67,7 @@ class Server(CallbackAPI):
     def __init__(self, address: str = "127.0.0.1", port: int = 8080,
                  callbacks: Callbacks | str | None = None, *,
                  selector: str = "default", client_dir: Path | str = CLIENT_DIR,
-                 **options: Any) -> None:
+                 reload: float = 0.0, **options: Any) -> None:
         unknown = set(options) - set(limits.DEFAULTS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -106,6 +106,10 @@ class Server(CallbackAPI):
         self._stopping = False
         self._stop_deadline = 0.0
         self._debug = self._trace = False
+        # --reload: poll the script's file every `reload` seconds (0: never). The timers a
+        # script starts are kept here, to be cancelled when a new version takes over.
+        self.reload_interval = reload if self.callbacks.source is not None else 0.0
+        self._script_timers = ScriptTimers()
 
     @property
     def selector_name(self) -> str:
@@ -143,16 +147,19 @@ class Server(CallbackAPI):
         idle_sweep = (self.loop.call_every(limits.idle_sweep_interval(self.idle_timeout),
                                            self._sweep_idle_users)
                       if self.idle_timeout > 0 else None)
+        watcher = None
+        if self.reload_interval > 0 and self.callbacks.source is not None:
+            script = ScriptWatcher(self.callbacks.source)
+            watcher = self.loop.call_every(self.reload_interval, self._reload, script)
         if self.callbacks.on_start is not None:
             self._call(self.callbacks.on_start, self)
         try:
             self.loop.run(until=lambda: self._stopping and (
                 not self._users or time.monotonic() >= self._stop_deadline))
         finally:
-            if sweep is not None:
-                sweep.cancel()
-            if idle_sweep is not None:
-                idle_sweep.cancel()
+            for handle in (sweep, idle_sweep, watcher):
+                if handle is not None:
+                    handle.cancel()
             for user in list(self._users.values()):
                 user.conn.close("server stopped")
             if self.listener is not None:
@@ -357,7 +364,7 @@ class Server(CallbackAPI):
     def _serve_http(self, user: User, request: handshake.Request) -> None:
         response = ops.answer(request, self._render_metrics if self.metrics_enabled else None)
         if response is None:
-            response = serve(request, self.client_dir, self.page_path)
+            response = serve(request, self.callbacks.pages or self.client_dir, self.page_path)
         if self._debug:
             log.debug("user %d (%s): %s %s -> %d", user.id, user.peer, request.method,
                       request.target, response.status)
@@ -608,6 +615,19 @@ class Server(CallbackAPI):
                 # RFC 6455 §7.4.1: 1000 "the purpose for which the connection was
                 # established has been fulfilled" (it is not an error of the peer's).
                 self._send_close(user, CloseCode.NORMAL, f"idle for {limit:g} s")
+
+    def _reload(self, script: ScriptWatcher) -> None:
+        """--reload: if the script's file changed, load it and let it take over. Users stay
+        connected (their `data` too); the old script's timers are cancelled and the new
+        `on_start` is called. A version that fails to load leaves the old one running."""
+        fresh = script.reload()
+        if fresh is None:
+            return  # unchanged, or failed to load (logged)
+        self._script_timers.cancel_all()
+        self.callbacks = fresh
+        log.info("reloaded %s; %d user(s) stay connected", fresh.name, len(self._open))
+        if fresh.on_start is not None:
+            self._call(fresh.on_start, self)
 
     def _sweep_silent_users(self) -> None:
         """Keepalive (RFC 6455 §5.5.2): ping users silent for `ping_interval`, drop them
