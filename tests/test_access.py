@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ServerProcess
+from hypothesis import given
+from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from wsclient import Client, close_payload, draft75_request, wait_until
@@ -91,6 +93,17 @@ def test_refusals(result: object, status: int, reason: str) -> None:
     refusal = refusal_from(result)
     assert refusal is not None
     assert (refusal.status, refusal.reason) == (status, reason)
+
+
+@given(st.text(), st.lists(st.tuples(st.sampled_from(["Cookie", "cookie", "X"]), st.text())))
+def test_any_request_from_the_network_can_be_taken_apart(target: str,
+                                                         headers: list[tuple[str, str]]) -> None:
+    """The target and headers are the client's: taking them apart never raises."""
+    seen = UpgradeRequest.from_request("/" + target, tuple(headers), ("192.0.2.1", 1), None,
+                                       "h")
+    assert seen.path.startswith("/")
+    assert all(isinstance(value, str) for value in seen.cookies.values())
+    repr(seen)
 
 
 def test_none_accepts() -> None:
