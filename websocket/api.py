@@ -33,7 +33,7 @@ class CallbackAPI:
     metrics: ServerMetrics
     _users: dict[int, User]
     _open: dict[int, User]
-    _script_timers: ScriptTimers
+    _script_timers: ScriptTimers  # --reload cancels a script's timers (callbacks.py)
 
     def _send_close(self, user: User, code: int, reason: str) -> None:
         raise NotImplementedError  # the server's closing handshake
@@ -83,7 +83,7 @@ class CallbackAPI:
         """Call `function(*args)` once, `seconds` from now; `.cancel()` the handle to stop
         it. If it raises, the traceback is logged and the server carries on."""
         timer = self.loop.call_later(seconds, function, *args)
-        self._script_timers.keep(timer)  # --reload cancels them when a new version starts
+        self._script_timers.keep(timer)
         return timer
 
     def call_every(self, seconds: float, function: Callable[..., Any], *args: Any) -> Repeating:

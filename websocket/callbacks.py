@@ -11,9 +11,9 @@ when the server starts serving: the place to start timers with `server.call_ever
 `on_request(request, server)` (called with each upgrade request, an
 `access.UpgradeRequest`, before the 101: return None to accept, or an HTTP status or
 `(status, reason)` to refuse; if it raises, the request gets a 500 and the traceback is
-logged), `SUBPROTOCOLS`, the RFC 6455 subprotocols it speaks in order of preference (e.g.
-`["chat.v2", "chat"]`), and `PAGES`, a folder of its own pages (relative to the script)
-that the server serves instead of `client/`, with the same path rules.
+logged) and `SUBPROTOCOLS`, the RFC 6455 subprotocols it speaks in order of preference
+(e.g. `["chat.v2", "chat"]`), and `PAGES`, a folder of its own pages (relative to the
+script) that the server serves instead of `client/`, with the same path rules.
 
 `ScriptWatcher` is `--reload`: it notices when the script's file changes and loads it
 again; a script that fails to load raises `CallbackError` and the caller keeps the old one.
@@ -158,7 +158,8 @@ def _callbacks_of(module: Any, spec: str, path: Path) -> Callbacks:
             raise CallbackError(f"PAGES in {spec}: {pages} is not a folder")
     return Callbacks(process, hooks["on_connect"], hooks["on_disconnect"], hooks["on_start"],
                      hooks["on_request"], name=str(path), subprotocols=tuple(subprotocols),
-                     pages=pages, source=path)
+                     pages=pages,
+                     source=path)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

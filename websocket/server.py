@@ -144,20 +144,20 @@ class Server(CallbackAPI):
         self._debug = self._trace = self.delivery.trace = log.isEnabledFor(logging.DEBUG)
         sweep = (self.loop.call_every(self.ping_interval / 2, self._sweep_silent_users)
                  if self.ping_interval > 0 else None)
-        idle_sweep = (self.loop.call_every(limits.idle_sweep_interval(self.idle_timeout),
-                                           self._sweep_idle_users)
-                      if self.idle_timeout > 0 else None)
         watcher = None
         if self.reload_interval > 0 and self.callbacks.source is not None:
             script = ScriptWatcher(self.callbacks.source)
             watcher = self.loop.call_every(self.reload_interval, self._reload, script)
+        idle_sweep = (self.loop.call_every(limits.idle_sweep_interval(self.idle_timeout),
+                                           self._sweep_idle_users)
+                      if self.idle_timeout > 0 else None)
         if self.callbacks.on_start is not None:
             self._call(self.callbacks.on_start, self)
         try:
             self.loop.run(until=lambda: self._stopping and (
                 not self._users or time.monotonic() >= self._stop_deadline))
         finally:
-            for handle in (sweep, idle_sweep, watcher):
+            for handle in (sweep, watcher, idle_sweep):
                 if handle is not None:
                     handle.cancel()
             for user in list(self._users.values()):
@@ -602,6 +602,19 @@ class Server(CallbackAPI):
         self._fail(user, PolicyViolation(
             f"message not finished within {self.message_timeout:g} s"))
 
+    def _reload(self, script: ScriptWatcher) -> None:
+        """--reload: if the script's file changed, load it and let it take over. Users stay
+        connected (their `data` too); the old script's timers are cancelled and the new
+        `on_start` is called. A version that fails to load leaves the old one running."""
+        fresh = script.reload()
+        if fresh is None:
+            return  # unchanged, or failed to load (logged)
+        self._script_timers.cancel_all()
+        self.callbacks = fresh
+        log.info("reloaded %s; %d user(s) stay connected", fresh.name, len(self._open))
+        if fresh.on_start is not None:
+            self._call(fresh.on_start, self)
+
     def _sweep_idle_users(self) -> None:
         """--idle-timeout: close (1000) users that sent no message for that long. One pass
         over the users every idle_sweep_interval(); a message costs nothing (it only sets
@@ -615,19 +628,6 @@ class Server(CallbackAPI):
                 # RFC 6455 §7.4.1: 1000 "the purpose for which the connection was
                 # established has been fulfilled" (it is not an error of the peer's).
                 self._send_close(user, CloseCode.NORMAL, f"idle for {limit:g} s")
-
-    def _reload(self, script: ScriptWatcher) -> None:
-        """--reload: if the script's file changed, load it and let it take over. Users stay
-        connected (their `data` too); the old script's timers are cancelled and the new
-        `on_start` is called. A version that fails to load leaves the old one running."""
-        fresh = script.reload()
-        if fresh is None:
-            return  # unchanged, or failed to load (logged)
-        self._script_timers.cancel_all()
-        self.callbacks = fresh
-        log.info("reloaded %s; %d user(s) stay connected", fresh.name, len(self._open))
-        if fresh.on_start is not None:
-            self._call(fresh.on_start, self)
 
     def _sweep_silent_users(self) -> None:
         """Keepalive (RFC 6455 §5.5.2): ping users silent for `ping_interval`, drop them
