@@ -102,6 +102,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         dest="allowed_origins",
                         help="only pages from this origin (e.g. http://chat.example.com:8080) "
                         "may join; repeat for more; others get HTTP 403 (default: any origin)")
+    parser.add_argument("--no-compression", action="store_false", dest="compression",
+                        help="do not agree to permessage-deflate (RFC 7692), which is on by "
+                        "default for every client that offers it (browsers do)")
     parser.add_argument("--selector", choices=("default", "select"), default="default",
                         help="readiness API: 'default' is the best the system has (epoll on "
                         "Linux); 'select' is plain select() as the article (at most ~1000 "
@@ -180,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                         message_timeout=args.message_timeout,
                         max_connections=args.max_connections, max_buffer=args.max_buffer,
                         max_input_memory=args.max_input_memory,
-                        allowed_origins=args.allowed_origins)
+                        allowed_origins=args.allowed_origins,
+                        compression=args.compression)
         server.listen()
     except (CallbackError, ServerError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
@@ -191,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
              describe_address(args.address))
     log.info("Chat page      : http://%s:%d/", host, server.port)
     log.info("WebSocket URL  : ws://%s:%d/", host, server.port)
-    log.info("Callback       : %s; selector: %s", callbacks.name,
-             server.selector_name)
+    log.info("Callback       : %s; selector: %s; compression: %s", callbacks.name,
+             server.selector_name, "permessage-deflate" if args.compression else "off")
     log.info("CTRL-C to quit")
     # From here on the loop handles Ctrl-C and SIGTERM (a graceful shutdown; twice: at
     # once). Outside it they are ignored, so a second one that comes while the process

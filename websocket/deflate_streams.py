@@ -206,7 +206,7 @@ class RoomStream:
     """
 
     __slots__ = ("policy", "keyframe_interval", "stream", "_alone", "_bits", "_followers",
-                 "_others", "_waiting", "_since_keyframe")
+                 "_others", "_waiting", "_missing", "_since_keyframe")
 
     def __init__(self, policy: DeflatePolicy = DEFAULT_POLICY,
                  keyframe_interval: int = DEFAULT_KEYFRAME_INTERVAL) -> None:
@@ -218,6 +218,7 @@ class RoomStream:
         self._followers: set[object] = set()
         self._others: dict[int, set[object]] = {}  # members not following, by window
         self._waiting: set[object] = set()  # those of them following from the next keyframe
+        self._missing: set[object] = set()  # members that will not get the next message
         self._since_keyframe = 0
 
     def join(self, member: object, agreed: Agreed) -> None:
@@ -234,8 +235,21 @@ class RoomStream:
             self._others[bits].discard(member)
         self._followers.discard(member)
         self._waiting.discard(member)
+        self._missing.discard(member)
         if not self._followers:
             self.stream.release()
+
+    def miss(self, member: object) -> None:
+        """The member will not get the next message (a broadcast that excludes it). A
+        follower cannot follow the stream past a message it did not get: it waits for
+        the next keyframe, with stand-alone bytes until then. Call before `compress`."""
+        if member not in self._bits:
+            return
+        self._missing.add(member)
+        if member in self._followers:
+            self._followers.discard(member)
+            self._others[self._bits[member]].add(member)
+            self._waiting.add(member)
 
     def follows(self, member: object) -> bool:
         """The member receives the shared stream (and so no other compressed message)."""
@@ -243,15 +257,17 @@ class RoomStream:
 
     def compress(self, payload: bytes | bytearray | memoryview) -> RoomMessage | None:
         """Compress a message for every member; None when it is to go uncompressed."""
+        missing, self._missing = self._missing, set()
         if len(payload) < self.policy.min_size:
             return None
-        if self._waiting and (not self._followers
-                              or self._since_keyframe >= self.keyframe_interval):
+        joining = self._waiting - missing if missing else self._waiting
+        if joining and (not self._followers
+                        or self._since_keyframe >= self.keyframe_interval):
             self.stream.restart()  # the keyframe: newcomers follow from here
-            for member in self._waiting:
+            for member in joining:
                 self._others[self._bits[member]].discard(member)
-            self._followers |= self._waiting
-            self._waiting = set()
+            self._followers |= joining
+            self._waiting = self._waiting - joining
             self._since_keyframe = 0
         self._since_keyframe += 1
         stream = self.stream.compress(payload) if self._followers else None

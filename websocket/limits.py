@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "max_buffer": 4 << 20,  # bytes of unsent output per user before it is dropped
     "max_input_memory": DEFAULT_MAX_INPUT_MEMORY,  # bytes of unfinished messages, all users
     "allowed_origins": None,  # pages (origins) whose users may join; None: any, as the article
+    "compression": True,  # permessage-deflate (RFC 7692) for clients that offer it
 }
 
 # One user's fair share of a loop pass, before everybody else is served.

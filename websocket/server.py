@@ -27,6 +27,7 @@ from typing import Any
 from . import handshake, legacy, limits
 from .callbacks import Callbacks, load
 from .connection import Connection
+from .deflate import Agreed, DeflatePolicy
 from .delivery import HOLD_THROTTLED, Delivery
 from .errors import HttpError, InternalError, PolicyViolation, ProtocolError
 from .frames import CloseCode, Opcode, describe_close_code, encode_close
@@ -87,8 +88,11 @@ class Server:
             None if origins is None else frozenset(o.lower().rstrip("/") for o in origins))
         self.client_dir = Path(client_dir)
         self.use_select = selector == "select"
+        # RFC 7692 permessage-deflate, unless --no-compression (docs/compression.md).
+        self.deflate: DeflatePolicy | None = DeflatePolicy() if settings["compression"] else None
+        self._agreements: dict[Agreed, Agreed] = {}  # one object per kind of agreement
         self.loop = Loop(selector)
-        self.delivery = Delivery(self.loop, self.max_buffer, self._overflow)
+        self.delivery = Delivery(self.loop, self.max_buffer, self._overflow, self.deflate)
         self.loop.before_sleep(self.delivery.release)
         self.listener: Listener | None = None
         self._users: dict[int, User] = {}  # every connection's user, by id
@@ -267,7 +271,8 @@ class Server:
 
     def _upgrade(self, user: User, request: handshake.Request) -> None:
         upgrade = handshake.upgrade(request, allowed_origins=self.allowed_origins,
-                                    subprotocols=self.callbacks.subprotocols)
+                                    subprotocols=self.callbacks.subprotocols,
+                                    deflate=self.deflate)
         if len(self._open) >= self.max_connections:
             raise HttpError(503, f"server full ({self.max_connections} users)")
         user.protocol = upgrade.protocol
@@ -277,8 +282,15 @@ class Server:
         user.subprotocol = upgrade.subprotocol
         user.headers = request.headers
         receiver: Receiver | HixieReceiver
+        agreed = upgrade.deflate
+        if agreed is not None:
+            agreed = self._agreements.setdefault(agreed, agreed)
+            if self._debug:
+                log.debug("user %d: permessage-deflate agreed: %s", user.id, agreed.response)
         if upgrade.protocol == handshake.RFC6455:
-            receiver = Receiver(self.max_message_size, budget=self.input_budget)
+            receiver = Receiver(self.max_message_size, budget=self.input_budget,
+                                inflater=agreed.inflater(self.max_message_size)
+                                if agreed is not None else None)
             if self._trace:
                 receiver.on_frame = lambda opcode, fin, length: log.debug(
                     "user %d < %s%s %d bytes", user.id, opcode.name, "" if fin else " (more)",
@@ -294,7 +306,8 @@ class Server:
         user.last_action = time.monotonic()
         self._open[user.id] = user
         self.delivery.queue(user.conn, upgrade.response, in_chat=False)
-        self.delivery.join(user.conn, rfc6455=upgrade.protocol == handshake.RFC6455)
+        self.delivery.join(user.conn, rfc6455=upgrade.protocol == handshake.RFC6455,
+                           deflate=agreed)
         log.info("user %d (%s) joined: %s, resource %s, origin %s", user.id, user.peer,
                  _PROTOCOL_NAMES[upgrade.protocol], user.resource, user.origin or "-")
         hook = self.callbacks.on_connect
