@@ -105,9 +105,6 @@ class Delivery:
         opcode = Opcode.TEXT if is_text else Opcode.BINARY
         conns = ([conn for conn in self.rfc6455 if conn not in excluded] if excluded
                  else list(self.rfc6455))
-        if self.trace:
-            for conn in conns:
-                log.debug("user %d > %s %d bytes", conn.user.id, opcode.name, len(payload))
         stream = self.streams.get(EVERYONE) if self.compressed else None
         if stream is not None:
             for conn in excluded:  # they miss this message: they cannot follow the stream
@@ -116,15 +113,18 @@ class Delivery:
         # RFC 7692 §7.2.1: compressed once for the stream, once per other window size.
         room_message = stream.compress(payload) if stream is not None else None
         if room_message is None:
+            self._trace(conns, opcode, len(payload))
             delivered = self.fan_out_parts(conns, frame_parts(opcode, payload))
         else:
             compressed = self.compressed
-            delivered = self.fan_out_parts([conn for conn in conns if conn not in compressed],
-                                           frame_parts(opcode, payload))
+            plain = [conn for conn in conns if conn not in compressed]
+            self._trace(plain, opcode, len(payload))
+            delivered = self.fan_out_parts(plain, frame_parts(opcode, payload))
             for data, members in room_message.groups():
                 group = cast(list[Connection],  # the members are the connections joined
                              [conn for conn in members if conn not in excluded] if excluded
                              else list(members))
+                self._trace(group, opcode, len(payload), len(data))
                 # §6: RSV1 on the (first and only) frame of a compressed message.
                 delivered += self.fan_out_parts(group, frame_parts(opcode | RSV1, data))
         if self.hixie:
@@ -138,6 +138,13 @@ class Delivery:
                     self.queue(conn, hixie)
                     delivered += 1
         return delivered
+
+    def _trace(self, conns: list[Connection], opcode: Opcode, size: int,
+               compressed: int | None = None) -> None:
+        if self.trace:
+            how = "" if compressed is None else f", compressed to {compressed}"
+            for conn in conns:
+                log.debug("user %d > %s %d bytes%s", conn.user.id, opcode.name, size, how)
 
     # -- queueing ----------------------------------------------------------------------------
 

@@ -170,7 +170,7 @@ class Receiver:
     __slots__ = ("max_message_size", "require_mask", "budget", "closed", "frames", "on_frame",
                  "in_message", "message_serial", "remaining", "inflater", "_fin", "_mask",
                  "_offset", "_in_frame", "_message_opcode", "_message_size", "_parts",
-                 "_reserved", "_text", "_compressed")
+                 "_reserved", "_text", "_compressed", "frame_compressed")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  require_mask: bool = True, budget: InputBudget | None = None,
@@ -186,6 +186,7 @@ class Receiver:
         self.frames = 0  # frame headers parsed so far (the caller's measure of work done)
         # Called with (opcode, fin, length) for every frame header, when set (for -v logs).
         self.on_frame: Callable[[Opcode, bool, int], object] | None = None
+        self.frame_compressed = False  # RSV1 on that frame (set only while on_frame is)
         # The frame whose payload is still arriving, and how much of it has been read.
         self._fin = True
         self._mask: bytes | None = None
@@ -248,6 +249,7 @@ class Receiver:
                     self.frames += 1
                     opcode, length = header.opcode, header.length
                     if self.on_frame is not None:
+                        self.frame_compressed = header.compressed
                         self.on_frame(opcode, header.fin, length)
                     if opcode >= Opcode.CLOSE:
                         # Control frames (§5.5) are small: wait for all of it, then act.

@@ -292,9 +292,11 @@ class Server:
                                 inflater=agreed.inflater(self.max_message_size)
                                 if agreed is not None else None)
             if self._trace:
+                rfc_receiver = receiver
                 receiver.on_frame = lambda opcode, fin, length: log.debug(
-                    "user %d < %s%s %d bytes", user.id, opcode.name, "" if fin else " (more)",
-                    length)
+                    "user %d < %s%s%s %d bytes", user.id, opcode.name,
+                    " (compressed)" if rfc_receiver.frame_compressed else "",
+                    "" if fin else " (more)", length)
         else:
             receiver = HixieReceiver(self.max_message_size, budget=self.input_budget)
             if self._trace:
