@@ -67,10 +67,13 @@ def free_port() -> int:
 
 
 def command(target: Target, mode: str, python: str, selector: str | None = None,
-            wrapper: Sequence[str] = (), port: int = 0, message_size: int = 0) -> list[str]:
+            wrapper: Sequence[str] = (), port: int = 0, message_size: int = 0,
+            deflate: bool = False) -> list[str]:
     """The argv that starts `target` in `mode` ("chat" or "echo"); port 0 picks a free one.
 
     `message_size` tells the framing-free relay how much to read per recv() (one message).
+    `deflate`: permessage-deflate as the target does it by default (ours always agrees to it
+    unless --no-compression; the websockets adapter turns it off otherwise).
     """
     if target is OURS:
         argv = [python, *wrapper, str(target.script), HOST, str(port), *OURS_OPTIONS]
@@ -80,6 +83,8 @@ def command(target: Target, mode: str, python: str, selector: str | None = None,
             argv += ["--selector", selector]
         return argv
     argv = [python, *wrapper, str(target.script), HOST, "0", "--mode", mode]
+    if deflate:
+        argv.append("--deflate")
     if target.proto == "raw" and message_size:
         argv += ["--chunk", str(message_size)]
     return argv

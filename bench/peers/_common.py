@@ -19,6 +19,9 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("host")
     parser.add_argument("port", type=int)
     parser.add_argument("--mode", choices=("chat", "echo"), default="chat")
+    parser.add_argument("--deflate", action="store_true",
+                        help="permessage-deflate as the library does it by default (only the "
+                        "websockets adapter knows it)")
     return parser.parse_args()
 
 
