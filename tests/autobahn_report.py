@@ -3,11 +3,11 @@
 
     python3 tests/autobahn_report.py reports/autobahn/report.json
 
-Prints, per section (1.x Framing ... 10.x Misc, 12.x/13.x permessage-deflate), how many cases were OK, NON-STRICT,
-INFORMATIONAL, UNIMPLEMENTED and FAILED, beside the figures published for the `websockets`
-library (17.4, in the runner's README), then every case that was not OK with the runner's
-words. Exit status: 0 when nothing FAILED, 1 when something did (or the report is
-incomplete), 2 when the report cannot be read. Standard library only.
+Prints, per section (1.x Framing ... 10.x Misc, 12.x/13.x permessage-deflate), how many
+cases were OK, NON-STRICT, INFORMATIONAL, UNIMPLEMENTED and FAILED, beside the figures
+published for the `websockets` library (17.4, in the runner's README), then every case that
+was not OK with the runner's words. Exit status: 0 when nothing FAILED, 1 when something did
+(or the report is incomplete), 2 when the report cannot be read. Standard library only.
 """
 from __future__ import annotations
 
