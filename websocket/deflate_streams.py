@@ -418,12 +418,17 @@ class Inflater:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _remember(self, chunk: bytes) -> None:
+        """Keep at least the last window of the current message's output: appended as it
+        comes, joined and cut back to one window only once twice that is held (amortized
+        O(1) per byte; a message in many small pieces costs no per-piece trimming)."""
         window = 1 << self.window_bits
         if len(chunk) >= window:
-            self._recent.clear()
-            chunk = chunk[-window:]
-            self._recent_size = 0
+            self._recent = [chunk]  # a reference, not a copy: cut when used
+            self._recent_size = len(chunk)
+            return
         self._recent.append(chunk)
         self._recent_size += len(chunk)
-        while self._recent_size - len(self._recent[0]) >= window:
-            self._recent_size -= len(self._recent.pop(0))
+        if self._recent_size >= 2 * window:
+            kept = b"".join(self._recent)[-window:]
+            self._recent = [kept]
+            self._recent_size = len(kept)
