@@ -208,33 +208,44 @@ class RoomStream:
     __slots__ = ("policy", "keyframe_interval", "stream", "_alone", "_bits", "_followers",
                  "_others", "_waiting", "_missing", "_since_keyframe")
 
+    # In `_bits` values, beside the window bits: the member follows from the next keyframe.
+    # (A flag rather than one more set: an idle member then costs one dict and one set entry.)
+    _WAITING = 0x10
+    _BITS = 0x0F
+
     def __init__(self, policy: DeflatePolicy = DEFAULT_POLICY,
                  keyframe_interval: int = DEFAULT_KEYFRAME_INTERVAL) -> None:
         self.policy = policy
         self.keyframe_interval = keyframe_interval
         self.stream = Deflater.for_policy(policy)
         self._alone: dict[int, Deflater] = {}  # window bits -> stand-alone compressor
-        self._bits: dict[object, int] = {}  # member -> window of its stand-alone bytes
+        # member -> window of its stand-alone bytes, | _WAITING if it follows from the next
+        # keyframe (it is then among the others until that keyframe)
+        self._bits: dict[object, int] = {}
         self._followers: set[object] = set()
         self._others: dict[int, set[object]] = {}  # members not following, by window
-        self._waiting: set[object] = set()  # those of them following from the next keyframe
+        self._waiting = 0  # how many members are _WAITING
         self._missing: set[object] = set()  # members that will not get the next message
         self._since_keyframe = 0
 
     def join(self, member: object, agreed: Agreed) -> None:
         """Add a member with the parameters it agreed to."""
-        bits = self._bits[member] = min(agreed.server_max_window_bits,
-                                        self.policy.server_max_window_bits)
+        if member in self._bits:
+            self.leave(member)
+        bits = min(agreed.server_max_window_bits, self.policy.server_max_window_bits)
         self._others.setdefault(bits, set()).add(member)
         if agreed.can_receive(self.stream):
-            self._waiting.add(member)
+            bits |= self._WAITING
+            self._waiting += 1
+        self._bits[member] = bits
 
     def leave(self, member: object) -> None:
         bits = self._bits.pop(member, None)
         if bits is not None:
-            self._others[bits].discard(member)
+            self._others[bits & self._BITS].discard(member)
+            if bits & self._WAITING:
+                self._waiting -= 1
         self._followers.discard(member)
-        self._waiting.discard(member)
         self._missing.discard(member)
         if not self._followers:
             self.stream.release()
@@ -248,8 +259,10 @@ class RoomStream:
         self._missing.add(member)
         if member in self._followers:
             self._followers.discard(member)
-            self._others[self._bits[member]].add(member)
-            self._waiting.add(member)
+            bits = self._bits[member]
+            self._others[bits].add(member)
+            self._bits[member] = bits | self._WAITING
+            self._waiting += 1
 
     def follows(self, member: object) -> bool:
         """The member receives the shared stream (and so no other compressed message)."""
@@ -260,15 +273,20 @@ class RoomStream:
         missing, self._missing = self._missing, set()
         if len(payload) < self.policy.min_size:
             return None
-        joining = self._waiting - missing if missing else self._waiting
-        if joining and (not self._followers
-                        or self._since_keyframe >= self.keyframe_interval):
-            self.stream.restart()  # the keyframe: newcomers follow from here
-            for member in joining:
-                self._others[self._bits[member]].discard(member)
-            self._followers |= joining
-            self._waiting = self._waiting - joining
-            self._since_keyframe = 0
+        if self._waiting and (not self._followers
+                              or self._since_keyframe >= self.keyframe_interval):
+            members = self._bits
+            joining = [member for others in self._others.values() for member in others
+                       if members[member] & self._WAITING and member not in missing]
+            if joining:
+                self.stream.restart()  # the keyframe: newcomers follow from here
+                for member in joining:
+                    bits = members[member] & self._BITS
+                    members[member] = bits
+                    self._others[bits].discard(member)
+                self._followers.update(joining)
+                self._waiting -= len(joining)
+                self._since_keyframe = 0
         self._since_keyframe += 1
         stream = self.stream.compress(payload) if self._followers else None
         return RoomMessage(self, payload, stream)
@@ -278,7 +296,7 @@ class RoomStream:
         """A message for one member alone: stand-alone bytes, or None (uncompressed)."""
         if member in self._followers or len(payload) < self.policy.min_size:
             return None
-        return self._alone_deflater(self._bits[member]).compress(payload)
+        return self._alone_deflater(self._bits[member] & self._BITS).compress(payload)
 
     def _alone_deflater(self, bits: int) -> Deflater:
         deflater = self._alone.get(bits)

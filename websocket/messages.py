@@ -20,6 +20,7 @@ import codecs
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .deflate import Agreed
 from .deflate_streams import Inflater
 from .errors import InvalidPayload, MessageTooBig, ProtocolError, TryAgainLater
 from .frames import Opcode, apply_mask, parse_close, parse_header, unmask_in_place
@@ -168,19 +169,23 @@ class Receiver:
     """Turns the bytes a client sends into events, for one RFC 6455 connection."""
 
     __slots__ = ("max_message_size", "require_mask", "budget", "closed", "frames", "on_frame",
-                 "in_message", "message_serial", "remaining", "inflater", "_fin", "_mask",
-                 "_offset", "_in_frame", "_message_opcode", "_message_size", "_parts",
+                 "in_message", "message_serial", "remaining", "inflater", "deflate", "_fin",
+                 "_mask", "_offset", "_in_frame", "_message_opcode", "_message_size", "_parts",
                  "_reserved", "_text", "_compressed", "frame_compressed")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  require_mask: bool = True, budget: InputBudget | None = None,
-                 inflater: Inflater | None = None) -> None:
+                 inflater: Inflater | None = None, deflate: Agreed | None = None) -> None:
         self.max_message_size = max_message_size
         self.require_mask = require_mask
         self.budget = budget  # shared with every other receiver (--max-input-memory)
         # permessage-deflate was agreed: RSV1 marks compressed messages, inflated by this
-        # (its max_size is the message limit). None: RSV1 is a protocol error (1002).
+        # (its max_size is the message limit). None: RSV1 is a protocol error (1002),
+        # unless `deflate` is given: then an Inflater for these parameters is made when a
+        # compressed message begins, and with client_no_context_takeover dropped when it
+        # ends, so that an idle user holds none (RFC 7692 §7.1.1.2).
         self.inflater = inflater
+        self.deflate = deflate
         self._compressed = False  # the message in progress is compressed
         self.closed = False  # a close frame was received: §5.5.1 nothing after it counts
         self.frames = 0  # frame headers parsed so far (the caller's measure of work done)
@@ -218,6 +223,7 @@ class Receiver:
         self.in_message = False
         if self._compressed and self.inflater is not None:
             self.inflater.end_message()  # its zlib object is dropped (no context takeover)
+            self._inflated()
         self._compressed = False
 
     def receive(self, buf: bytearray, events: list[Event] | None = None,
@@ -237,7 +243,7 @@ class Receiver:
         pos = 0
         end = len(buf)
         stop_at = self.frames + max_frames
-        allow_rsv1 = self.inflater is not None
+        allow_rsv1 = self.inflater is not None or self.deflate is not None
         try:
             while pos < end and not self.closed:
                 if not self._in_frame:
@@ -378,17 +384,32 @@ class Receiver:
 
     def _inflate_whole(self, payload: bytes | bytearray) -> bytes:
         """A whole compressed message, inflated (RFC 7692 §7.2.2)."""
-        assert self.inflater is not None  # parse_header allowed RSV1 only with one
-        return self.inflater.feed(payload, final=True)
+        inflated = self._inflater().feed(payload, final=True)
+        self._inflated()
+        return inflated
 
     def _inflate_piece(self, piece: bytes | bytearray | memoryview) -> bytes:
         """The next piece of a compressed message, inflated; its last piece (the end of
         the final frame) with the `00 00 ff ff` tail restored (RFC 7692 §7.2.2). The
         inflated bytes are held until the message ends, so they count against the budget."""
-        assert self.inflater is not None
-        inflated = self.inflater.feed(piece, final=self._fin and not self.remaining)
+        final = self._fin and not self.remaining
+        inflated = self._inflater().feed(piece, final=final)
+        if final:
+            self._inflated()
         self._reserve(len(inflated), "inflated piece")
         return inflated
+
+    def _inflater(self) -> Inflater:
+        inflater = self.inflater
+        if inflater is None:
+            assert self.deflate is not None  # parse_header allowed RSV1 only with one
+            inflater = self.inflater = self.deflate.inflater(self.max_message_size)
+        return inflater
+
+    def _inflated(self) -> None:
+        """A compressed message is over: an Inflater made for it alone goes."""
+        if self.deflate is not None and self.deflate.client_no_context_takeover:
+            self.inflater = None
 
     def _add(self, chunk: bytes | bytearray) -> None:
         self._keep(self._inflate_piece(chunk) if self._compressed else chunk)

@@ -289,8 +289,7 @@ class Server:
                 log.debug("user %d: permessage-deflate agreed: %s", user.id, agreed.response)
         if upgrade.protocol == handshake.RFC6455:
             receiver = Receiver(self.max_message_size, budget=self.input_budget,
-                                inflater=agreed.inflater(self.max_message_size)
-                                if agreed is not None else None)
+                                deflate=agreed)
             if self._trace:
                 rfc_receiver = receiver
                 receiver.on_frame = lambda opcode, fin, length: log.debug(
