@@ -358,7 +358,12 @@ class Receiver:
 
     def _begin_fragment(self, opcode: Opcode, fin: bool, length: int,
                         mask: bytes | None, compressed: bool = False) -> None:
-        self._reserve(length, "frame")
+        if self.budget is not None and length:  # (inline: once per fragment)
+            if not self.budget.take(length):
+                raise TryAgainLater(
+                    f"the server holds {self.budget.held} bytes of unfinished messages "
+                    f"(limit {self.budget.limit}); this {length}-byte frame must wait")
+            self._reserved += length
         self._in_frame = True
         self.in_message = True
         self._fin = fin
@@ -412,7 +417,16 @@ class Receiver:
             self.inflater = None
 
     def _add(self, chunk: bytes | bytearray) -> None:
-        self._keep(self._inflate_piece(chunk) if self._compressed else chunk)
+        # (the same as _keep, inline: this runs once per fragment)
+        if self._compressed:
+            chunk = self._inflate_piece(chunk)
+        if self._text is not None:
+            try:
+                self._text.add(chunk)
+            except UnicodeDecodeError:
+                raise InvalidPayload("text message is not valid UTF-8") from None
+        else:
+            add_piece(self._parts, chunk)
 
     def _keep(self, chunk: bytes | bytearray) -> None:
         if self._text is not None:
