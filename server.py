@@ -18,6 +18,7 @@ from websocket.limits import DEFAULTS
 from websocket.server import Server, ServerError
 
 log = logging.getLogger("websocket")
+RELOAD_INTERVAL = 1.0  # --reload: seconds between two looks at the script's file
 
 
 def size(text: str) -> int:
@@ -61,6 +62,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="what to do with messages: 'all' echoes each message to every "
                         "user (default, as the article), 'echo' answers the sender only, or a "
                         "drop-in script defining process(user, message, server)")
+    parser.add_argument("--reload", action="store_true",
+                        help="load the --callback script again when its file changes (checked "
+                        "every second); users stay connected, and a version that fails to "
+                        "load leaves the previous one running")
     parser.add_argument("--max-message-size", type=size, metavar="BYTES",
                         default=DEFAULTS["max_message_size"],
                         help="largest message accepted; bigger ones close the connection with "
@@ -105,6 +110,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-compression", action="store_false", dest="compression",
                         help="do not agree to permessage-deflate (RFC 7692), which is on by "
                         "default for every client that offers it (browsers do)")
+    parser.add_argument("--path", action="append", metavar="PATH", dest="paths",
+                        type=websocket_path,
+                        help="accept WebSocket upgrades only on this path (e.g. /chat); repeat "
+                        "for more; others get HTTP 404; the page connects to the first "
+                        "(default: any path)")
+    parser.add_argument("--trust-proxy", action="store_true",
+                        help="take the client's address (for the log and user.address) from "
+                        "the Forwarded / X-Forwarded-For header of the proxy in front; only "
+                        "when clients can reach the server through that proxy alone")
+    parser.add_argument("--idle-timeout", type=positive(float), metavar="SECONDS",
+                        default=None,
+                        help="close (1000) a user that sent no message for this long "
+                        "(default: off)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="serve the counters at GET /metrics in the Prometheus text "
+                        "format (GET /healthz answers 'ok' either way)")
     parser.add_argument("--selector", choices=("default", "select"), default="default",
                         help="readiness API: 'default' is the best the system has (epoll on "
                         "Linux); 'select' is plain select() as the article (at most ~1000 "
@@ -114,6 +135,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                           help="log every message and frame (direction, opcode, length)")
     loudness.add_argument("-q", "--quiet", action="store_true", help="log only warnings")
     return parser.parse_args(argv)
+
+
+def websocket_path(text: str) -> str:
+    """A --path: an absolute path without query or fragment, e.g. /chat."""
+    if not text.startswith("/") or any(char in text for char in "?# \t\r\n"):
+        raise argparse.ArgumentTypeError(f"not a path like /chat: {text!r}")
+    return text
 
 
 def describe_address(address: str) -> str:
@@ -175,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     try:
         callbacks = load(args.callback)
+        if args.reload and callbacks.source is None:
+            raise CallbackError("--reload needs --callback SCRIPT.py")
         server = Server(args.address, port, callbacks, selector=args.selector,
+                        reload=RELOAD_INTERVAL if args.reload else 0.0,
                         max_message_size=args.max_message_size,
                         max_request_size=args.max_request_size,
                         handshake_timeout=args.handshake_timeout,
@@ -183,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                         message_timeout=args.message_timeout,
                         max_connections=args.max_connections, max_buffer=args.max_buffer,
                         max_input_memory=args.max_input_memory,
-                        allowed_origins=args.allowed_origins,
+                        allowed_origins=args.allowed_origins, paths=args.paths,
+                        trust_proxy=args.trust_proxy,
+                        idle_timeout=args.idle_timeout or 0.0, metrics=args.metrics,
                         compression=args.compression)
         server.listen()
     except (CallbackError, ServerError) as exc:
@@ -194,9 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     log.info("Listening on   : %s port %d (%s)", args.address, server.port,
              describe_address(args.address))
     log.info("Chat page      : http://%s:%d/", host, server.port)
-    log.info("WebSocket URL  : ws://%s:%d/", host, server.port)
-    log.info("Callback       : %s; selector: %s; compression: %s", callbacks.name,
-             server.selector_name, "permessage-deflate" if args.compression else "off")
+    for path in args.paths or ["/"]:
+        log.info("WebSocket URL  : ws://%s:%d%s", host, server.port, path)
+    if args.metrics:
+        log.info("Metrics        : http://%s:%d/metrics", host, server.port)
+    log.info("Callback       : %s%s; selector: %s; compression: %s", callbacks.name,
+             " (reloaded when it changes)" if args.reload else "", server.selector_name,
+             "permessage-deflate" if args.compression else "off")
+    if callbacks.pages is not None:
+        log.info("Pages          : %s (instead of client/)", callbacks.pages)
     log.info("CTRL-C to quit")
     # From here on the loop handles Ctrl-C and SIGTERM (a graceful shutdown; twice: at
     # once). Outside it they are ignored, so a second one that comes while the process

@@ -68,15 +68,17 @@ def free_port() -> int:
 
 def command(target: Target, mode: str, python: str, selector: str | None = None,
             wrapper: Sequence[str] = (), port: int = 0, message_size: int = 0,
-            deflate: bool = False) -> list[str]:
+            ours_options: Sequence[str] = (), deflate: bool = False) -> list[str]:
     """The argv that starts `target` in `mode` ("chat" or "echo"); port 0 picks a free one.
 
-    `message_size` tells the framing-free relay how much to read per recv() (one message).
+    `message_size` tells the framing-free relay how much to read per recv() (one message);
+    `ours_options` are added to our server's options (bench/run.py --ours-option).
     `deflate`: permessage-deflate as the target does it by default (ours always agrees to it
     unless --no-compression; the websockets adapter turns it off otherwise).
     """
     if target is OURS:
-        argv = [python, *wrapper, str(target.script), HOST, str(port), *OURS_OPTIONS]
+        argv = [python, *wrapper, str(target.script), HOST, str(port), *OURS_OPTIONS,
+                *ours_options]
         if mode == "echo":
             argv += ["--callback", "echo"]
         if selector:

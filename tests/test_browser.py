@@ -496,3 +496,19 @@ def test_chromium_chats_compressed_by_default(start_server: Callable[..., Server
                         r"client_no_context_takeover")
     server.wait_for_log(r"user \d+ < TEXT \(compressed\) \d+ bytes")  # RSV1 from Chromium
     server.wait_for_log(r"user \d+ > TEXT \d+ bytes, compressed to \d+")  # RSV1 to it
+
+
+def test_the_page_connects_to_the_servers_path(start_server: Callable[..., ServerProcess],
+                                               open_page: Callable[..., Page]) -> None:
+    """With --path /chat the page (served from /) connects to /chat, where upgrades are."""
+    server = start_server("--path", "/chat", "--path", "/other")
+    alice = open_page(server.page_url)
+    bob = open_page(server.page_url)
+    expect(alice.locator("#server")).to_have_value(server.ws_url + "chat")
+    connect(alice, "alice")
+    connect(bob, "bob")
+    say(alice, "on the chat path")
+    for page in (alice, bob):
+        wait_for_message(page, "alice: on the chat path")
+    server.wait_for_log(r"joined: RFC 6455, resource /chat,")
+    assert "HTTP 404" not in server.log
