@@ -128,6 +128,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         dest="allowed_origins",
                         help="only pages from this origin (e.g. http://chat.example.com:8080) "
                         "may join; repeat for more; others get HTTP 403 (default: any origin)")
+    parser.add_argument("--no-compression", action="store_false", dest="compression",
+                        help="do not agree to permessage-deflate (RFC 7692), which is on by "
+                        "default for every client that offers it (browsers do)")
     parser.add_argument("--path", action="append", metavar="PATH", dest="paths",
                         type=websocket_path,
                         help="accept WebSocket upgrades only on this path (e.g. /chat); repeat "
@@ -263,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                         idle_timeout=args.idle_timeout or 0.0, metrics=args.metrics,
                         ssl_context=context,
                         trace=args.trace, trace_bytes=args.trace_bytes,
-                        trace_page=args.trace_page, trace_page_from=args.trace_page_from)
+                        trace_page=args.trace_page, trace_page_from=args.trace_page_from,
+                        compression=args.compression)
         server.listen()
     except (CallbackError, ServerError, TlsConfigError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
@@ -280,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("TLS            : %s, TLS %s and newer", args.certfile, args.tls_min)
     if args.metrics:
         log.info("Metrics        : http%s://%s:%d/metrics", secure, host, server.port)
-    log.info("Callback       : %s%s; selector: %s", callbacks.name,
-             " (reloaded when it changes)" if args.reload else "", server.selector_name)
+    log.info("Callback       : %s%s; selector: %s; compression: %s", callbacks.name,
+             " (reloaded when it changes)" if args.reload else "", server.selector_name,
+             "permessage-deflate" if args.compression else "off")
     if callbacks.pages is not None:
         log.info("Pages          : %s (instead of client/)", callbacks.pages)
     if args.trace_page:
