@@ -117,8 +117,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "by its intermediates (e.g. certbot's fullchain.pem)")
     parser.add_argument("--keyfile", metavar="PEM",
                         help="the certificate's private key (default: in --certfile too)")
-    parser.add_argument("--tls-min", choices=("1.2", "1.3"), default="1.2",
-                        help="oldest TLS version accepted (default: %(default)s)")
+    parser.add_argument("--tls-min", choices=("1.2", "1.3"),
+                        help="oldest TLS version accepted (default: 1.2)")
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true",
                           help="log every message and frame (direction, opcode, length)")
@@ -182,12 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server.py: error: bad port {args.port!r}: use a number from 0 to 65535",
               file=sys.stderr)
         return 1
-    if args.keyfile and not args.certfile:
-        print("server.py: error: --keyfile needs --certfile", file=sys.stderr)
-        return 1
+    for option, value in (("--keyfile", args.keyfile), ("--tls-min", args.tls_min)):
+        if value and not args.certfile:
+            print(f"server.py: error: {option} needs --certfile", file=sys.stderr)
+            return 1
     keep_freed_memory()
     try:
-        context = (load_context(args.certfile, args.keyfile, args.tls_min)
+        context = (load_context(args.certfile, args.keyfile, args.tls_min or "1.2")
                    if args.certfile else None)
         callbacks = load(args.callback)
         if args.reload and callbacks.source is None:
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("Chat page      : http%s://%s:%d/", secure, host, server.port)
     log.info("WebSocket URL  : ws%s://%s:%d/", secure, host, server.port)
     if context is not None:
-        log.info("TLS            : %s, TLS %s and newer", args.certfile, args.tls_min)
+        log.info("TLS            : %s, TLS %s and newer", args.certfile, args.tls_min or "1.2")
     log.info("Callback       : %s%s; selector: %s", callbacks.name,
              " (reloaded when it changes)" if args.reload else "", server.selector_name)
     if callbacks.pages is not None:

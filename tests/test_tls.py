@@ -497,6 +497,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     ("garbage key", "holds no PEM private key"),
     ("wrong key", "does not match the certificate"),
     ("key without cert", "--keyfile needs --certfile"),
+    ("tls-min without cert", "--tls-min needs --certfile"),
     ("bad tls-min", "invalid choice"),
 ])
 def test_bad_certificate_or_key_is_one_line_and_status_1(
@@ -510,6 +511,7 @@ def test_bad_certificate_or_key_is_one_line_and_status_1(
         "garbage key": ("--certfile", str(c.cert), "--keyfile", str(c.garbage)),
         "wrong key": ("--certfile", str(c.cert), "--keyfile", str(c.wrong_key)),
         "key without cert": ("--keyfile", str(c.key)),
+        "tls-min without cert": ("--tls-min", "1.3"),
         "bad tls-min": ("--certfile", str(c.cert), "--keyfile", str(c.key), "--tls-min", "1.1"),
     }[case]
     result = run(*args)
