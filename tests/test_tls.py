@@ -256,6 +256,14 @@ def test_tls_1_2_is_accepted_by_default(start_server: Start, certs: Certificates
         assert c.recv_message() == "tls 1.2"
 
 
+def test_wss_with_the_select_selector(start_server: Start, certs: Certificates) -> None:
+    server = start_server(*tls_args(certs, "--selector", "select"))
+    a, b = joined_tls(server.port, certs, 2)
+    a.send_text("select() and TLS")
+    assert b.recv_message() == "select() and TLS"
+    assert "SelectSelector" in server.log
+
+
 def test_certificate_and_key_in_one_file(start_server: Start,
                                          certs: Certificates) -> None:
     server = start_server("--certfile", str(certs.combined))
