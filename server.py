@@ -108,6 +108,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         dest="allowed_origins",
                         help="only pages from this origin (e.g. http://chat.example.com:8080) "
                         "may join; repeat for more; others get HTTP 403 (default: any origin)")
+    parser.add_argument("--path", action="append", metavar="PATH", dest="paths",
+                        type=websocket_path,
+                        help="accept WebSocket upgrades only on this path (e.g. /chat); repeat "
+                        "for more; others get HTTP 404; the page connects to the first "
+                        "(default: any path)")
+    parser.add_argument("--trust-proxy", action="store_true",
+                        help="take the client's address (for the log and user.address) from "
+                        "the Forwarded / X-Forwarded-For header of the proxy in front; only "
+                        "when clients can reach the server through that proxy alone")
+    parser.add_argument("--idle-timeout", type=positive(float), metavar="SECONDS",
+                        default=None,
+                        help="close (1000) a user that sent no message for this long "
+                        "(default: off)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="serve the counters at GET /metrics in the Prometheus text "
+                        "format (GET /healthz answers 'ok' either way)")
     parser.add_argument("--selector", choices=("default", "select"), default="default",
                         help="readiness API: 'default' is the best the system has (epoll on "
                         "Linux); 'select' is plain select() as the article (at most ~1000 "
@@ -124,6 +140,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                           help="log every message and frame (direction, opcode, length)")
     loudness.add_argument("-q", "--quiet", action="store_true", help="log only warnings")
     return parser.parse_args(argv)
+
+
+def websocket_path(text: str) -> str:
+    """A --path: an absolute path without query or fragment, e.g. /chat."""
+    if not text.startswith("/") or any(char in text for char in "?# \t\r\n"):
+        raise argparse.ArgumentTypeError(f"not a path like /chat: {text!r}")
+    return text
 
 
 def describe_address(address: str) -> str:
@@ -202,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
                         message_timeout=args.message_timeout,
                         max_connections=args.max_connections, max_buffer=args.max_buffer,
                         max_input_memory=args.max_input_memory,
-                        allowed_origins=args.allowed_origins, ssl_context=context)
+                        allowed_origins=args.allowed_origins, paths=args.paths,
+                        trust_proxy=args.trust_proxy,
+                        idle_timeout=args.idle_timeout or 0.0, metrics=args.metrics,
+                        ssl_context=context)
         server.listen()
     except (CallbackError, ServerError, TlsConfigError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
@@ -213,9 +239,12 @@ def main(argv: list[str] | None = None) -> int:
              describe_address(args.address))
     secure = "s" if context is not None else ""
     log.info("Chat page      : http%s://%s:%d/", secure, host, server.port)
-    log.info("WebSocket URL  : ws%s://%s:%d/", secure, host, server.port)
+    for path in args.paths or ["/"]:
+        log.info("WebSocket URL  : ws%s://%s:%d%s", secure, host, server.port, path)
     if context is not None:
         log.info("TLS            : %s, TLS %s and newer", args.certfile, args.tls_min or "1.2")
+    if args.metrics:
+        log.info("Metrics        : http%s://%s:%d/metrics", secure, host, server.port)
     log.info("Callback       : %s%s; selector: %s", callbacks.name,
              " (reloaded when it changes)" if args.reload else "", server.selector_name)
     if callbacks.pages is not None:

@@ -184,6 +184,7 @@ class Env:
     profile_dir: Path = RESULTS
     tls: tuple[str, str] | None = None  # (certificate, key) for the wss scenarios
     runs: list[dict[str, Any]] = field(default_factory=list)
+    ours_options: tuple[str, ...] = ()  # --ours-option: more options for our server
 
 
 def run_case(env: Env, target: Target, scenario: str, case: str, mode: str,
@@ -201,7 +202,7 @@ def run_case(env: Env, target: Target, scenario: str, case: str, mode: str,
     port = free_port() if target is OURS else 0  # with -q our server does not log its port
     size = int(gen_args[gen_args.index("--size") + 1])
     argv = command(target, mode, python_for(target, env.venv_python), selector, wrapper, port,
-                   size, env.tls if tls else None)
+                   size, env.tls if tls else None, env.ours_options)
     result: dict[str, Any] = {"target": target.name, "scenario": scenario, "case": case,
                               "repeat": repeat, "selector": selector}
     t0 = time.monotonic()
@@ -987,6 +988,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile", choices=("cprofile", "py-spy"),
                     help="profile our server while it runs (results in bench/results/)")
     ap.add_argument("--no-docs", action="store_true", help="never rewrite docs/performance.md")
+    ap.add_argument("--ours-option", action="append", default=[], metavar="OPTION",
+                    help="one more command-line option for our server, e.g. --ours-option="
+                    "--metrics (repeat for more; for comparing a feature on and off)")
     return ap.parse_args(argv)
 
 
@@ -1018,6 +1022,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log("bench: fewer than 2 cores: server and generator are not pinned")
     env = Env(plan, venv_python, loadgen, server_cpu, gen_cpu, profile=args.profile,
+              ours_options=tuple(args.ours_option),
               tls=ensure_certificate() if any(s.startswith("wss") for s in scenarios) else None)
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

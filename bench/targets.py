@@ -70,15 +70,17 @@ def free_port() -> int:
 
 def command(target: Target, mode: str, python: str, selector: str | None = None,
             wrapper: Sequence[str] = (), port: int = 0, message_size: int = 0,
-            tls: tuple[str, str] | None = None) -> list[str]:
+            tls: tuple[str, str] | None = None, ours_options: Sequence[str] = ()) -> list[str]:
     """The argv that starts `target` in `mode` ("chat" or "echo"); port 0 picks a free one.
 
     `message_size` tells the framing-free relay how much to read per recv() (one message).
     `tls`: (certificate, key) files: serve wss:// (the same options for every target).
+    `ours_options` are added to our server's options (bench/run.py --ours-option).
     """
     tls_args = ["--certfile", tls[0], "--keyfile", tls[1]] if tls else []
     if target is OURS:
-        argv = [python, *wrapper, str(target.script), HOST, str(port), *OURS_OPTIONS, *tls_args]
+        argv = [python, *wrapper, str(target.script), HOST, str(port), *OURS_OPTIONS, *tls_args,
+                *ours_options]
         if mode == "echo":
             argv += ["--callback", "echo"]
         if selector:

@@ -9,7 +9,9 @@
 "use strict";
 
 (function () {
-  const CHAT_PATH = "/";
+  // The server's WebSocket path (its first --path), as the server wrote it into the page.
+  const pathMeta = document.querySelector('meta[name="websocket-path"]');
+  const CHAT_PATH = (pathMeta && pathMeta.content.startsWith("/")) ? pathMeta.content : "/";
   const HANDLE_MAX = 32;
   const RETRY_FIRST_MS = 1000;
   const RETRY_MAX_MS = 30000;

@@ -461,3 +461,19 @@ def test_readable_in_light_and_dark(scheme: str, chat_server: ServerProcess,
     low = {name: round(contrast(*pair), 2) for name, pair in pairs.items()
            if contrast(*pair) < 4.5}
     assert not low, f"contrast below 4.5:1 in the {scheme} scheme: {low}"
+
+
+def test_the_page_connects_to_the_servers_path(start_server: Callable[..., ServerProcess],
+                                               open_page: Callable[..., Page]) -> None:
+    """With --path /chat the page (served from /) connects to /chat, where upgrades are."""
+    server = start_server("--path", "/chat", "--path", "/other")
+    alice = open_page(server.page_url)
+    bob = open_page(server.page_url)
+    expect(alice.locator("#server")).to_have_value(server.ws_url + "chat")
+    connect(alice, "alice")
+    connect(bob, "bob")
+    say(alice, "on the chat path")
+    for page in (alice, bob):
+        wait_for_message(page, "alice: on the chat path")
+    server.wait_for_log(r"joined: RFC 6455, resource /chat,")
+    assert "HTTP 404" not in server.log

@@ -587,3 +587,46 @@ def test_chromium_and_websockets_chat_over_wss(tls_browser: BrowserContext,
         page.close()
     assert not problems, problems
     server.wait_for_log(r"joined: RFC 6455, resource /, origin https://localhost:\d+")
+
+
+def test_metrics_count_tls_handshake_failures(start_server: Start, certs: Certificates) -> None:
+    """--metrics over https: plain HTTP to the TLS port and a broken ClientHello each count
+    once in websocket_tls_handshake_failures_total, and TLS users' bytes are counted."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = start_server(*tls_args(certs, "--metrics", "--handshake-timeout", "2"))
+
+    def scrape() -> dict[str, float]:
+        context = certs.client_context()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        return {sample.name: sample.value
+                for family in text_string_to_metric_families(body.decode())
+                for sample in family.samples if not sample.labels}
+
+    before = scrape()
+    with Client(server.port) as plain:
+        plain.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        plain.read_to_eof()
+    with Client(server.port) as broken:
+        broken.send(b"\x16\x03\x01\x00\x05hello")  # a TLS record that is no ClientHello
+        broken.read_to_eof()
+    user = tls_client(server.port, certs).handshake()
+    user.send(frame(1, b"hi over tls"))
+    user.close()
+    deadline = time.monotonic() + 10
+    after = scrape()
+    while after["websocket_tls_handshake_failures_total"] < before[
+            "websocket_tls_handshake_failures_total"] + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        after = scrape()
+    assert after["websocket_tls_handshake_failures_total"] == (
+        before["websocket_tls_handshake_failures_total"] + 2)
+    assert after["websocket_received_bytes_total"] > before["websocket_received_bytes_total"]
+    assert after["websocket_sent_bytes_total"] > before["websocket_sent_bytes_total"]

@@ -35,6 +35,22 @@ _SCRATCH = bytearray(DIRECT_READ_SIZE)  # every read goes here first: one buffer
 _SCRATCH_VIEW = memoryview(_SCRATCH)
 
 
+class ByteCounts:
+    """Bytes read and written, counted by every connection that shares one of these (the
+    server's metrics; a connection without one counts into a private object)."""
+
+    __slots__ = ("received_bytes", "sent_bytes")
+
+    def __init__(self) -> None:
+        self.received_bytes = 0
+        self.sent_bytes = 0
+
+
+class Counts(Protocol):
+    received_bytes: int
+    sent_bytes: int
+
+
 class Owner(Protocol):
     """What a connection tells the code that owns it (the chat server)."""
 
@@ -60,10 +76,12 @@ class Connection:
 
     __slots__ = ("sock", "loop", "owner", "user", "inbuf", "outbuf", "out_cost", "out_offset",
                  "events", "hold", "writing", "direct", "notify", "progress_at",
-                 "behind_since", "closing", "lingering", "closed", "timer")
+                 "behind_since", "closing", "lingering", "closed", "timer", "counts")
 
-    def __init__(self, loop: Loop, sock: socket.socket, owner: Owner) -> None:
+    def __init__(self, loop: Loop, sock: socket.socket, owner: Owner,
+                 counts: Counts | None = None) -> None:
         self.sock = sock
+        self.counts: Counts = counts if counts is not None else ByteCounts()
         self.loop = loop
         self.owner = owner
         self.user: Any = None  # the owner's object for this connection (the chat's User)
@@ -102,6 +120,7 @@ class Connection:
         if not size:
             self.close("" if self.closing else "connection closed by the client")
             return
+        self.counts.received_bytes += size
         if self.closing:
             return  # lingering after our last bytes: the rest is discarded
         if self.direct:
@@ -189,6 +208,7 @@ class Connection:
                 self.close(f"connection lost: {exc.strerror or exc}")
                 return
             sent_any = True
+            self.counts.sent_bytes += sent
             if sent == self.out_cost - FRAME_COST * len(out):  # the kernel took everything
                 out.clear()
                 self.out_cost = self.out_offset = 0

@@ -37,7 +37,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-from .connection import _SCRATCH, _SCRATCH_VIEW, Connection
+from .connection import _SCRATCH, _SCRATCH_VIEW, Connection, Counts
 from .errors import HttpError
 from .handshake import error_response
 from .limits import FRAME_COST, READ_SIZE
@@ -296,13 +296,14 @@ class TlsConnection(Connection):
 
     sock: ssl.SSLSocket
 
-    def __init__(self, loop: Loop, sock: ssl.SSLSocket, owner: Any) -> None:
+    def __init__(self, loop: Loop, sock: ssl.SSLSocket, owner: Any,
+                 counts: Counts | None = None) -> None:
         self.chunk: bytes | memoryview | None = None  # being written: offered again as is
         self.write_wants_read = False  # OpenSSL must read before the chunk can go
         self.read_wants_write = False  # ... or write before it can read more
         self.read_soon = False  # a read of decrypted bytes is scheduled
         self.eof = False  # the peer's end came with the last bytes read
-        super().__init__(loop, sock, owner)
+        super().__init__(loop, sock, owner, counts)
         self._update_events()  # bytes decrypted with the handshake's last record, if any
 
     # -- reading ---------------------------------------------------------------------------
@@ -339,6 +340,7 @@ class TlsConnection(Connection):
         except OSError as exc:
             self.close(f"connection error: {exc.strerror or exc}")
             return
+        self.counts.received_bytes += got
         if got and not self.closing:
             if self.direct:
                 self.direct = 0  # the owner sets it again if more of the payload is to come
@@ -424,6 +426,7 @@ class TlsConnection(Connection):
                 return
             self.chunk = None
             sent_any = True
+            self.counts.sent_bytes += sent
             self._consume(sent)
         if self.write_wants_read and not self.writing:
             self._update_events()
