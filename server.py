@@ -156,8 +156,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "by its intermediates (e.g. certbot's fullchain.pem)")
     parser.add_argument("--keyfile", metavar="PEM",
                         help="the certificate's private key (default: in --certfile too)")
-    parser.add_argument("--tls-min", choices=("1.2", "1.3"), default="1.2",
-                        help="oldest TLS version accepted (default: %(default)s)")
+    parser.add_argument("--tls-min", choices=("1.2", "1.3"),
+                        help="oldest TLS version accepted (default: 1.2)")
     parser.add_argument("--trace", action="store_true",
                         help="log every connection's HTTP request and response and every "
                         "frame both ways as an annotated hex dump (stderr)")
@@ -242,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server.py: error: bad port {args.port!r}: use a number from 0 to 65535",
               file=sys.stderr)
         return 1
-    if args.keyfile and not args.certfile:
-        print("server.py: error: --keyfile needs --certfile", file=sys.stderr)
-        return 1
+    for option, value in (("--keyfile", args.keyfile), ("--tls-min", args.tls_min)):
+        if value and not args.certfile:
+            print(f"server.py: error: {option} needs --certfile", file=sys.stderr)
+            return 1
     keep_freed_memory()
     try:
-        context = (load_context(args.certfile, args.keyfile, args.tls_min)
+        context = (load_context(args.certfile, args.keyfile, args.tls_min or "1.2")
                    if args.certfile else None)
         callbacks = load(args.callback)
         if args.reload and callbacks.source is None:
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.paths or ["/"]:
         log.info("WebSocket URL  : ws%s://%s:%d%s", secure, host, server.port, path)
     if context is not None:
-        log.info("TLS            : %s, TLS %s and newer", args.certfile, args.tls_min)
+        log.info("TLS            : %s, TLS %s and newer", args.certfile, args.tls_min or "1.2")
     if args.metrics:
         log.info("Metrics        : http%s://%s:%d/metrics", secure, host, server.port)
     log.info("Callback       : %s%s; selector: %s; compression: %s", callbacks.name,
