@@ -46,7 +46,7 @@
   const ui = {};
   for (const id of ["error", "status", "server", "server-hint", "handle", "handle-hint",
                     "connect", "disconnect", "console", "message", "send",
-                    "connect-form", "send-form"]) {
+                    "connect-form", "send-form", "room"]) {
     ui[id] = document.getElementById(id);
   }
 
@@ -105,13 +105,30 @@
     return { href: url.href };
   }
 
+  // The room of ?room=NAME: a path on the server ("/" + NAME; the lobby "/" by default).
+  function chosenRoom() {
+    const name = (new URLSearchParams(window.location.search).get("room") || "").trim();
+    const bare = name.replace(/^\/+/, "");
+    return bare ? CHAT_PATH + bare.split("/").map(encodeURIComponent).join("/") : CHAT_PATH;
+  }
+
+  // What a WebSocket URL's path says about its room, for the console and the header.
+  function roomOf(href) {
+    try {
+      const path = new URL(href).pathname;
+      return path === CHAT_PATH ? "the lobby (/)" : `room ${decodeURIComponent(path)}`;
+    } catch (_) {
+      return "the lobby (/)";
+    }
+  }
+
   function defaultServerUrl() {
     const params = new URLSearchParams(window.location.search);
     const given = params.get("server");
     if (given && given.trim()) return given.trim();
     const { protocol, host } = window.location;
     if ((protocol === "http:" || protocol === "https:") && host) {
-      return (protocol === "https:" ? "wss://" : "ws://") + host + CHAT_PATH;
+      return (protocol === "https:" ? "wss://" : "ws://") + host + chosenRoom();
     }
     return ""; // file:// and the like: there is no server to guess
   }
@@ -322,7 +339,10 @@
       attempt = 0;
       lostNote = "";
       clearError();
-      addLine("info", `${again ? "Reconnected" : "Connected"} to ${session.url} as ${session.handle}.`);
+      const room = roomOf(session.url);
+      addLine("info", `${again ? "Reconnected" : "Connected"} to ${session.url} as ${session.handle}, in ${room}.`);
+      ui.room.textContent = `In ${room}`;
+      ui.room.hidden = false;
       setState("open");
     });
 

@@ -461,3 +461,27 @@ def test_readable_in_light_and_dark(scheme: str, chat_server: ServerProcess,
     low = {name: round(contrast(*pair), 2) for name, pair in pairs.items()
            if contrast(*pair) < 4.5}
     assert not low, f"contrast below 4.5:1 in the {scheme} scheme: {low}"
+
+
+def test_room_parameter_joins_that_room(chat_server: ServerProcess,
+                                        open_page: Callable[..., Page]) -> None:
+    """?room=NAME joins the room /NAME (issue 13); the page says which; rooms are apart."""
+    python = open_page(chat_server.page_url + "?room=python")
+    also = open_page(chat_server.page_url + "?room=python")
+    lobby = open_page(chat_server.page_url)
+    expect(python.locator("#server")).to_have_value(chat_server.ws_url + "python")
+    connect(python, "ada")
+    connect(also, "guido")
+    connect(lobby, "bob")
+    expect(python.locator("#room")).to_have_text("In room /python")
+    expect(lobby.locator("#room")).to_have_text("In the lobby (/)")
+    say(python, "snakes")
+    for page in (python, also):
+        wait_for_message(page, "ada: snakes")
+    say(lobby, "lobby only")
+    wait_for_message(lobby, "bob: lobby only")
+    say(also, "after")
+    wait_for_message(python, "guido: after")
+    assert messages(python) == ["ada: snakes", "guido: after"]
+    assert messages(lobby) == ["bob: lobby only"]
+    chat_server.wait_for_log(r"joined: RFC 6455, resource /python")

@@ -39,6 +39,16 @@ HOLD_THROTTLED = 1  # its messages reached users that are behind: wait for them
 HOLD_BEHIND = 2  # its own output is backed up: read again once it drains
 
 
+class RoomMembers:
+    """The users of one room who get its broadcasts, by protocol, in order of arrival."""
+
+    __slots__ = ("rfc6455", "hixie")
+
+    def __init__(self) -> None:
+        self.rfc6455: dict[Connection, None] = {}
+        self.hixie: dict[Connection, None] = {}
+
+
 class Delivery:
     """The queues' policy for one server; see the module docstring."""
 
@@ -50,9 +60,11 @@ class Delivery:
         self.caught_up_mark = max_buffer // 8  # ... until it is back under this
         self.on_overflow = on_overflow
         # Who gets a broadcast, in order of arrival: RFC 6455 users get frames, the 2010
-        # drafts' users (text only) 0x00 ... 0xFF.
+        # drafts' users (text only) 0x00 ... 0xFF. Everyone, and each room's own (rooms.py).
         self.rfc6455: dict[Connection, None] = {}
         self.hixie: dict[Connection, None] = {}
+        self.rooms: dict[str, RoomMembers] = {}
+        self._room_of: dict[Connection, str] = {}
         self.behind: dict[Connection, None] = {}
         self.throttled: dict[Connection, None] = {}
         # Set while the server handles one user's input whenever a frame it causes reaches
@@ -62,20 +74,52 @@ class Delivery:
         self._recheck: Timer | None = None
         self.trace = False  # log every frame queued (-v)
 
-    def join(self, conn: Connection, rfc6455: bool) -> None:
-        """The user's WebSocket is open: it gets broadcasts from now on."""
+    def join(self, conn: Connection, rfc6455: bool, room: str = "/") -> None:
+        """The user's WebSocket is open: it gets broadcasts (to everyone, and to `room`)."""
         (self.rfc6455 if rfc6455 else self.hixie)[conn] = None
+        self._enter(conn, rfc6455, room)
 
-    def broadcast(self, message: str | bytes, excluded: Collection[Connection] = ()) -> int:
-        """Queue `message` for every user that joined (but `excluded`); return how many.
+    def move(self, conn: Connection, room: str) -> None:
+        """The user changes rooms: it gets the new room's broadcasts from now on."""
+        rfc6455 = conn in self.rfc6455
+        self._exit(conn)
+        self._enter(conn, rfc6455, room)
+
+    def _enter(self, conn: Connection, rfc6455: bool, room: str) -> None:
+        members = self.rooms.get(room)
+        if members is None:
+            members = self.rooms[room] = RoomMembers()
+        (members.rfc6455 if rfc6455 else members.hixie)[conn] = None
+        self._room_of[conn] = room
+
+    def _exit(self, conn: Connection) -> None:
+        room = self._room_of.pop(conn, None)
+        if room is None:
+            return
+        members = self.rooms[room]
+        members.rfc6455.pop(conn, None)
+        members.hixie.pop(conn, None)
+        if not members.rfc6455 and not members.hixie:
+            del self.rooms[room]
+
+    def broadcast(self, message: str | bytes, excluded: Collection[Connection] = (),
+                  room: str | None = None) -> int:
+        """Queue `message` for every user that joined (of `room`, when given; but
+        `excluded`); return how many.
 
         Encoded once per protocol generation: every user's queue holds the same bytes.
         """
         is_text = isinstance(message, str)
         payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
         opcode = Opcode.TEXT if is_text else Opcode.BINARY
-        conns = ([conn for conn in self.rfc6455 if conn not in excluded] if excluded
-                 else list(self.rfc6455))
+        members: RoomMembers | Delivery = self
+        if room is not None:
+            found = self.rooms.get(room)
+            if found is None:
+                return 0
+            members = found
+        conns = ([conn for conn in members.rfc6455 if conn not in excluded] if excluded
+                 else list(members.rfc6455))
         if self.trace:
             for conn in conns:
                 log.debug("user %d > %s %d bytes", conn.user.id, opcode.name, len(payload))
@@ -87,13 +131,13 @@ class Delivery:
                 for part in parts:
                     self.queue(conn, part)
             delivered = len(conns)
-        if self.hixie:
+        if members.hixie:
             if not is_text:
                 log.debug("%d draft-75/76 user(s) cannot receive binary messages; skipped",
-                          len(self.hixie))
+                          len(members.hixie))
                 return delivered
             hixie = b"\x00" + payload + b"\xff"  # draft-76 §4.2, built once
-            for conn in list(self.hixie):
+            for conn in list(members.hixie):
                 if not excluded or conn not in excluded:
                     self.queue(conn, hixie)
                     delivered += 1
@@ -213,6 +257,7 @@ class Delivery:
         and waits for nobody. (If it is behind, its own input still waits to drain.)"""
         self.rfc6455.pop(conn, None)
         self.hixie.pop(conn, None)
+        self._exit(conn)
         self.behind.pop(conn, None)
         if self.throttled.pop(conn, None) is not None or conn.hold & HOLD_THROTTLED:
             conn.release_input(HOLD_THROTTLED)

@@ -35,6 +35,7 @@ from .legacy import HixieReceiver
 from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop, Repeating, Timer
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
+from .rooms import MAX_ROOM_LENGTH, Rooms, check_room, room_of
 from .user import User, UserState
 
 log = logging.getLogger("websocket")
@@ -57,8 +58,9 @@ class ServerError(Exception):
 class Server:
     """A WebSocket chat server: `Server(address, port).serve_forever()`.
 
-    Methods for callbacks: `get_users()`, `send(user, message)`,
-    `broadcast(message, exclude=None)`, `disconnect(user, code=1000, reason="")`, `log(...)`,
+    Methods for callbacks: `get_users(room=None)`, `send(user, message)`,
+    `broadcast(message, exclude=None, room=None)`, `join(user, room)`, `rooms()`,
+    `disconnect(user, code=1000, reason="")`, `log(...)`,
     `call_later(seconds, function, *args)`, `call_every(seconds, function, *args)`.
     """
 
@@ -93,6 +95,7 @@ class Server:
         self.listener: Listener | None = None
         self._users: dict[int, User] = {}  # every connection's user, by id
         self._open: dict[int, User] = {}  # WebSocket users (state OPEN), in order of arrival
+        self._rooms = Rooms()  # the same users, room by room (rooms.py)
         self._next_id = 1
         self._stopping = False
         self._stop_deadline = 0.0
@@ -276,6 +279,9 @@ class Server:
         user.origin = upgrade.origin
         user.subprotocol = upgrade.subprotocol
         user.headers = request.headers
+        user.room = room_of(upgrade.resource)
+        if len(user.room) > MAX_ROOM_LENGTH:
+            raise HttpError(400, f"room name (the path) longer than {MAX_ROOM_LENGTH} characters")
         receiver: Receiver | HixieReceiver
         if upgrade.protocol == handshake.RFC6455:
             receiver = Receiver(self.max_message_size, budget=self.input_budget)
@@ -293,8 +299,10 @@ class Server:
         user.conn.cancel_timer()
         user.last_action = time.monotonic()
         self._open[user.id] = user
+        self._rooms.add(user, user.room)
         self.delivery.queue(user.conn, upgrade.response, in_chat=False)
-        self.delivery.join(user.conn, rfc6455=upgrade.protocol == handshake.RFC6455)
+        self.delivery.join(user.conn, rfc6455=upgrade.protocol == handshake.RFC6455,
+                           room=user.room)
         log.info("user %d (%s) joined: %s, resource %s, origin %s", user.id, user.peer,
                  _PROTOCOL_NAMES[upgrade.protocol], user.resource, user.origin or "-")
         hook = self.callbacks.on_connect
@@ -468,6 +476,7 @@ class Server:
     def _leave_open(self, user: User) -> None:
         """The user no longer takes part in the chat (its socket may still be flushing)."""
         if self._open.pop(user.id, None) is not None:
+            self._rooms.remove(user, user.room)
             self.delivery.leave(user.conn)
 
     def _announce_left(self, user: User, why: str) -> None:
@@ -554,9 +563,30 @@ class Server:
 
     # -- the API for callbacks (the article's `send`, plus what a real chat needs) ----------
 
-    def get_users(self) -> list[User]:
-        """Every user with an open WebSocket, in order of arrival."""
-        return list(self._open.values())
+    def get_users(self, room: str | None = None) -> list[User]:
+        """Every user of this process with an open WebSocket (in `room`, when given), in
+        order of arrival."""
+        if room is None:
+            return list(self._open.values())
+        return self._rooms.users(room)
+
+    def rooms(self) -> list[str]:
+        """Every room with a user of this process, in order of creation."""
+        return self._rooms.names()
+
+    def join(self, user: User, room: str) -> None:
+        """Move `user` to `room` (a path, e.g. "/python"): it gets that room's broadcasts
+        from now on. Raises ValueError for a name that is not a path."""
+        check_room(room)
+        if user.state is not UserState.OPEN:
+            user.room = room
+            return
+        if room == user.room:
+            return
+        self._rooms.remove(user, user.room)
+        user.room = room
+        self._rooms.add(user, room)
+        self.delivery.move(user.conn, room)
 
     def send(self, user: User, message: str | bytes) -> bool:
         """Queue one message for one user. False if it cannot go (closed, or binary to hixie)."""
@@ -565,16 +595,18 @@ class Server:
         return self.delivery.send(user.conn, message, user.protocol == handshake.RFC6455)
 
     def broadcast(self, message: str | bytes,
-                  exclude: User | Iterable[User] | None = None) -> int:
-        """Queue a message for every open user (except `exclude`); return how many get it.
+                  exclude: User | Iterable[User] | None = None,
+                  room: str | None = None) -> int:
+        """Queue a message for every open user (of `room`, when given; but `exclude`);
+        return how many here get it.
 
         The frame is encoded once per protocol, not once per user: every user's queue
         holds the same bytes object (see Delivery.broadcast).
         """
         if exclude is None:
-            return self.delivery.broadcast(message)
+            return self.delivery.broadcast(message, room=room)
         users = (exclude,) if isinstance(exclude, User) else exclude
-        return self.delivery.broadcast(message, {user.conn for user in users})
+        return self.delivery.broadcast(message, {user.conn for user in users}, room)
 
     def disconnect(self, user: User, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close a user's WebSocket with `code` and `reason` (the closing handshake)."""

@@ -36,6 +36,8 @@ class User:
         protocol: "rfc6455", "hixie76" or "hixie75" after the handshake, else None.
         subprotocol: the RFC 6455 subprotocol selected from the script's SUBPROTOCOLS.
         resource: the request path the client connected to (e.g. "/" or "/chat").
+        room: the room it is in: the path of `resource` ("/" the lobby), until
+            `server.join(user, room)` moves it.
         host, origin: the request's Host and Origin headers (origin may be None).
         headers: every request header, in order, as (name, value) pairs.
         connected_at: wall-clock time (time.time()) of the connection.
@@ -47,7 +49,7 @@ class User:
         "id", "conn", "address", "state", "protocol", "subprotocol", "resource", "host",
         "origin", "_headers", "connected_at", "last_action", "last_seen", "pinged", "_data",
         "receiver", "message_started", "message_serial", "message_timer", "close_code",
-        "close_reason", "left", "__weakref__",
+        "close_reason", "left", "room", "__weakref__",
     )
 
     def __init__(self, user_id: int, conn: Connection, address: Any,
@@ -59,6 +61,7 @@ class User:
         self.protocol: str | None = None
         self.subprotocol: str | None = None  # the RFC 6455 subprotocol agreed on, if any
         self.resource = ""
+        self.room = "/"  # the room it is in: its path at first (rooms.py), or server.join's
         self.host = ""
         self.origin: str | None = None
         # The request headers, kept as one string (a browser sends ~12 headers: as tuples of
