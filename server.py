@@ -102,6 +102,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         dest="allowed_origins",
                         help="only pages from this origin (e.g. http://chat.example.com:8080) "
                         "may join; repeat for more; others get HTTP 403 (default: any origin)")
+    parser.add_argument("--redis", metavar="URL", default=None,
+                        help="redis://[:PASSWORD@]HOST:PORT[/DB]: join every server started "
+                        "with the same Redis into one chat (pub/sub; default: none)")
+    parser.add_argument("--redis-prefix", metavar="TEXT", default=DEFAULTS["redis_prefix"],
+                        help="Redis channel names start with this (default: %(default)s)")
     parser.add_argument("--selector", choices=("default", "select"), default="default",
                         help="readiness API: 'default' is the best the system has (epoll on "
                         "Linux); 'select' is plain select() as the article (at most ~1000 "
@@ -180,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                         message_timeout=args.message_timeout,
                         max_connections=args.max_connections, max_buffer=args.max_buffer,
                         max_input_memory=args.max_input_memory,
-                        allowed_origins=args.allowed_origins)
+                        allowed_origins=args.allowed_origins, redis=args.redis,
+                        redis_prefix=args.redis_prefix)
         server.listen()
     except (CallbackError, ServerError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
@@ -193,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("WebSocket URL  : ws://%s:%d/", host, server.port)
     log.info("Callback       : %s; selector: %s", callbacks.name,
              server.selector_name)
+    if server.link is not None:
+        log.info("Redis          : %s (channels %s...)", server.link.address,
+                 args.redis_prefix)
     log.info("CTRL-C to quit")
     # From here on the loop handles Ctrl-C and SIGTERM (a graceful shutdown; twice: at
     # once). Outside it they are ignored, so a second one that comes while the process

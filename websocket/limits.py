@@ -22,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "max_buffer": 4 << 20,  # bytes of unsent output per user before it is dropped
     "max_input_memory": DEFAULT_MAX_INPUT_MEMORY,  # bytes of unfinished messages, all users
     "allowed_origins": None,  # pages (origins) whose users may join; None: any, as the article
+    "redis": None,  # redis://[:password@]host:port[/db]: one chat over many processes
+    "redis_prefix": "chat:",  # Redis channel (and key) names start with this
 }
 
 # One user's fair share of a loop pass, before everybody else is served.

@@ -35,6 +35,7 @@ from .legacy import HixieReceiver
 from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop, Repeating, Timer
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
+from .redis_link import RedisLink, RedisURLError, parse_redis_url
 from .rooms import MAX_ROOM_LENGTH, Rooms, check_room, room_of
 from .user import User, UserState
 
@@ -96,6 +97,16 @@ class Server:
         self._users: dict[int, User] = {}  # every connection's user, by id
         self._open: dict[int, User] = {}  # WebSocket users (state OPEN), in order of arrival
         self._rooms = Rooms()  # the same users, room by room (rooms.py)
+        self.link: RedisLink | None = None  # --redis: the other processes (redis_link.py)
+        if settings["redis"]:
+            try:
+                redis_address = parse_redis_url(settings["redis"])
+            except RedisURLError as exc:
+                raise ServerError(f"--redis: {exc}") from None
+            self.link = RedisLink(self.loop, redis_address, settings["redis_prefix"],
+                                  self._deliver_remote, self.max_buffer)
+            self._rooms.on_first = self.link.subscribe
+            self._rooms.on_empty = self.link.unsubscribe
         self._next_id = 1
         self._stopping = False
         self._stop_deadline = 0.0
@@ -136,12 +147,16 @@ class Server:
                  if self.ping_interval > 0 else None)
         if self.callbacks.on_start is not None:
             self._call(self.callbacks.on_start, self)
+        if self.link is not None:
+            self.link.start()
         try:
             self.loop.run(until=lambda: self._stopping and (
                 not self._users or time.monotonic() >= self._stop_deadline))
         finally:
             if sweep is not None:
                 sweep.cancel()
+            if self.link is not None:
+                self.link.close()
             for user in list(self._users.values()):
                 user.conn.close("server stopped")
             if self.listener is not None:
@@ -603,10 +618,16 @@ class Server:
         The frame is encoded once per protocol, not once per user: every user's queue
         holds the same bytes object (see Delivery.broadcast).
         """
+        if self.link is not None:
+            self.link.publish(room, message)  # to the other processes (--redis)
         if exclude is None:
             return self.delivery.broadcast(message, room=room)
         users = (exclude,) if isinstance(exclude, User) else exclude
         return self.delivery.broadcast(message, {user.conn for user in users}, room)
+
+    def _deliver_remote(self, room: str | None, message: str | bytes) -> None:
+        """A broadcast from another process (--redis): to our users of that room."""
+        self.delivery.broadcast(message, room=room)
 
     def disconnect(self, user: User, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close a user's WebSocket with `code` and `reason` (the closing handshake)."""
