@@ -47,6 +47,17 @@ def positive(kind: type) -> Callable[[str], object]:
     return convert
 
 
+def count(text: str) -> int:
+    """A number of things, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="server.py",
@@ -102,6 +113,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         dest="allowed_origins",
                         help="only pages from this origin (e.g. http://chat.example.com:8080) "
                         "may join; repeat for more; others get HTTP 403 (default: any origin)")
+    parser.add_argument("--history", type=count, metavar="N", default=DEFAULTS["history"],
+                        help="replay each room's last N messages to a newcomer; 0 turns it "
+                        "off (default: %(default)d)")
+    parser.add_argument("--history-idle", type=positive(float), metavar="SECONDS",
+                        default=DEFAULTS["history_idle"],
+                        help="a room without users and without messages for this long "
+                        "forgets its history (default: %(default)g)")
     parser.add_argument("--redis", metavar="URL", default=None,
                         help="redis://[:PASSWORD@]HOST:PORT[/DB]: join every server started "
                         "with the same Redis into one chat (pub/sub; default: none)")
@@ -186,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                         max_connections=args.max_connections, max_buffer=args.max_buffer,
                         max_input_memory=args.max_input_memory,
                         allowed_origins=args.allowed_origins, redis=args.redis,
-                        redis_prefix=args.redis_prefix)
+                        redis_prefix=args.redis_prefix, history=args.history,
+                        history_idle=args.history_idle)
         server.listen()
     except (CallbackError, ServerError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
@@ -199,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("WebSocket URL  : ws://%s:%d/", host, server.port)
     log.info("Callback       : %s; selector: %s", callbacks.name,
              server.selector_name)
+    if server.history is not None:
+        log.info("History        : the last %d message(s) of each room", args.history)
     if server.link is not None:
         log.info("Redis          : %s (channels %s...)", server.link.address,
                  args.redis_prefix)

@@ -11,11 +11,11 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from conftest import ServerProcess
-from redis_server import RedisServer, free_port, redis_server_path
+from redis_server import RedisServer, free_port
 from test_rooms import nothing_arrives
 from wsclient import Client, wait_until
 
@@ -57,26 +57,6 @@ def test_a_bad_redis_url_is_one_error_line(start_server: Start) -> None:
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-
-@pytest.fixture
-def start_redis() -> Iterator[Callable[..., RedisServer]]:
-    path = redis_server_path()
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not installed; CI=true, so the Redis tests must run",
-                        pytrace=False)
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    started: list[RedisServer] = []
-
-    def start(*args: str, password: str | None = None, port: int | None = None) -> RedisServer:
-        server = RedisServer(password, *args, executable=path, port=port)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.close()
-
 
 def subscribers(redis: RedisServer, channel: str) -> int:
     with redis.client() as client:

@@ -79,11 +79,11 @@ class Delivery:
         (self.rfc6455 if rfc6455 else self.hixie)[conn] = None
         self._enter(conn, rfc6455, room)
 
-    def move(self, conn: Connection, room: str) -> None:
-        """The user changes rooms: it gets the new room's broadcasts from now on."""
-        rfc6455 = conn in self.rfc6455
+    def leave_room(self, conn: Connection) -> None:
+        """The user changes rooms: no broadcasts at all until it `join`s the next one."""
+        self.rfc6455.pop(conn, None)
+        self.hixie.pop(conn, None)
         self._exit(conn)
-        self._enter(conn, rfc6455, room)
 
     def _enter(self, conn: Connection, rfc6455: bool, room: str) -> None:
         members = self.rooms.get(room)

@@ -24,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "allowed_origins": None,  # pages (origins) whose users may join; None: any, as the article
     "redis": None,  # redis://[:password@]host:port[/db]: one chat over many processes
     "redis_prefix": "chat:",  # Redis channel (and key) names start with this
+    "history": 0,  # messages of each room replayed to a newcomer; 0: off, as the article
+    "history_idle": 3600.0,  # seconds a room without users and messages keeps its history
 }
 
 # One user's fair share of a loop pass, before everybody else is served.

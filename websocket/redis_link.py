@@ -12,9 +12,14 @@ Both are non-blocking sockets in the server's one loop (`connection.Connection`,
 
 A published message is `<origin> <seq> <t|b> <payload>`: the origin is this process's
 random id, so a process never delivers its own message again (it delivered it locally
-already, at once); the sequence number counts per origin and channel, so a duplicate is
-dropped and a gap (publishes dropped at the origin while Redis was slow or away) counted.
-Redis keeps each publisher's order on a channel, so per-sender order holds.
+already, at once); the sequence number counts up per origin (one counter for every
+channel, so a room forgotten and used again never reuses one), so a message seen twice
+(in a history list and live) is delivered once. Redis keeps each publisher's order on a
+channel, so per-sender order holds.
+
+With --history, each publish to a room also goes to the room's capped list
+(RPUSH, LTRIM to the newest N, EXPIRE after the idle time), and `load_history` reads it
+(LRANGE) for a room that gets its first local user.
 
 Trouble (each logged once, when it starts, and once when it ends):
 - Redis away at start, or lost later: the chat goes on locally, nothing is published
@@ -100,6 +105,28 @@ def describe(reply: RedisError) -> str:
     if reply.prefix in ("WRONGPASS", "ERR") and "pass" in reply.lower():
         return f"Redis refused the password ({reply})"
     return f"Redis answered an error: {reply}"
+
+
+def encode_entry(origin: str, seq: int, message: str | bytes) -> bytes:
+    """A message as published (and kept in a history list): origin, sequence, kind, data."""
+    if isinstance(message, str):
+        return b"%s %d t " % (origin.encode(), seq) + message.encode("utf-8")
+    return b"%s %d b " % (origin.encode(), seq) + bytes(message)
+
+
+def decode_entry(data: bytes) -> tuple[str, int, str | bytes] | None:
+    """(origin, seq, message) from `encode_entry`'s bytes; None for anything else."""
+    origin, _, rest = data.partition(b" ")
+    seq_text, _, rest = rest.partition(b" ")
+    kind, space, payload = rest.partition(b" ")
+    if not space or not seq_text.isdigit() or kind not in (b"t", b"b") or not origin.isalnum():
+        return None
+    if kind == b"b":
+        return origin.decode(), int(seq_text), payload
+    try:
+        return origin.decode(), int(seq_text), payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 class _Session:
@@ -191,6 +218,13 @@ class _Session:
                 self.link.session_ready(self)
             return
         what = self.expect.popleft() if self.expect else "?"
+        if what.startswith("lrange "):
+            self.link.history_loaded(what, reply)
+            return
+        if what == "history":
+            if isinstance(reply, RedisError):
+                self.link.publish_failed(reply, history=True)
+            return
         if isinstance(reply, RedisError):
             if what == "publish":
                 self.link.publish_failed(reply)
@@ -224,19 +258,19 @@ class _Session:
 class RedisLink:
     """The process's link to Redis; see the module docstring.
 
-    `deliver(room, message)` is called for every message another process published to a
-    channel this one subscribes to (`room` None: to every room).
+    `deliver(room, message, entry_id)` is called for every message another process
+    published to a channel this one subscribes to (`room` None: to every room).
     """
 
     def __init__(self, loop: Loop, address: RedisAddress, prefix: str,
-                 deliver: Callable[[str | None, str | bytes], None],
-                 max_backlog: int = 4 << 20) -> None:
+                 deliver: Callable[[str | None, str | bytes, str], None] | None = None, *,
+                 max_backlog: int = 4 << 20, server_id: str | None = None) -> None:
         self.loop = loop
         self.address = address
         self.prefix = prefix
-        self.deliver = deliver
+        self.deliver = deliver or (lambda room, message, entry_id: None)
         self.max_backlog = max_backlog
-        self.server_id = secrets.token_hex(6)
+        self.server_id = server_id or secrets.token_hex(6)
         self.publisher = _Session(self, "publish")
         self.subscriber = _Session(self, "subscribe")
         self.rooms: dict[str, None] = {}  # rooms with local users: their channels
@@ -251,15 +285,17 @@ class RedisLink:
         self.backlog: deque[bytes] = deque()  # PUBLISH commands not yet given to the socket
         self.backlog_bytes = 0
         self.in_flight = 0
-        self._seq: dict[str, int] = {}  # our next sequence number, per channel
-        self._last: dict[tuple[bytes, bytes], int] = {}  # others' last, per origin+channel
+        self.seq = 0  # the last sequence number this process used
+        self._last: dict[tuple[str, bytes], int] = {}  # others' last, per origin+channel
         # Counters (the log and the tests read them).
         self.published = 0
         self.unpublished = 0  # while the link was down
         self.dropped = 0  # oldest publishes dropped while Redis was slow
         self.received = 0
         self.duplicates = 0
-        self.missed = 0  # gaps in other processes' sequence numbers
+        self.history_size = 0  # --history: the length of each room's list in Redis
+        self.history_idle = 0.0  # ... and how long it outlives the room's last message
+        self._loads: dict[str, Callable[[list[tuple[str, str | bytes]] | None], None]] = {}
         self._dropping = False
         self._unpublished_at_down = 0
 
@@ -294,20 +330,28 @@ class RedisLink:
         for key in [key for key in self._last if key[1] == channel]:
             del self._last[key]
 
-    def publish(self, room: str | None, message: str | bytes) -> None:
-        """Send a local broadcast to the other processes (it was delivered here already)."""
+    def history_key(self, room: str) -> bytes:
+        return (self.prefix + "history:" + room).encode()
+
+    def publish(self, room: str | None, message: str | bytes, seq: int = 0) -> None:
+        """Send a local broadcast to the other processes (it was delivered here already);
+        `seq`: its sequence number, if the caller numbered it already."""
+        if not seq:
+            self.seq += 1
+            seq = self.seq
         if not self.up:
             self.unpublished += 1
             return
         channel = self.channel(room)
-        key = channel.decode()
-        seq = self._seq.get(key, 0) + 1
-        self._seq[key] = seq
-        if isinstance(message, str):
-            data = b"%s %d t " % (self.server_id.encode(), seq) + message.encode("utf-8")
-        else:
-            data = b"%s %d b " % (self.server_id.encode(), seq) + bytes(message)
+        data = encode_entry(self.server_id, seq, message)
         command = encode_command("PUBLISH", channel, data)
+        if self.history_size and room is not None:
+            key = self.history_key(room)
+            command = b"".join((
+                encode_command("RPUSH", key, data),
+                encode_command("LTRIM", key, -self.history_size, -1),
+                encode_command("EXPIRE", key, max(1, round(self.history_idle))),
+                command))
         self.backlog.append(command)
         self.backlog_bytes += len(command)
         while self.backlog_bytes > self.max_backlog and len(self.backlog) > 1:
@@ -329,6 +373,8 @@ class RedisLink:
         while self.backlog and conn.out_cost < PUBLISH_WINDOW:
             command = self.backlog.popleft()
             self.backlog_bytes -= len(command)
+            if command.startswith(b"*3\r\n$5\r\nRPUSH"):
+                self.publisher.expect.extend(("history", "history", "history"))
             self.publisher.expect.append("publish")
             conn.queue(command)
             self.in_flight += 1
@@ -337,41 +383,63 @@ class RedisLink:
             self._dropping = False
             log.warning("Redis caught up: %d publish(es) dropped in all so far", self.dropped)
 
-    def publish_failed(self, reply: RedisError) -> None:
-        self.in_flight -= 1
-        self._report(f"publish refused: {describe(reply)}")
+    def publish_failed(self, reply: RedisError, history: bool = False) -> None:
+        if not history:
+            self.in_flight -= 1
+        self._report(f"{'history list' if history else 'publish'} refused: {describe(reply)}")
 
     def on_message(self, channel: bytes, data: bytes) -> None:
         """A message on a channel we subscribe to: deliver it unless it is our own."""
-        origin, _, rest = data.partition(b" ")
-        seq_text, _, rest = rest.partition(b" ")
-        kind, _, payload = rest.partition(b" ")
-        if origin == self.server_id.encode():
-            return  # delivered locally when it was sent
-        if not seq_text.isdigit() or kind not in (b"t", b"b"):
+        entry = decode_entry(data)
+        suffix = channel[len(self.prefix):].decode("utf-8", "replace")
+        if entry is None:
             log.warning("ignoring a message on %s that no chat server sent (%d bytes)",
-                        channel.decode(errors="replace"), len(data))
+                        suffix, len(data))
             return
-        seq = int(seq_text)
+        origin, seq, message = entry
+        if origin == self.server_id:
+            return  # delivered locally when it was sent
+        if not self._is_new(origin, channel, seq):
+            self.duplicates += 1
+            return
+        self.received += 1
+        self.deliver(None if suffix == ALL_ROOMS else suffix, message, f"{origin}.{seq}")
+
+    def _is_new(self, origin: str, channel: bytes, seq: int) -> bool:
         key = (origin, channel)
         last = self._last.get(key)
         if last is not None and seq <= last:
-            self.duplicates += 1
-            return
-        if last is not None and seq > last + 1:
-            self.missed += seq - last - 1
+            return False
         if last is None and len(self._last) >= MAX_SEQUENCES:
             del self._last[next(iter(self._last))]
         self._last[key] = seq
-        suffix = channel[len(self.prefix):].decode("utf-8", "replace")
-        room = None if suffix == ALL_ROOMS else suffix
-        try:
-            message: str | bytes = payload.decode("utf-8") if kind == b"t" else payload
-        except UnicodeDecodeError:
-            log.warning("ignoring a text message on %s that is not UTF-8", suffix)
+        return True
+
+    def load_history(self, room: str,
+                     done: Callable[[list[tuple[str, str | bytes]] | None], None]) -> None:
+        """Read the room's list (LRANGE); `done(entries)` with (id, message) pairs, oldest
+        first, or `done(None)` if the link is down or goes down first."""
+        if not self.up or self.publisher.conn is None:
+            self.loop.call_soon(done, None)
             return
-        self.received += 1
-        self.deliver(room, message)
+        self._loads[room] = done
+        self.publisher.send("lrange " + room, "LRANGE", self.history_key(room), 0, -1)
+
+    def history_loaded(self, what: str, reply: Reply) -> None:
+        room = what[len("lrange "):]
+        done = self._loads.pop(room, None)
+        if done is None:
+            return
+        entries: list[tuple[str, str | bytes]] = []
+        channel = self.channel(room)
+        for item in reply if isinstance(reply, list) else []:
+            entry = decode_entry(item) if isinstance(item, bytes) else None
+            if entry is not None:
+                origin, seq, message = entry
+                entries.append((f"{origin}.{seq}", message))
+                if origin != self.server_id:
+                    self._is_new(origin, channel, seq)  # live copies of these: duplicates
+        done(entries)
 
     # -- the sessions' side ----------------------------------------------------------------
 
@@ -407,6 +475,9 @@ class RedisLink:
         self.publisher.close()
         self.subscriber.close()
         self.backlog.clear()  # pub/sub keeps nothing: stale messages would go to some only
+        loads, self._loads = self._loads, {}
+        for done in loads.values():
+            done(None)
         self.backlog_bytes = 0
         self.in_flight = 0
         self._dropping = False

@@ -1,20 +1,33 @@
-"""Rooms: a user's room is the path it connected to; who is in which room, here.
+"""Rooms: a user's room is the path it connected to; who is in which room, its recent
+history, and its link to the other processes.
 
 `ws://host/` joins the lobby, "/"; `ws://host/python` joins "/python" (the query string is
 not part of the room: RFC 3986 §3.3 and §3.4 tell the path from the query). With one page
 and one path, everyone is in the lobby and the chat is the article's.
 
-`Rooms` keeps the users of this process, room by room, in order of arrival; delivery.py
-keeps the same membership as connections for the fan-out. A room exists while it has a
-local user. `on_first` / `on_empty` tell the Redis link (redis_link.py) when to subscribe
-to a room's channel and when to stop.
+`Rooms` keeps the users of this process, room by room, in order of arrival (delivery.py
+keeps the same membership as connections, for the fan-out), and ties in the two things a
+room may have beyond its users:
+- --history (history.py): a newcomer gets the room's recent messages before anything live;
+  with Redis, a room that gets its first user here loads Redis's list first, and its
+  newcomers wait for it (their live messages too, so nothing comes out of order).
+- --redis (redis_link.py): a room's channel is subscribed while the room has a user here;
+  every broadcast is published, and what other processes publish is delivered here.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import secrets
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from . import handshake
+from .history import Entry, History
+
 if TYPE_CHECKING:
+    from .connection import Connection
+    from .delivery import Delivery
+    from .loop import Loop, Repeating
+    from .redis_link import RedisLink
     from .user import User
 
 LOBBY = "/"
@@ -37,29 +50,39 @@ def check_room(room: str) -> str:
 
 
 class Rooms:
-    """The local users of every room, in order of arrival."""
+    """The local users of every room, their history and their link; see the docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, delivery: Delivery, loop: Loop, history: History | None = None,
+                 link: RedisLink | None = None) -> None:
+        self.delivery = delivery
+        self.loop = loop
+        self.history = history
+        self.link = link
         self.members: dict[str, dict[int, User]] = {}
-        self.on_first: Callable[[str], None] | None = None  # a room got its first user
-        self.on_empty: Callable[[str], None] | None = None  # ... and lost its last one
+        self.server_id = link.server_id if link is not None else secrets.token_hex(6)
+        self.seq = 0  # numbers this process's messages (history ids: server_id.seq)
+        self.loading: dict[str, list[User]] = {}  # newcomers waiting for Redis's history
+        self._sweep: Repeating | None = None
+        if link is not None:
+            link.deliver = self._deliver_remote
+            if history is not None:
+                link.history_size = history.size
+                link.history_idle = history.idle
 
-    def add(self, user: User, room: str) -> None:
-        users = self.members.get(room)
-        if users is None:
-            users = self.members[room] = {}
-            if self.on_first is not None:
-                self.on_first(room)
-        users[user.id] = user
+    def start(self) -> None:
+        if self.link is not None:
+            self.link.start()
+        if self.history is not None:
+            self._sweep = self.loop.call_every(min(60.0, self.history.idle / 2),
+                                               self._forget_idle)
 
-    def remove(self, user: User, room: str) -> None:
-        users = self.members.get(room)
-        if users is None or users.pop(user.id, None) is None:
-            return
-        if not users:
-            del self.members[room]
-            if self.on_empty is not None:
-                self.on_empty(room)
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        if self._sweep is not None:
+            self._sweep.cancel()
+
+    # -- who is where ------------------------------------------------------------------------
 
     def users(self, room: str) -> list[User]:
         return list(self.members.get(room, {}).values())
@@ -67,3 +90,93 @@ class Rooms:
     def names(self) -> list[str]:
         """Every room with a local user, in order of creation."""
         return list(self.members)
+
+    def _add(self, user: User) -> None:
+        users = self.members.get(user.room)
+        if users is None:
+            users = self.members[user.room] = {}
+            if self.link is not None:
+                self.link.subscribe(user.room)
+        users[user.id] = user
+
+    def _remove(self, user: User) -> None:
+        room = user.room
+        waiting = self.loading.get(room)
+        if waiting is not None and user in waiting:
+            waiting.remove(user)
+        users = self.members.get(room)
+        if users is None or users.pop(user.id, None) is None:
+            return
+        if not users:
+            del self.members[room]
+            if self.link is not None:
+                self.link.unsubscribe(room)
+                if self.history is not None:
+                    self.history.unload(room)  # others may add to Redis's list meanwhile
+
+    def enter(self, user: User) -> None:
+        """A WebSocket user is open: its room's history, then the room's broadcasts."""
+        self._add(user)
+        room = user.room
+        history, link = self.history, self.link
+        if history is not None and link is not None and link.up and not history.loaded(room):
+            # The room is new here and its history is in Redis: live messages wait too.
+            waiting = self.loading.get(room)
+            if waiting is None:
+                self.loading[room] = [user]
+                link.load_history(room, lambda entries: self._loaded(room, entries))
+            else:
+                waiting.append(user)
+            return
+        self._replay_and_join(user)
+
+    def leave(self, user: User) -> None:
+        """The user left the chat (delivery.leave does the rest)."""
+        self._remove(user)
+
+    def move(self, user: User, room: str) -> None:
+        """server.join: the user gets `room`'s history and broadcasts from now on."""
+        self._remove(user)
+        self.delivery.leave_room(user.conn)
+        user.room = room
+        self.enter(user)
+
+    def _replay_and_join(self, user: User) -> None:
+        rfc6455 = user.protocol == handshake.RFC6455
+        if self.history is not None:
+            for entry in self.history.entries(user.room):  # oldest first, plain frames
+                self.delivery.send(user.conn, entry.message, rfc6455)
+        self.delivery.join(user.conn, rfc6455=rfc6455, room=user.room)
+
+    def _loaded(self, room: str, entries: list[tuple[str, str | bytes]] | None) -> None:
+        assert self.history is not None
+        if entries is not None:
+            self.history.load(room, (Entry(*pair) for pair in entries), self.loop.now)
+        for user in self.loading.pop(room, []):
+            if user.is_open and user.room == room:
+                # (None: Redis went away first; the history this process has.)
+                self._replay_and_join(user)
+
+    def _forget_idle(self) -> None:
+        assert self.history is not None
+        self.history.forget_idle(self.loop.now, self.members)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def broadcast(self, message: str | bytes, excluded: Collection[Connection],
+                  room: str | None) -> int:
+        """server.broadcast: kept in the room's history, published, delivered here."""
+        seq = 0
+        if self.history is not None and room is not None:
+            self.seq = seq = self.seq + 1
+            self.history.add(room, f"{self.server_id}.{seq}", message, self.loop.now)
+        if self.link is not None:
+            self.link.publish(room, message, seq)
+        return self.delivery.broadcast(message, excluded, room)
+
+    def _deliver_remote(self, room: str | None, message: str | bytes, entry_id: str) -> None:
+        """A broadcast from another process (--redis): to our users of that room."""
+        if self.history is not None and room is not None:
+            if not self.history.add(room, entry_id, message, self.loop.now):
+                return  # had it already (from the room's list in Redis)
+        self.delivery.broadcast(message, room=room)

@@ -30,6 +30,7 @@ from .connection import Connection
 from .delivery import HOLD_THROTTLED, Delivery
 from .errors import HttpError, InternalError, PolicyViolation, ProtocolError
 from .frames import CloseCode, Opcode, describe_close_code, encode_close
+from .history import History
 from .http import serve
 from .legacy import HixieReceiver
 from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
@@ -96,17 +97,17 @@ class Server:
         self.listener: Listener | None = None
         self._users: dict[int, User] = {}  # every connection's user, by id
         self._open: dict[int, User] = {}  # WebSocket users (state OPEN), in order of arrival
-        self._rooms = Rooms()  # the same users, room by room (rooms.py)
-        self.link: RedisLink | None = None  # --redis: the other processes (redis_link.py)
+        link: RedisLink | None = None  # --redis: the other processes (redis_link.py)
         if settings["redis"]:
             try:
                 redis_address = parse_redis_url(settings["redis"])
             except RedisURLError as exc:
                 raise ServerError(f"--redis: {exc}") from None
-            self.link = RedisLink(self.loop, redis_address, settings["redis_prefix"],
-                                  self._deliver_remote, self.max_buffer)
-            self._rooms.on_first = self.link.subscribe
-            self._rooms.on_empty = self.link.unsubscribe
+            link = RedisLink(self.loop, redis_address, settings["redis_prefix"],
+                             max_backlog=self.max_buffer)
+        history = (History(settings["history"], settings["history_idle"])
+                   if settings["history"] else None)
+        self._rooms = Rooms(self.delivery, self.loop, history, link)  # rooms.py
         self._next_id = 1
         self._stopping = False
         self._stop_deadline = 0.0
@@ -147,16 +148,14 @@ class Server:
                  if self.ping_interval > 0 else None)
         if self.callbacks.on_start is not None:
             self._call(self.callbacks.on_start, self)
-        if self.link is not None:
-            self.link.start()
+        self._rooms.start()
         try:
             self.loop.run(until=lambda: self._stopping and (
                 not self._users or time.monotonic() >= self._stop_deadline))
         finally:
             if sweep is not None:
                 sweep.cancel()
-            if self.link is not None:
-                self.link.close()
+            self._rooms.close()
             for user in list(self._users.values()):
                 user.conn.close("server stopped")
             if self.listener is not None:
@@ -314,10 +313,8 @@ class Server:
         user.conn.cancel_timer()
         user.last_action = time.monotonic()
         self._open[user.id] = user
-        self._rooms.add(user, user.room)
         self.delivery.queue(user.conn, upgrade.response, in_chat=False)
-        self.delivery.join(user.conn, rfc6455=upgrade.protocol == handshake.RFC6455,
-                           room=user.room)
+        self._rooms.enter(user)  # its room's history, then its broadcasts
         log.info("user %d (%s) joined: %s, resource %s, origin %s", user.id, user.peer,
                  _PROTOCOL_NAMES[upgrade.protocol], user.resource, user.origin or "-")
         hook = self.callbacks.on_connect
@@ -491,7 +488,7 @@ class Server:
     def _leave_open(self, user: User) -> None:
         """The user no longer takes part in the chat (its socket may still be flushing)."""
         if self._open.pop(user.id, None) is not None:
-            self._rooms.remove(user, user.room)
+            self._rooms.leave(user)
             self.delivery.leave(user.conn)
 
     def _announce_left(self, user: User, why: str) -> None:
@@ -590,18 +587,16 @@ class Server:
         return self._rooms.names()
 
     def join(self, user: User, room: str) -> None:
-        """Move `user` to `room` (a path, e.g. "/python"): it gets that room's broadcasts
-        from now on. Raises ValueError for a name that is not a path."""
+        """Move `user` to `room` (a path, e.g. "/python"): it gets that room's history
+        (--history) and broadcasts from now on. Raises ValueError for a name that is not a
+        path."""
         check_room(room)
         if user.state is not UserState.OPEN:
             user.room = room
             return
         if room == user.room:
             return
-        self._rooms.remove(user, user.room)
-        user.room = room
-        self._rooms.add(user, room)
-        self.delivery.move(user.conn, room)
+        self._rooms.move(user, room)
 
     def send(self, user: User, message: str | bytes) -> bool:
         """Queue one message for one user. False if it cannot go (closed, or binary to hixie)."""
@@ -618,16 +613,20 @@ class Server:
         The frame is encoded once per protocol, not once per user: every user's queue
         holds the same bytes object (see Delivery.broadcast).
         """
-        if self.link is not None:
-            self.link.publish(room, message)  # to the other processes (--redis)
         if exclude is None:
-            return self.delivery.broadcast(message, room=room)
+            return self._rooms.broadcast(message, (), room)
         users = (exclude,) if isinstance(exclude, User) else exclude
-        return self.delivery.broadcast(message, {user.conn for user in users}, room)
+        return self._rooms.broadcast(message, {user.conn for user in users}, room)
 
-    def _deliver_remote(self, room: str | None, message: str | bytes) -> None:
-        """A broadcast from another process (--redis): to our users of that room."""
-        self.delivery.broadcast(message, room=room)
+    @property
+    def history(self) -> History | None:
+        """--history: the recent messages of each room (history.py), or None."""
+        return self._rooms.history
+
+    @property
+    def link(self) -> RedisLink | None:
+        """--redis: the link to the other processes (redis_link.py), or None."""
+        return self._rooms.link
 
     def disconnect(self, user: User, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close a user's WebSocket with `code` and `reason` (the closing handshake)."""
