@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from websocket.callbacks import CallbackError, load
 from websocket.limits import DEFAULTS
 from websocket.server import Server, ServerError
+from websocket.workers import Supervisor, WorkerError, check, reserve_port
 
 log = logging.getLogger("websocket")
 
@@ -125,6 +127,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "with the same Redis into one chat (pub/sub; default: none)")
     parser.add_argument("--redis-prefix", metavar="TEXT", default=DEFAULTS["redis_prefix"],
                         help="Redis channel names start with this (default: %(default)s)")
+    parser.add_argument("--workers", type=positive(int), metavar="N", default=1,
+                        help="N processes sharing the port (SO_REUSEPORT, Linux), each its "
+                        "own loop, joined through --redis, which N > 1 needs (default: 1)")
+    parser.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--selector", choices=("default", "select"), default="default",
                         help="readiness API: 'default' is the best the system has (epoll on "
                         "Linux); 'select' is plain select() as the article (at most ~1000 "
@@ -180,18 +187,23 @@ def keep_freed_memory() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    worker = args.worker_id
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    tag = f"[worker {worker}] " if worker else ""
     logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+                        format=f"%(asctime)s %(levelname)-7s {tag}%(message)s",
+                        datefmt="%H:%M:%S")
     try:
-        port = int(args.port)
+        port = args.worker_port if worker else int(args.port)
         if not 0 <= port <= 65535:
             raise ValueError
     except ValueError:
         print(f"server.py: error: bad port {args.port!r}: use a number from 0 to 65535",
               file=sys.stderr)
         return 1
+    supervising = args.workers > 1 and not worker
     keep_freed_memory()
     try:
         callbacks = load(args.callback)
@@ -205,11 +217,19 @@ def main(argv: list[str] | None = None) -> int:
                         max_input_memory=args.max_input_memory,
                         allowed_origins=args.allowed_origins, redis=args.redis,
                         redis_prefix=args.redis_prefix, history=args.history,
-                        history_idle=args.history_idle)
-        server.listen()
-    except (CallbackError, ServerError) as exc:
+                        history_idle=args.history_idle, reuse_port=bool(worker))
+        if supervising:
+            check(args.workers, args.redis)
+            reserved = reserve_port(args.address, port)
+            server.port = reserved.getsockname()[1]
+        else:
+            server.listen()
+    except (CallbackError, ServerError, WorkerError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 1
+    if worker:
+        log.info("serving on port %d (PID %d)", server.port, os.getpid())
+        return serve(server)
     host = url_host(args.address)
     log.info("Server started : %s", time.strftime("%Y-%m-%d %H:%M:%S"))
     log.info("Listening on   : %s port %d (%s)", args.address, server.port,
@@ -223,7 +243,23 @@ def main(argv: list[str] | None = None) -> int:
     if server.link is not None:
         log.info("Redis          : %s (channels %s...)", server.link.address,
                  args.redis_prefix)
+    if supervising:
+        log.info("Workers        : %d processes sharing the port (SO_REUSEPORT)",
+                 args.workers)
     log.info("CTRL-C to quit")
+    if supervising:
+        script = os.path.abspath(__file__)
+        try:
+            return Supervisor(args.workers, lambda number: [
+                sys.executable, script, *argv, "--worker-id", str(number),
+                "--worker-port", str(server.port)]).run()
+        finally:
+            reserved.close()
+    return serve(server)
+
+
+def serve(server: Server) -> int:
+    """Run the server until Ctrl-C or SIGTERM; the exit status."""
     # From here on the loop handles Ctrl-C and SIGTERM (a graceful shutdown; twice: at
     # once). Outside it they are ignored, so a second one that comes while the process
     # exits cannot turn into a KeyboardInterrupt traceback or an exit by signal: the loop

@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "redis_prefix": "chat:",  # Redis channel (and key) names start with this
     "history": 0,  # messages of each room replayed to a newcomer; 0: off, as the article
     "history_idle": 3600.0,  # seconds a room without users and messages keeps its history
+    "reuse_port": False,  # SO_REUSEPORT: --workers share the port
 }
 
 # One user's fair share of a loop pass, before everybody else is served.

@@ -91,6 +91,7 @@ class Server:
             None if origins is None else frozenset(o.lower().rstrip("/") for o in origins))
         self.client_dir = Path(client_dir)
         self.use_select = selector == "select"
+        self.reuse_port: bool = settings["reuse_port"]
         self.loop = Loop(selector)
         self.delivery = Delivery(self.loop, self.max_buffer, self._overflow)
         self.loop.before_sleep(self.delivery.release)
@@ -131,7 +132,8 @@ class Server:
             503, "server full: select() cannot watch more connections"))
         try:
             self.listener = Listener(self.loop, self.address, self.port, self._accept,
-                                     FD_SETSIZE - 1 if self.use_select else None, refusal)
+                                     FD_SETSIZE - 1 if self.use_select else None, refusal,
+                                     self.reuse_port)
         except ListenError as exc:
             raise ServerError(str(exc)) from None
         self.port = self.listener.port
