@@ -2,6 +2,7 @@
 live messages, bounded, forgotten when idle; with Redis, the same on every server."""
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -143,3 +144,38 @@ def test_history_replayed_across_servers(start_server: Start,
             assert client.call("LLEN", "chat:history:/h") == 4
             ttl = client.call("TTL", "chat:history:/h")
             assert isinstance(ttl, int) and 0 < ttl <= 3600
+
+
+# -- the chat page's channel: the TAGGED subprotocol -----------------------------------------
+
+def tagged_client(port: int, path: str) -> Client:
+    client = Client(port)
+    request, _ = client.upgrade_request(path, extra="Sec-WebSocket-Protocol: chat.history.v1\r\n")
+    client.send(request)
+    status, headers, _ = client.http_response()
+    assert status == 101 and headers["sec-websocket-protocol"] == "chat.history.v1"
+    return client
+
+
+def test_tagged_users_get_ids_resume_after_one_and_hear_of_gaps(start_server: Start) -> None:
+    import json
+    server = start_server("--history", "3")
+    with Client(server.port).handshake("/t") as plain, \
+            tagged_client(server.port, "/t?handle=ann") as ann:
+        assert json.loads(ann.recv_message()) == {"presence": ["user 1", "ann"]}
+        for i in range(4):
+            plain.send_text(f"m{i}")
+            assert plain.recv_message() == f"m{i}"  # plain text for everyone else
+        tagged = [json.loads(ann.recv_message()) for _ in range(4)]
+        assert [t["text"] for t in tagged] == ["m0", "m1", "m2", "m3"]
+        ids = [t["id"] for t in tagged]
+        assert len(set(ids)) == 4 and all(re.fullmatch(r"[0-9a-f]{12}\.\d+", i) for i in ids)
+        # Resuming after m2: m3 only. After m0 (pushed out of the 3 kept): a notice, then all.
+        with tagged_client(server.port, f"/t?handle=bo&after={ids[2]}") as bo:
+            first = json.loads(bo.recv_message())
+            assert first == {"id": ids[3], "text": "m3"}
+        with tagged_client(server.port, f"/t?handle=cy&after={ids[0]}") as cy:
+            assert json.loads(cy.recv_message()) == {"notice": "gap"}
+            assert [json.loads(cy.recv_message())["id"] for _ in range(3)] == ids[1:]
+        with Client(server.port).handshake("/t") as newcomer:  # plain: the last 3, as text
+            assert [newcomer.recv_message() for _ in range(3)] == ["m1", "m2", "m3"]

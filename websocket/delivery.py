@@ -42,11 +42,12 @@ HOLD_BEHIND = 2  # its own output is backed up: read again once it drains
 class RoomMembers:
     """The users of one room who get its broadcasts, by protocol, in order of arrival."""
 
-    __slots__ = ("rfc6455", "hixie")
+    __slots__ = ("rfc6455", "hixie", "tagged")
 
     def __init__(self) -> None:
         self.rfc6455: dict[Connection, None] = {}
         self.hixie: dict[Connection, None] = {}
+        self.tagged: dict[Connection, None] = {}  # RFC 6455, text tagged with ids (rooms.py)
 
 
 class Delivery:
@@ -63,6 +64,7 @@ class Delivery:
         # drafts' users (text only) 0x00 ... 0xFF. Everyone, and each room's own (rooms.py).
         self.rfc6455: dict[Connection, None] = {}
         self.hixie: dict[Connection, None] = {}
+        self.tagged: dict[Connection, None] = {}
         self.rooms: dict[str, RoomMembers] = {}
         self._room_of: dict[Connection, str] = {}
         self.behind: dict[Connection, None] = {}
@@ -74,23 +76,28 @@ class Delivery:
         self._recheck: Timer | None = None
         self.trace = False  # log every frame queued (-v)
 
-    def join(self, conn: Connection, rfc6455: bool, room: str = "/") -> None:
-        """The user's WebSocket is open: it gets broadcasts (to everyone, and to `room`)."""
-        (self.rfc6455 if rfc6455 else self.hixie)[conn] = None
-        self._enter(conn, rfc6455, room)
+    def join(self, conn: Connection, rfc6455: bool, room: str = "/",
+             tagged: bool = False) -> None:
+        """The user's WebSocket is open: it gets broadcasts (to everyone, and to `room`).
+        `tagged`: its text comes as the `tagged` text the broadcaster gives (rooms.py)."""
+        self._group(self, rfc6455, tagged)[conn] = None
+        members = self.rooms.get(room)
+        if members is None:
+            members = self.rooms[room] = RoomMembers()
+        self._group(members, rfc6455, tagged)[conn] = None
+        self._room_of[conn] = room
+
+    @staticmethod
+    def _group(members: RoomMembers | Delivery, rfc6455: bool,
+               tagged: bool) -> dict[Connection, None]:
+        return members.tagged if tagged else members.rfc6455 if rfc6455 else members.hixie
 
     def leave_room(self, conn: Connection) -> None:
         """The user changes rooms: no broadcasts at all until it `join`s the next one."""
         self.rfc6455.pop(conn, None)
         self.hixie.pop(conn, None)
+        self.tagged.pop(conn, None)
         self._exit(conn)
-
-    def _enter(self, conn: Connection, rfc6455: bool, room: str) -> None:
-        members = self.rooms.get(room)
-        if members is None:
-            members = self.rooms[room] = RoomMembers()
-        (members.rfc6455 if rfc6455 else members.hixie)[conn] = None
-        self._room_of[conn] = room
 
     def _exit(self, conn: Connection) -> None:
         room = self._room_of.pop(conn, None)
@@ -99,13 +106,14 @@ class Delivery:
         members = self.rooms[room]
         members.rfc6455.pop(conn, None)
         members.hixie.pop(conn, None)
-        if not members.rfc6455 and not members.hixie:
+        members.tagged.pop(conn, None)
+        if not members.rfc6455 and not members.hixie and not members.tagged:
             del self.rooms[room]
 
     def broadcast(self, message: str | bytes, excluded: Collection[Connection] = (),
-                  room: str | None = None) -> int:
+                  room: str | None = None, tagged: bytes | None = None) -> int:
         """Queue `message` for every user that joined (of `room`, when given; but
-        `excluded`); return how many.
+        `excluded`); return how many. Tagged users get `tagged` (UTF-8) for a text message.
 
         Encoded once per protocol generation: every user's queue holds the same bytes.
         """
@@ -120,17 +128,20 @@ class Delivery:
             members = found
         conns = ([conn for conn in members.rfc6455 if conn not in excluded] if excluded
                  else list(members.rfc6455))
-        if self.trace:
-            for conn in conns:
-                log.debug("user %d > %s %d bytes", conn.user.id, opcode.name, len(payload))
-        parts = frame_parts(opcode, payload)  # large payloads: a header, then the payload
-        if len(parts) == 1:
-            delivered = self.fan_out(conns, parts[0])
-        else:
-            for conn in conns:
-                for part in parts:
-                    self.queue(conn, part)
-            delivered = len(conns)
+        if members.tagged:
+            tagged_conns = [conn for conn in members.tagged if conn not in excluded]
+            if is_text and tagged is not None:
+                delivered = self._frame_out(tagged_conns, Opcode.TEXT, tagged)
+                return delivered + self._rest(message, payload, opcode, conns, members,
+                                              excluded)
+            conns += tagged_conns  # binary: the same frame as everyone's
+        return self._rest(message, payload, opcode, conns, members, excluded)
+
+    def _rest(self, message: str | bytes, payload: bytes, opcode: Opcode,
+              conns: list[Connection], members: RoomMembers | Delivery,
+              excluded: Collection[Connection]) -> int:
+        is_text = isinstance(message, str)
+        delivered = self._frame_out(conns, opcode, payload)
         if members.hixie:
             if not is_text:
                 log.debug("%d draft-75/76 user(s) cannot receive binary messages; skipped",
@@ -142,6 +153,19 @@ class Delivery:
                     self.queue(conn, hixie)
                     delivered += 1
         return delivered
+
+    def _frame_out(self, conns: list[Connection], opcode: Opcode, payload: bytes) -> int:
+        """One frame for many users: encoded once, the same bytes in every queue."""
+        if self.trace:
+            for conn in conns:
+                log.debug("user %d > %s %d bytes", conn.user.id, opcode.name, len(payload))
+        parts = frame_parts(opcode, payload)  # large payloads: a header, then the payload
+        if len(parts) == 1:
+            return self.fan_out(conns, parts[0])
+        for conn in conns:
+            for part in parts:
+                self.queue(conn, part)
+        return len(conns)
 
     # -- queueing ----------------------------------------------------------------------------
 
@@ -257,6 +281,7 @@ class Delivery:
         and waits for nobody. (If it is behind, its own input still waits to drain.)"""
         self.rfc6455.pop(conn, None)
         self.hixie.pop(conn, None)
+        self.tagged.pop(conn, None)
         self._exit(conn)
         self.behind.pop(conn, None)
         if self.throttled.pop(conn, None) is not None or conn.hold & HOLD_THROTTLED:

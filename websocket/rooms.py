@@ -13,10 +13,22 @@ room may have beyond its users:
   newcomers wait for it (their live messages too, so nothing comes out of order).
 - --redis (redis_link.py): a room's channel is subscribed while the room has a user here;
   every broadcast is published, and what other processes publish is delivered here.
+
+The chat page needs more than plain text for a reconnect that loses nothing and repeats
+nothing, so it offers the subprotocol TAGGED (RFC 6455 §1.9) to the server it came from,
+which always accepts it, and every other client keeps the article's plain text. A TAGGED
+user's text frames are JSON objects:
+`{"id": "<origin>.<seq>", "text": ...}` for a room's broadcast with --history (its id),
+`{"text": ...}` for anything else, `{"notice": "gap"}` when the message it asked to resume
+after (`?after=ID` on its URL) is no longer in the history, and `{"presence": [names]}`
+with the names (`?handle=NAME`) of this process's users in its room whenever that changes.
+Binary messages stay binary frames.
 """
 from __future__ import annotations
 
+import json
 import secrets
+import urllib.parse
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
@@ -32,6 +44,21 @@ if TYPE_CHECKING:
 
 LOBBY = "/"
 MAX_ROOM_LENGTH = 256  # characters of a room name: a path, and a Redis channel name
+TAGGED = "chat.history.v1"  # the chat page's subprotocol: JSON text with message ids
+MAX_HANDLE = 32  # characters of a presence name (the page's handle rule)
+
+
+def tagged_text(message: str, entry_id: str | None = None) -> str:
+    """A text message for a TAGGED user (see the module docstring)."""
+    value = {"id": entry_id, "text": message} if entry_id else {"text": message}
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def query_value(user: User, name: str) -> str:
+    """A query parameter of the user's request target ("" if absent)."""
+    query = user.resource.partition("?")[2]
+    values = urllib.parse.parse_qs(query, max_num_fields=20).get(name)
+    return values[0] if values else ""
 
 
 def room_of(resource: str) -> str:
@@ -62,6 +89,7 @@ class Rooms:
         self.server_id = link.server_id if link is not None else secrets.token_hex(6)
         self.seq = 0  # numbers this process's messages (history ids: server_id.seq)
         self.loading: dict[str, list[User]] = {}  # newcomers waiting for Redis's history
+        self._presence_due: dict[str, None] = {}  # rooms whose presence changed this pass
         self._sweep: Repeating | None = None
         if link is not None:
             link.deliver = self._deliver_remote
@@ -107,6 +135,7 @@ class Rooms:
         users = self.members.get(room)
         if users is None or users.pop(user.id, None) is None:
             return
+        self._presence_changed(room)
         if not users:
             del self.members[room]
             if self.link is not None:
@@ -143,10 +172,42 @@ class Rooms:
 
     def _replay_and_join(self, user: User) -> None:
         rfc6455 = user.protocol == handshake.RFC6455
+        tagged = user.subprotocol == TAGGED
         if self.history is not None:
-            for entry in self.history.entries(user.room):  # oldest first, plain frames
-                self.delivery.send(user.conn, entry.message, rfc6455)
-        self.delivery.join(user.conn, rfc6455=rfc6455, room=user.room)
+            entries = self.history.entries(user.room)  # oldest first
+            after = query_value(user, "after") if tagged else ""
+            if after:
+                ids = [entry.id for entry in entries]
+                if after in ids:
+                    entries = entries[ids.index(after) + 1:]
+                else:  # what came after it may be older than the history
+                    self.delivery.send(user.conn, json.dumps({"notice": "gap"}), rfc6455)
+            for entry in entries:
+                message = entry.message
+                if tagged and isinstance(message, str):
+                    message = tagged_text(message, entry.id)
+                self.delivery.send(user.conn, message, rfc6455)
+        self.delivery.join(user.conn, rfc6455=rfc6455, room=user.room, tagged=tagged)
+        self._presence_changed(user.room)
+
+    def _presence_changed(self, room: str) -> None:
+        """Tell the room's TAGGED users who is here, once per loop pass at most."""
+        if not self._presence_due:
+            self.loop.call_soon(self._send_presence)
+        self._presence_due[room] = None
+
+    def _send_presence(self) -> None:
+        due, self._presence_due = self._presence_due, {}
+        for room in due:
+            users = self.users(room)
+            tagged = [user for user in users if user.subprotocol == TAGGED and user.is_open]
+            if not tagged:
+                continue
+            names = [query_value(user, "handle")[:MAX_HANDLE] or f"user {user.id}"
+                     for user in users]
+            text = json.dumps({"presence": names}, ensure_ascii=False)
+            for user in tagged:
+                self.delivery.send(user.conn, text, True)
 
     def _loaded(self, room: str, entries: list[tuple[str, str | bytes]] | None) -> None:
         assert self.history is not None
@@ -167,16 +228,25 @@ class Rooms:
                   room: str | None) -> int:
         """server.broadcast: kept in the room's history, published, delivered here."""
         seq = 0
+        entry_id: str | None = None
         if self.history is not None and room is not None:
             self.seq = seq = self.seq + 1
-            self.history.add(room, f"{self.server_id}.{seq}", message, self.loop.now)
+            entry_id = f"{self.server_id}.{seq}"
+            self.history.add(room, entry_id, message, self.loop.now)
         if self.link is not None:
             self.link.publish(room, message, seq)
-        return self.delivery.broadcast(message, excluded, room)
+        return self.delivery.broadcast(message, excluded, room, self._tag(message, entry_id))
+
+    def _tag(self, message: str | bytes, entry_id: str | None) -> bytes | None:
+        if not self.delivery.tagged or not isinstance(message, str):
+            return None  # nobody to tag it for
+        return tagged_text(message, entry_id).encode("utf-8")
 
     def _deliver_remote(self, room: str | None, message: str | bytes, entry_id: str) -> None:
         """A broadcast from another process (--redis): to our users of that room."""
         if self.history is not None and room is not None:
             if not self.history.add(room, entry_id, message, self.loop.now):
                 return  # had it already (from the room's list in Redis)
-        self.delivery.broadcast(message, room=room)
+        else:
+            entry_id = ""
+        self.delivery.broadcast(message, room=room, tagged=self._tag(message, entry_id or None))

@@ -37,7 +37,7 @@ from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop, Repeating, Timer
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 from .redis_link import RedisLink, RedisURLError, parse_redis_url
-from .rooms import MAX_ROOM_LENGTH, Rooms, check_room, room_of
+from .rooms import MAX_ROOM_LENGTH, TAGGED, Rooms, check_room, room_of, tagged_text
 from .user import User, UserState
 
 log = logging.getLogger("websocket")
@@ -285,8 +285,10 @@ class Server:
             self._receive(user)  # frames that came in the same packet as the request
 
     def _upgrade(self, user: User, request: handshake.Request) -> None:
+        # The chat page's own, for message ids and presence (rooms.py), after the script's.
+        subprotocols = self.callbacks.subprotocols + (TAGGED,)
         upgrade = handshake.upgrade(request, allowed_origins=self.allowed_origins,
-                                    subprotocols=self.callbacks.subprotocols)
+                                    subprotocols=subprotocols)
         if len(self._open) >= self.max_connections:
             raise HttpError(503, f"server full ({self.max_connections} users)")
         user.protocol = upgrade.protocol
@@ -604,6 +606,8 @@ class Server:
         """Queue one message for one user. False if it cannot go (closed, or binary to hixie)."""
         if user.state is not UserState.OPEN:
             return False
+        if user.subprotocol == TAGGED and isinstance(message, str):
+            message = tagged_text(message)
         return self.delivery.send(user.conn, message, user.protocol == handshake.RFC6455)
 
     def broadcast(self, message: str | bytes,
