@@ -179,3 +179,30 @@ def test_tagged_users_get_ids_resume_after_one_and_hear_of_gaps(start_server: St
             assert [json.loads(cy.recv_message())["id"] for _ in range(3)] == ids[1:]
         with Client(server.port).handshake("/t") as newcomer:  # plain: the last 3, as text
             assert [newcomer.recv_message() for _ in range(3)] == ["m1", "m2", "m3"]
+
+
+def test_presence_across_servers(start_server: Start,
+                                 start_redis: Callable[..., RedisServer]) -> None:
+    import json
+    redis = start_redis()
+    a, b = linked(start_server, redis, 2)
+
+    def presence(client: Client, wanted: list[str]) -> None:
+        deadline = time.monotonic() + 10
+        seen: list[str] = []
+        while time.monotonic() < deadline:
+            value = json.loads(client.recv_message())
+            if "presence" in value:
+                seen = sorted(value["presence"])
+                if seen == sorted(wanted):
+                    return
+        raise AssertionError(f"presence {seen}, not {sorted(wanted)}")
+
+    with tagged_client(a.port, "/p?handle=ann") as ann:
+        presence(ann, ["ann"])
+        with tagged_client(b.port, "/p?handle=bo") as bo, Client(b.port).handshake("/p"):
+            presence(bo, ["ann", "bo", "user 2"])  # bo's server asked a for its list
+            presence(ann, ["ann", "bo", "user 2"])
+            with tagged_client(a.port, "/elsewhere?handle=cy") as cy:
+                presence(cy, ["cy"])  # rooms apart
+        presence(ann, ["ann"])  # both of b's users left: its empty list says so

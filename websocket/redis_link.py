@@ -17,6 +17,12 @@ channel, so a room forgotten and used again never reuses one), so a message seen
 (in a history list and live) is delivered once. Redis keeps each publisher's order on a
 channel, so per-sender order holds.
 
+Presence (who is in a room) travels on the same channels as `<origin> 0 p <JSON names>`
+(a process's users of the room, whenever they change and every PRESENCE_REFRESH seconds;
+an empty list when the last one leaves) and `<origin> 0 q` (a process that just subscribed
+asks the others to say theirs); nothing is stored in Redis, so a process that dies simply
+stops refreshing and the others forget its users after PRESENCE_TTL.
+
 With --history, each publish to a room also goes to the room's capped list
 (RPUSH, LTRIM to the newest N, EXPIRE after the idle time), and `load_history` reads it
 (LRANGE) for a room that gets its first local user.
@@ -34,6 +40,7 @@ Trouble (each logged once, when it starts, and once when it ends):
 """
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import socket
@@ -57,6 +64,8 @@ PUBLISH_WINDOW = 256 * 1024  # bytes of PUBLISH handed to the socket before Redi
 REPLIES_PER_TURN = 1024  # pub/sub messages delivered per loop pass, then everybody else
 MAX_SEQUENCES = 10_000  # (origin, channel) pairs remembered for duplicate detection
 ALL_ROOMS = "*"  # the channel suffix of a broadcast to every room (rooms start with "/")
+PRESENCE_REFRESH = 20.0  # seconds between a process's presence announcements per room
+PRESENCE_TTL = 3 * PRESENCE_REFRESH  # a process not heard of for this long has left
 
 
 class RedisURLError(ValueError):
@@ -213,9 +222,12 @@ class _Session:
                 channel, data = reply[1], reply[2]
                 if isinstance(channel, bytes) and isinstance(data, bytes):
                     self.link.on_message(channel, data)
-            elif reply[0] == b"subscribe" and not self.ready:
-                self.ready = True
-                self.link.session_ready(self)
+            elif reply[0] == b"subscribe":
+                if not self.ready:
+                    self.ready = True
+                    self.link.session_ready(self)
+                if isinstance(reply[1], bytes):
+                    self.link.subscribed(reply[1])
             return
         what = self.expect.popleft() if self.expect else "?"
         if what.startswith("lrange "):
@@ -296,6 +308,11 @@ class RedisLink:
         self.history_size = 0  # --history: the length of each room's list in Redis
         self.history_idle = 0.0  # ... and how long it outlives the room's last message
         self._loads: dict[str, Callable[[list[tuple[str, str | bytes]] | None], None]] = {}
+        # Presence (rooms.py sets these): names from another process, and a process that
+        # asks for ours; `on_up(room)`: a room's channel is live (subscribed, link up).
+        self.on_presence: Callable[[str, str, list[str]], None] | None = None
+        self.on_presence_query: Callable[[str], None] | None = None
+        self.on_live: Callable[[str], None] | None = None
         self._dropping = False
         self._unpublished_at_down = 0
 
@@ -333,6 +350,48 @@ class RedisLink:
     def history_key(self, room: str) -> bytes:
         return (self.prefix + "history:" + room).encode()
 
+    def publish_presence(self, room: str, names: list[str] | None) -> None:
+        """Tell the other processes who of the room is here (None: ask them for theirs).
+
+        Straight to the socket, never into the backlog: while Redis is slow it is skipped
+        (the next refresh says it again), so the backlog and its drop count are messages."""
+        conn = self.publisher.conn
+        if not self.up or conn is None or self.backlog or conn.out_cost >= PUBLISH_WINDOW:
+            return
+        data = (b"%s 0 q" % self.server_id.encode() if names is None else
+                b"%s 0 p " % self.server_id.encode()
+                + json.dumps(names, ensure_ascii=False).encode())
+        self.publisher.expect.append("publish")
+        conn.queue(encode_command("PUBLISH", self.channel(room), data))
+        self.in_flight += 1
+
+    def subscribed(self, channel: bytes) -> None:
+        """Redis confirmed a SUBSCRIBE: the room's presence can be exchanged now."""
+        suffix = channel[len(self.prefix):].decode("utf-8", "replace")
+        if self.up and suffix != ALL_ROOMS and suffix in self.rooms and self.on_live:
+            self.on_live(suffix)
+
+    def _on_presence(self, room: str, data: bytes) -> bool:
+        """A presence message (see the module docstring)? Handled here if so."""
+        parts = data.split(b" ", 3)
+        if len(parts) < 3 or parts[1] != b"0" or parts[2] not in (b"p", b"q"):
+            return False
+        origin = parts[0].decode("ascii", "replace")
+        if origin == self.server_id:
+            return True
+        if parts[2] == b"q":
+            if self.on_presence_query is not None:
+                self.on_presence_query(room)
+            return True
+        try:
+            names = json.loads(parts[3]) if len(parts) == 4 else None
+        except ValueError:
+            names = None
+        if (isinstance(names, list) and all(isinstance(n, str) for n in names)
+                and self.on_presence is not None):
+            self.on_presence(room, origin, names)
+        return True
+
     def publish(self, room: str | None, message: str | bytes, seq: int = 0) -> None:
         """Send a local broadcast to the other processes (it was delivered here already);
         `seq`: its sequence number, if the caller numbered it already."""
@@ -352,6 +411,10 @@ class RedisLink:
                 encode_command("LTRIM", key, -self.history_size, -1),
                 encode_command("EXPIRE", key, max(1, round(self.history_idle))),
                 command))
+        self._enqueue(command)
+
+    def _enqueue(self, command: bytes) -> None:
+        """Into the bounded backlog (the oldest go past `max_backlog`), then the socket."""
         self.backlog.append(command)
         self.backlog_bytes += len(command)
         while self.backlog_bytes > self.max_backlog and len(self.backlog) > 1:
@@ -392,6 +455,8 @@ class RedisLink:
         """A message on a channel we subscribe to: deliver it unless it is our own."""
         entry = decode_entry(data)
         suffix = channel[len(self.prefix):].decode("utf-8", "replace")
+        if entry is None and self._on_presence(suffix, data):
+            return
         if entry is None:
             log.warning("ignoring a message on %s that no chat server sent (%d bytes)",
                         suffix, len(data))
@@ -466,6 +531,9 @@ class RedisLink:
                      self.address, self.prefix, self.server_id)
         self.ever_up = True
         self.pump()
+        if self.on_live is not None:
+            for room in list(self.rooms):  # subscribed already: presence can go now
+                self.on_live(room)
 
     def session_lost(self, session: _Session, why: str, error: bool = False) -> None:
         if self.closed:

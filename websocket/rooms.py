@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from . import handshake
 from .history import Entry, History
+from .redis_link import PRESENCE_REFRESH, PRESENCE_TTL
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -89,10 +90,18 @@ class Rooms:
         self.server_id = link.server_id if link is not None else secrets.token_hex(6)
         self.seq = 0  # numbers this process's messages (history ids: server_id.seq)
         self.loading: dict[str, list[User]] = {}  # newcomers waiting for Redis's history
-        self._presence_due: dict[str, None] = {}  # rooms whose presence changed this pass
+        # Rooms whose presence changed this pass (True: ours, to be told to the others too),
+        # and the names other processes said they have in each room, until when.
+        self._presence_due: dict[str, bool] = {}
+        self.remote: dict[str, dict[str, tuple[list[str], float]]] = {}
+        self._refresh: Repeating | None = None
+        self._names: dict[int, str] = {}  # presence names of our users, by id
         self._sweep: Repeating | None = None
         if link is not None:
             link.deliver = self._deliver_remote
+            link.on_presence = self._remote_presence
+            link.on_presence_query = lambda room: self._presence_changed(room)
+            link.on_live = self._room_live
             if history is not None:
                 link.history_size = history.size
                 link.history_idle = history.idle
@@ -100,6 +109,7 @@ class Rooms:
     def start(self) -> None:
         if self.link is not None:
             self.link.start()
+            self._refresh = self.loop.call_every(PRESENCE_REFRESH, self._refresh_presence)
         if self.history is not None:
             self._sweep = self.loop.call_every(min(60.0, self.history.idle / 2),
                                                self._forget_idle)
@@ -107,8 +117,9 @@ class Rooms:
     def close(self) -> None:
         if self.link is not None:
             self.link.close()
-        if self._sweep is not None:
-            self._sweep.cancel()
+        for timer in (self._sweep, self._refresh):
+            if timer is not None:
+                timer.cancel()
 
     # -- who is where ------------------------------------------------------------------------
 
@@ -133,11 +144,13 @@ class Rooms:
         if waiting is not None and user in waiting:
             waiting.remove(user)
         users = self.members.get(room)
+        self._names.pop(user.id, None)
         if users is None or users.pop(user.id, None) is None:
             return
         self._presence_changed(room)
         if not users:
             del self.members[room]
+            self.remote.pop(room, None)
             if self.link is not None:
                 self.link.unsubscribe(room)
                 if self.history is not None:
@@ -190,24 +203,68 @@ class Rooms:
         self.delivery.join(user.conn, rfc6455=rfc6455, room=user.room, tagged=tagged)
         self._presence_changed(user.room)
 
-    def _presence_changed(self, room: str) -> None:
-        """Tell the room's TAGGED users who is here, once per loop pass at most."""
+    def _presence_changed(self, room: str, ours: bool = True) -> None:
+        """Tell the room's TAGGED users (and, for a change of ours, the other processes)
+        who is here, once per loop pass at most."""
         if not self._presence_due:
             self.loop.call_soon(self._send_presence)
-        self._presence_due[room] = None
+        self._presence_due[room] = self._presence_due.get(room, False) or ours
 
     def _send_presence(self) -> None:
         due, self._presence_due = self._presence_due, {}
-        for room in due:
+        now = self.loop.now
+        for room, ours in due.items():
             users = self.users(room)
             tagged = [user for user in users if user.subprotocol == TAGGED and user.is_open]
+            publish = ours and self.link is not None
+            if not tagged and not publish:
+                continue
+            names = [self._name(user) for user in users]
+            if publish and self.link is not None:
+                self.link.publish_presence(room, names)
             if not tagged:
                 continue
-            names = [query_value(user, "handle")[:MAX_HANDLE] or f"user {user.id}"
-                     for user in users]
+            for origin_names, until in self.remote.get(room, {}).values():
+                if until > now:
+                    names += origin_names
             text = json.dumps({"presence": names}, ensure_ascii=False)
             for user in tagged:
                 self.delivery.send(user.conn, text, True)
+
+    def _name(self, user: User) -> str:
+        name = self._names.get(user.id)
+        if name is None:
+            name = self._names[user.id] = (query_value(user, "handle")[:MAX_HANDLE]
+                                           or f"user {user.id}")
+        return name
+
+    def _remote_presence(self, room: str, origin: str, names: list[str]) -> None:
+        if room not in self.members:
+            return
+        others = self.remote.setdefault(room, {})
+        if names:
+            others[origin] = (names[:1000], self.loop.now + PRESENCE_TTL)
+        elif others.pop(origin, None) is None:
+            return
+        self._presence_changed(room, ours=False)
+
+    def _room_live(self, room: str) -> None:
+        """Our subscription to the room is live: ask the others who is there, say ours."""
+        assert self.link is not None
+        self.link.publish_presence(room, None)
+        self._presence_changed(room)
+
+    def _refresh_presence(self) -> None:
+        now = self.loop.now
+        for room in list(self.remote):
+            others = self.remote[room]
+            for origin in [o for o, (_, until) in others.items() if until <= now]:
+                del others[origin]
+                self._presence_changed(room, ours=False)
+            if not others or room not in self.members:
+                del self.remote[room]
+        for room in self.members:
+            self._presence_changed(room)
 
     def _loaded(self, room: str, entries: list[tuple[str, str | bytes]] | None) -> None:
         assert self.history is not None
