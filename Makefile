@@ -22,8 +22,8 @@ test: $(VENV)/ready
 	$(VPY) -m pytest -q
 
 lint: $(VENV)/ready
-	$(VPY) -m ruff check server.py websocket tests
-	$(VPY) -m mypy server.py websocket
+	$(VPY) -m ruff check server.py websocket tests examples
+	$(VPY) -m mypy server.py websocket examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

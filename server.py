@@ -20,6 +20,7 @@ from websocket.server import Server, ServerError
 from websocket.workers import Supervisor, WorkerError, check, reserve_port
 
 log = logging.getLogger("websocket")
+RELOAD_INTERVAL = 1.0  # --reload: seconds between two looks at the script's file
 
 
 def size(text: str) -> int:
@@ -74,6 +75,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="what to do with messages: 'all' echoes each message to every "
                         "user (default, as the article), 'echo' answers the sender only, or a "
                         "drop-in script defining process(user, message, server)")
+    parser.add_argument("--reload", action="store_true",
+                        help="load the --callback script again when its file changes (checked "
+                        "every second); users stay connected, and a version that fails to "
+                        "load leaves the previous one running")
     parser.add_argument("--max-message-size", type=size, metavar="BYTES",
                         default=DEFAULTS["max_message_size"],
                         help="largest message accepted; bigger ones close the connection with "
@@ -207,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     try:
         callbacks = load(args.callback)
+        if args.reload and callbacks.source is None:
+            raise CallbackError("--reload needs --callback SCRIPT.py")
         server = Server(args.address, port, callbacks, selector=args.selector,
+                        reload=RELOAD_INTERVAL if args.reload else 0.0,
                         max_message_size=args.max_message_size,
                         max_request_size=args.max_request_size,
                         handshake_timeout=args.handshake_timeout,
@@ -236,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
              describe_address(args.address))
     log.info("Chat page      : http://%s:%d/", host, server.port)
     log.info("WebSocket URL  : ws://%s:%d/", host, server.port)
-    log.info("Callback       : %s; selector: %s", callbacks.name,
-             server.selector_name)
+    log.info("Callback       : %s%s; selector: %s", callbacks.name,
+             " (reloaded when it changes)" if args.reload else "", server.selector_name)
+    if callbacks.pages is not None:
+        log.info("Pages          : %s (instead of client/)", callbacks.pages)
     if server.history is not None:
         log.info("History        : the last %d message(s) of each room", args.history)
     if server.link is not None:

@@ -9,12 +9,19 @@ A drop-in script is a Python file defining `process` and, optionally,
 `on_connect(user, server)`, `on_disconnect(user, server)`, `on_start(server)` (called once
 when the server starts serving: the place to start timers with `server.call_every`) and
 `SUBPROTOCOLS`, the RFC 6455 subprotocols it speaks in order of preference (e.g.
-`["chat.v2", "chat"]`).
+`["chat.v2", "chat"]`), and `PAGES`, a folder of its own pages (relative to the script)
+that the server serves instead of `client/`, with the same path rules.
+
+`ScriptWatcher` is `--reload`: it notices when the script's file changes and loads it
+again; a script that fails to load raises `CallbackError` and the caller keeps the old one.
 """
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +31,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from .user import User
+
+log = logging.getLogger("websocket")
 
 
 class Cancellable(Protocol):
@@ -72,6 +81,8 @@ class Callbacks:
     on_start: StartHook | None = None
     name: str = "echo to all"
     subprotocols: tuple[str, ...] = ()  # RFC 6455 subprotocols, in order of preference
+    pages: Path | None = None  # the script's own page folder, served instead of client/
+    source: Path | None = None  # the script's file (None for the built-in callbacks)
 
 
 BUILTIN = {
@@ -98,12 +109,30 @@ def load(spec: str | None) -> Callbacks:
     if module_spec is None or module_spec.loader is None:
         raise CallbackError(f"cannot load callback script {spec}")
     module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
+    previous = sys.modules.get(module_name)
+    sys.modules[module_name] = module  # during exec, as an import would (dataclasses need it)
     try:
         module_spec.loader.exec_module(module)
     except Exception as exc:  # any error in someone else's script: one line, no traceback
+        _restore(module_name, previous)
         raise CallbackError(f"callback script {spec} failed to load: "
                             f"{type(exc).__name__}: {exc}") from exc
+    try:
+        return _callbacks_of(module, spec, path)
+    except CallbackError:
+        _restore(module_name, previous)
+        raise
+
+
+def _restore(module_name: str, previous: object) -> None:
+    """Put back the module a failed load replaced (a failed --reload keeps the old one)."""
+    if previous is None:
+        sys.modules.pop(module_name, None)
+    else:
+        sys.modules[module_name] = previous  # type: ignore[assignment]
+
+
+def _callbacks_of(module: Any, spec: str, path: Path) -> Callbacks:
     process = getattr(module, "process", None)
     if not callable(process):
         raise CallbackError(f"callback script {spec} does not define process(user, message, "
@@ -116,5 +145,77 @@ def load(spec: str | None) -> Callbacks:
     subprotocols = getattr(module, "SUBPROTOCOLS", ())
     if isinstance(subprotocols, str) or not all(isinstance(p, str) for p in subprotocols):
         raise CallbackError(f"SUBPROTOCOLS in {spec} must be a list of strings")
+    pages_name = getattr(module, "PAGES", None)
+    pages = None
+    if pages_name is not None:
+        if not isinstance(pages_name, str):
+            raise CallbackError(f"PAGES in {spec} must be a folder name (a string)")
+        pages = (path.resolve().parent / pages_name).resolve()
+        if not pages.is_dir():
+            raise CallbackError(f"PAGES in {spec}: {pages} is not a folder")
     return Callbacks(process, hooks["on_connect"], hooks["on_disconnect"], hooks["on_start"],
-                     name=str(path), subprotocols=tuple(subprotocols))
+                     name=str(path), subprotocols=tuple(subprotocols), pages=pages,
+                     source=path)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells one version of a file from the next: mtime, size and inode (an editor
+    that saves by renaming makes a new inode); None while the file is missing."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size, info.st_ino
+
+
+class ScriptWatcher:
+    """`--reload`: polled from a loop timer (no threads), it loads the script again when its
+    file has changed since the last look."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stamp = _stamp(path)
+
+    def poll(self) -> Callbacks | None:
+        """The newly loaded callbacks if the file changed, else None.
+
+        Raises:
+            CallbackError: the changed file does not load (the caller keeps the old one;
+                the next change is tried again).
+        """
+        stamp = _stamp(self.path)
+        if stamp == self.stamp:
+            return None
+        self.stamp = stamp
+        return load(str(self.path))
+
+    def reload(self) -> Callbacks | None:
+        """`poll`, with a failure logged (one line; the traceback at debug level) as None."""
+        try:
+            return self.poll()
+        except CallbackError as exc:
+            log.error("reload failed, the previous version keeps running: %s", exc)
+            log.debug("why %s did not load", self.path, exc_info=exc.__cause__ or exc)
+            return None
+
+
+class ScriptTimers:
+    """The timers a script started with `call_later` and `call_every`: `--reload` cancels
+    them when a new version takes over (its `on_start` starts its own)."""
+
+    def __init__(self) -> None:
+        self._handles: list[Any] = []
+
+    def keep(self, handle: Any) -> None:
+        """Remember `handle` (a loop Timer or Repeating); now and then forget the ones that
+        are cancelled or have run, so that a script's one-shot timers do not pile up."""
+        handles = self._handles
+        handles.append(handle)
+        if len(handles) >= 64 and len(handles) & (len(handles) - 1) == 0:
+            handles[:] = [h for h in handles if not h.cancelled
+                          and getattr(h, "when", float("inf")) > time.monotonic()]
+
+    def cancel_all(self) -> None:
+        for handle in self._handles:
+            handle.cancel()
+        self._handles.clear()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import handshake, legacy, limits
-from .callbacks import Callbacks, load
+from .callbacks import Callbacks, ScriptTimers, ScriptWatcher, load
 from .connection import Connection
 from .delivery import HOLD_THROTTLED, Delivery
 from .errors import HttpError, InternalError, PolicyViolation, ProtocolError
@@ -69,7 +69,7 @@ class Server:
     def __init__(self, address: str = "127.0.0.1", port: int = 8080,
                  callbacks: Callbacks | str | None = None, *,
                  selector: str = "default", client_dir: Path | str = CLIENT_DIR,
-                 **options: Any) -> None:
+                 reload: float = 0.0, **options: Any) -> None:
         unknown = set(options) - set(limits.DEFAULTS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -113,6 +113,10 @@ class Server:
         self._stopping = False
         self._stop_deadline = 0.0
         self._debug = self._trace = False
+        # --reload: poll the script's file every `reload` seconds (0: never). The timers a
+        # script starts are kept here, to be cancelled when a new version takes over.
+        self.reload_interval = reload if self.callbacks.source is not None else 0.0
+        self._script_timers = ScriptTimers()
 
     @property
     def selector_name(self) -> str:
@@ -148,6 +152,10 @@ class Server:
         self._debug = self._trace = self.delivery.trace = log.isEnabledFor(logging.DEBUG)
         sweep = (self.loop.call_every(self.ping_interval / 2, self._sweep_silent_users)
                  if self.ping_interval > 0 else None)
+        watcher = None
+        if self.reload_interval > 0 and self.callbacks.source is not None:
+            script = ScriptWatcher(self.callbacks.source)
+            watcher = self.loop.call_every(self.reload_interval, self._reload, script)
         if self.callbacks.on_start is not None:
             self._call(self.callbacks.on_start, self)
         self._rooms.start()
@@ -155,8 +163,9 @@ class Server:
             self.loop.run(until=lambda: self._stopping and (
                 not self._users or time.monotonic() >= self._stop_deadline))
         finally:
-            if sweep is not None:
-                sweep.cancel()
+            for handle in (sweep, watcher):
+                if handle is not None:
+                    handle.cancel()
             self._rooms.close()
             for user in list(self._users.values()):
                 user.conn.close("server stopped")
@@ -326,7 +335,7 @@ class Server:
             self._call(hook, user, self)
 
     def _serve_http(self, user: User, request: handshake.Request) -> None:
-        response = serve(request, self.client_dir)
+        response = serve(request, self.callbacks.pages or self.client_dir)
         if self._debug:
             log.debug("user %d (%s): %s %s -> %d", user.id, user.peer, request.method,
                       request.target, response.status)
@@ -559,6 +568,19 @@ class Server:
         self._fail(user, PolicyViolation(
             f"message not finished within {self.message_timeout:g} s"))
 
+    def _reload(self, script: ScriptWatcher) -> None:
+        """--reload: if the script's file changed, load it and let it take over. Users stay
+        connected (their `data` too); the old script's timers are cancelled and the new
+        `on_start` is called. A version that fails to load leaves the old one running."""
+        fresh = script.reload()
+        if fresh is None:
+            return  # unchanged, or failed to load (logged)
+        self._script_timers.cancel_all()
+        self.callbacks = fresh
+        log.info("reloaded %s; %d user(s) stay connected", fresh.name, len(self._open))
+        if fresh.on_start is not None:
+            self._call(fresh.on_start, self)
+
     def _sweep_silent_users(self) -> None:
         """Keepalive (RFC 6455 §5.5.2): ping users silent for `ping_interval`, drop them
         (1011) when still silent after twice that. A peer that vanished without a FIN (a
@@ -648,12 +670,16 @@ class Server:
     def call_later(self, seconds: float, function: Callable[..., Any], *args: Any) -> Timer:
         """Call `function(*args)` once, `seconds` from now; `.cancel()` the handle to stop
         it. If it raises, the traceback is logged and the server carries on."""
-        return self.loop.call_later(seconds, function, *args)
+        timer = self.loop.call_later(seconds, function, *args)
+        self._script_timers.keep(timer)
+        return timer
 
     def call_every(self, seconds: float, function: Callable[..., Any], *args: Any) -> Repeating:
         """Call `function(*args)` every `seconds` until `.cancel()`: the schedule holds
         whatever one call costs, and a call that raises is logged, the next one still comes."""
-        return self.loop.call_every(seconds, function, *args)
+        handle = self.loop.call_every(seconds, function, *args)
+        self._script_timers.keep(handle)
+        return handle
 
     def _call(self, function: Any, *args: Any) -> None:
         """Run a callback; if it raises, log the traceback and carry on serving everyone."""
