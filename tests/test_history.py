@@ -206,3 +206,33 @@ def test_presence_across_servers(start_server: Start,
             with tagged_client(a.port, "/elsewhere?handle=cy") as cy:
                 presence(cy, ["cy"])  # rooms apart
         presence(ann, ["ann"])  # both of b's users left: its empty list says so
+
+
+def test_resume_after_a_server_restart_from_redis_history(
+        start_server: Start, start_redis: Callable[..., RedisServer]) -> None:
+    """The history outlives the server in Redis: a page resuming on the restarted server
+    gets exactly what came after its last id, with no gap notice."""
+    import json
+    redis = start_redis()
+    (first,) = linked(start_server, redis, 1, "--history", "10")
+    with tagged_client(first.port, "/r?handle=ann") as ann, \
+            Client(first.port).handshake("/r") as plain:
+        for i in range(5):
+            plain.send_text(f"m{i}")
+        ids = []
+        while len(ids) < 5:
+            value = json.loads(ann.recv_message())
+            if "id" in value:
+                ids.append(value["id"])
+    assert first.stop() == 0
+    (second,) = linked(start_server, redis, 1, "--history", "10")
+    with tagged_client(second.port, f"/r?handle=ann&after={ids[1]}") as again:
+        got = []
+        while len(got) < 3:
+            value = json.loads(again.recv_message())
+            assert "notice" not in value
+            if "text" in value:
+                got.append((value["id"], value["text"]))
+        assert got == [(ids[2], "m2"), (ids[3], "m3"), (ids[4], "m4")]
+    with Client(second.port).handshake("/r") as newcomer:
+        assert [newcomer.recv_message() for _ in range(5)] == [f"m{i}" for i in range(5)]
