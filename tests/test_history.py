@@ -236,3 +236,15 @@ def test_resume_after_a_server_restart_from_redis_history(
         assert got == [(ids[2], "m2"), (ids[3], "m3"), (ids[4], "m4")]
     with Client(second.port).handshake("/r") as newcomer:
         assert [newcomer.recv_message() for _ in range(5)] == [f"m{i}" for i in range(5)]
+
+
+def test_all_rooms_together_are_bounded_in_bytes() -> None:
+    """A client opening many rooms with a big message in each cannot grow the server."""
+    history = History(10, idle=3600.0, max_bytes=10_000)
+    for i in range(100):
+        history.add(f"/room{i}", f"a.{i}", "x" * 1000, now=float(i))
+        assert history.cost <= 10_000
+    assert len(history.rooms) < 10 and "/room99" in history.rooms  # the newest survive
+    assert history.cost == sum(e.cost for r in history.rooms.values() for e in r.entries)
+    history.add("/big", "b.1", "y" * 20_000, now=200.0)  # larger than it all: kept alone
+    assert list(history.rooms) == ["/big"] and len(history.entries("/big")) == 1
