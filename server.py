@@ -17,6 +17,7 @@ from collections.abc import Callable
 from websocket.callbacks import CallbackError, load
 from websocket.limits import DEFAULTS
 from websocket.server import Server, ServerError
+from websocket.tls import TlsConfigError, load_context
 from websocket.workers import Supervisor, WorkerError, check, reserve_port
 
 log = logging.getLogger("websocket")
@@ -120,6 +121,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         dest="allowed_origins",
                         help="only pages from this origin (e.g. http://chat.example.com:8080) "
                         "may join; repeat for more; others get HTTP 403 (default: any origin)")
+    parser.add_argument("--path", action="append", metavar="PATH", dest="paths",
+                        type=websocket_path,
+                        help="accept WebSocket upgrades only on this path (e.g. /chat); repeat "
+                        "for more; others get HTTP 404; the page connects to the first "
+                        "(default: any path)")
+    parser.add_argument("--trust-proxy", action="store_true",
+                        help="take the client's address (for the log and user.address) from "
+                        "the Forwarded / X-Forwarded-For header of the proxy in front; only "
+                        "when clients can reach the server through that proxy alone")
+    parser.add_argument("--idle-timeout", type=positive(float), metavar="SECONDS",
+                        default=None,
+                        help="close (1000) a user that sent no message for this long "
+                        "(default: off)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="serve the counters at GET /metrics in the Prometheus text "
+                        "format (GET /healthz answers 'ok' either way)")
     parser.add_argument("--history", type=count, metavar="N", default=DEFAULTS["history"],
                         help="replay each room's last N messages to a newcomer; 0 turns it "
                         "off (default: %(default)d)")
@@ -141,11 +158,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="readiness API: 'default' is the best the system has (epoll on "
                         "Linux); 'select' is plain select() as the article (at most ~1000 "
                         "users)")
+    parser.add_argument("--certfile", metavar="PEM",
+                        help="serve https:// and wss:// (TLS) with this certificate, followed "
+                        "by its intermediates (e.g. certbot's fullchain.pem)")
+    parser.add_argument("--keyfile", metavar="PEM",
+                        help="the certificate's private key (default: in --certfile too)")
+    parser.add_argument("--tls-min", choices=("1.2", "1.3"), default="1.2",
+                        help="oldest TLS version accepted (default: %(default)s)")
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true",
                           help="log every message and frame (direction, opcode, length)")
     loudness.add_argument("-q", "--quiet", action="store_true", help="log only warnings")
     return parser.parse_args(argv)
+
+
+def websocket_path(text: str) -> str:
+    """A --path: an absolute path without query or fragment, e.g. /chat."""
+    if not text.startswith("/") or any(char in text for char in "?# \t\r\n"):
+        raise argparse.ArgumentTypeError(f"not a path like /chat: {text!r}")
+    return text
 
 
 def describe_address(address: str) -> str:
@@ -208,9 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server.py: error: bad port {args.port!r}: use a number from 0 to 65535",
               file=sys.stderr)
         return 1
+    if args.keyfile and not args.certfile:
+        print("server.py: error: --keyfile needs --certfile", file=sys.stderr)
+        return 1
     supervising = args.workers > 1 and not worker
     keep_freed_memory()
     try:
+        context = (load_context(args.certfile, args.keyfile, args.tls_min)
+                   if args.certfile else None)
         callbacks = load(args.callback)
         if args.reload and callbacks.source is None:
             raise CallbackError("--reload needs --callback SCRIPT.py")
@@ -223,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
                         message_timeout=args.message_timeout,
                         max_connections=args.max_connections, max_buffer=args.max_buffer,
                         max_input_memory=args.max_input_memory,
-                        allowed_origins=args.allowed_origins, redis=args.redis,
+                        allowed_origins=args.allowed_origins, paths=args.paths,
+                        trust_proxy=args.trust_proxy,
+                        idle_timeout=args.idle_timeout or 0.0, metrics=args.metrics,
+                        ssl_context=context, redis=args.redis,
                         redis_prefix=args.redis_prefix, history=args.history,
                         history_idle=args.history_idle, reuse_port=bool(worker))
         if supervising:
@@ -232,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             server.port = reserved.getsockname()[1]
         else:
             server.listen()
-    except (CallbackError, ServerError, WorkerError) as exc:
+    except (CallbackError, ServerError, TlsConfigError, WorkerError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 1
     if worker:
@@ -242,8 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     log.info("Server started : %s", time.strftime("%Y-%m-%d %H:%M:%S"))
     log.info("Listening on   : %s port %d (%s)", args.address, server.port,
              describe_address(args.address))
-    log.info("Chat page      : http://%s:%d/", host, server.port)
-    log.info("WebSocket URL  : ws://%s:%d/", host, server.port)
+    secure = "s" if context is not None else ""
+    log.info("Chat page      : http%s://%s:%d/", secure, host, server.port)
+    for path in args.paths or ["/"]:
+        log.info("WebSocket URL  : ws%s://%s:%d%s", secure, host, server.port, path)
+    if context is not None:
+        log.info("TLS            : %s, TLS %s and newer", args.certfile, args.tls_min)
+    if args.metrics:
+        log.info("Metrics        : http%s://%s:%d/metrics", secure, host, server.port)
     log.info("Callback       : %s%s; selector: %s", callbacks.name,
              " (reloaded when it changes)" if args.reload else "", server.selector_name)
     if callbacks.pages is not None:

@@ -9,7 +9,9 @@
 "use strict";
 
 (function () {
-  const CHAT_PATH = "/";
+  // The server's WebSocket path (its first --path), as the server wrote it into the page.
+  const pathMeta = document.querySelector('meta[name="websocket-path"]');
+  const CHAT_PATH = (pathMeta && pathMeta.content.startsWith("/")) ? pathMeta.content : "/";
   const HANDLE_MAX = 32;
   const RETRY_FIRST_MS = 1000;
   const RETRY_MAX_MS = 30000;
@@ -111,18 +113,20 @@
     return { href: url.href };
   }
 
-  // The room of ?room=NAME: a path on the server ("/" + NAME; the lobby "/" by default).
+  // The room of ?room=NAME: a path on the server (under CHAT_PATH; CHAT_PATH by default,
+  // the lobby "/" unless the server has a --path).
   function chosenRoom() {
     const name = (new URLSearchParams(window.location.search).get("room") || "").trim();
     const bare = name.replace(/^\/+/, "");
-    return bare ? CHAT_PATH + bare.split("/").map(encodeURIComponent).join("/") : CHAT_PATH;
+    const base = CHAT_PATH.endsWith("/") ? CHAT_PATH : CHAT_PATH + "/";
+    return bare ? base + bare.split("/").map(encodeURIComponent).join("/") : CHAT_PATH;
   }
 
   // What a WebSocket URL's path says about its room, for the console and the header.
   function roomOf(href) {
     try {
       const path = new URL(href).pathname;
-      return path === CHAT_PATH ? "the lobby (/)" : `room ${decodeURIComponent(path)}`;
+      return path === "/" ? "the lobby (/)" : `room ${decodeURIComponent(path)}`;
     } catch (_) {
       return "the lobby (/)";
     }

@@ -463,6 +463,22 @@ def test_readable_in_light_and_dark(scheme: str, chat_server: ServerProcess,
     assert not low, f"contrast below 4.5:1 in the {scheme} scheme: {low}"
 
 
+def test_the_page_connects_to_the_servers_path(start_server: Callable[..., ServerProcess],
+                                               open_page: Callable[..., Page]) -> None:
+    """With --path /chat the page (served from /) connects to /chat, where upgrades are."""
+    server = start_server("--path", "/chat", "--path", "/other")
+    alice = open_page(server.page_url)
+    bob = open_page(server.page_url)
+    expect(alice.locator("#server")).to_have_value(server.ws_url + "chat")
+    connect(alice, "alice")
+    connect(bob, "bob")
+    say(alice, "on the chat path")
+    for page in (alice, bob):
+        wait_for_message(page, "alice: on the chat path")
+    server.wait_for_log(r"joined: RFC 6455, resource /chat,")
+    assert "HTTP 404" not in server.log
+
+
 def test_room_parameter_joins_that_room(chat_server: ServerProcess,
                                         open_page: Callable[..., Page]) -> None:
     """?room=NAME joins the room /NAME (issue 13); the page says which; rooms are apart."""

@@ -7,10 +7,13 @@ A callback mirrors the article's `process($user, $msg, $server)`:
 
 A drop-in script is a Python file defining `process` and, optionally,
 `on_connect(user, server)`, `on_disconnect(user, server)`, `on_start(server)` (called once
-when the server starts serving: the place to start timers with `server.call_every`) and
-`SUBPROTOCOLS`, the RFC 6455 subprotocols it speaks in order of preference (e.g.
-`["chat.v2", "chat"]`), and `PAGES`, a folder of its own pages (relative to the script)
-that the server serves instead of `client/`, with the same path rules.
+when the server starts serving: the place to start timers with `server.call_every`),
+`on_request(request, server)` (called with each upgrade request, an
+`access.UpgradeRequest`, before the 101: return None to accept, or an HTTP status or
+`(status, reason)` to refuse; if it raises, the request gets a 500 and the traceback is
+logged) and `SUBPROTOCOLS`, the RFC 6455 subprotocols it speaks in order of preference
+(e.g. `["chat.v2", "chat"]`), and `PAGES`, a folder of its own pages (relative to the
+script) that the server serves instead of `client/`, with the same path rules.
 
 `ScriptWatcher` is `--reload`: it notices when the script's file changes and loads it
 again; a script that fails to load raises `CallbackError` and the caller keeps the old one.
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from .access import UpgradeRequest
     from .user import User
 
 log = logging.getLogger("websocket")
@@ -61,6 +65,7 @@ class Server(Protocol):
 Process = Callable[["User", "str | bytes", Server], Any]
 Hook = Callable[["User", Server], Any]
 StartHook = Callable[[Server], Any]
+RequestHook = Callable[["UpgradeRequest", Server], Any]  # None, a status or (status, reason)
 
 
 def echo_to_all(user: User, message: str | bytes, server: Server) -> None:
@@ -79,6 +84,7 @@ class Callbacks:
     on_connect: Hook | None = None
     on_disconnect: Hook | None = None
     on_start: StartHook | None = None
+    on_request: RequestHook | None = None
     name: str = "echo to all"
     subprotocols: tuple[str, ...] = ()  # RFC 6455 subprotocols, in order of preference
     pages: Path | None = None  # the script's own page folder, served instead of client/
@@ -138,7 +144,7 @@ def _callbacks_of(module: Any, spec: str, path: Path) -> Callbacks:
         raise CallbackError(f"callback script {spec} does not define process(user, message, "
                             "server)")
     hooks = {name: getattr(module, name, None)
-             for name in ("on_connect", "on_disconnect", "on_start")}
+             for name in ("on_connect", "on_disconnect", "on_start", "on_request")}
     for name, hook in hooks.items():
         if hook is not None and not callable(hook):
             raise CallbackError(f"{name} in {spec} is not a function")
@@ -154,7 +160,8 @@ def _callbacks_of(module: Any, spec: str, path: Path) -> Callbacks:
         if not pages.is_dir():
             raise CallbackError(f"PAGES in {spec}: {pages} is not a folder")
     return Callbacks(process, hooks["on_connect"], hooks["on_disconnect"], hooks["on_start"],
-                     name=str(path), subprotocols=tuple(subprotocols), pages=pages,
+                     hooks["on_request"], name=str(path), subprotocols=tuple(subprotocols),
+                     pages=pages,
                      source=path)
 
 

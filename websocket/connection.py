@@ -40,6 +40,22 @@ _SCRATCH = bytearray(DIRECT_READ_SIZE)  # every read goes here first: one buffer
 _SCRATCH_VIEW = memoryview(_SCRATCH)
 
 
+class ByteCounts:
+    """Bytes read and written, counted by every connection that shares one of these (the
+    server's metrics; a connection without one counts into a private object)."""
+
+    __slots__ = ("received_bytes", "sent_bytes")
+
+    def __init__(self) -> None:
+        self.received_bytes = 0
+        self.sent_bytes = 0
+
+
+class Counts(Protocol):
+    received_bytes: int
+    sent_bytes: int
+
+
 class Owner(Protocol):
     """What a connection tells the code that owns it (the chat server)."""
 
@@ -65,10 +81,12 @@ class Connection:
 
     __slots__ = ("sock", "loop", "owner", "user", "inbuf", "outbuf", "out_cost", "out_offset",
                  "events", "hold", "writing", "direct", "notify", "progress_at",
-                 "behind_since", "closing", "lingering", "closed", "timer")
+                 "behind_since", "closing", "lingering", "closed", "timer", "counts")
 
-    def __init__(self, loop: Loop, sock: socket.socket, owner: Owner) -> None:
+    def __init__(self, loop: Loop, sock: socket.socket, owner: Owner,
+                 counts: Counts | None = None) -> None:
         self.sock = sock
+        self.counts: Counts = counts if counts is not None else ByteCounts()
         self.loop = loop
         self.owner = owner
         self.user: Any = None  # the owner's object for this connection (the chat's User)
@@ -107,6 +125,7 @@ class Connection:
         if not size:
             self.close("" if self.closing else "connection closed by the client")
             return
+        self.counts.received_bytes += size
         if self.closing:
             return  # lingering after our last bytes: the rest is discarded
         if self.direct:
@@ -194,22 +213,35 @@ class Connection:
                 self.close(f"connection lost: {exc.strerror or exc}")
                 return
             sent_any = True
+            self.counts.sent_bytes += sent
             if sent == self.out_cost - FRAME_COST * len(out):  # the kernel took everything
                 out.clear()
                 self.out_cost = self.out_offset = 0
                 break
-            offset = self.out_offset + sent
-            done = 0
-            for chunk in out:
-                if offset < len(chunk):
-                    break
-                offset -= len(chunk)
-                done += 1
-            del out[:done]
-            self.out_cost -= sent + FRAME_COST * done
-            self.out_offset = offset
-            if done < handed:
+            if self._consume(sent) < handed:
                 break  # the kernel refused the rest
+        self._sent(sent_any)
+
+    def _consume(self, sent: int) -> int:
+        """The kernel took `sent` more bytes of the queue: forget them; returns how many
+        whole frames that finished."""
+        out = self.outbuf
+        offset = self.out_offset + sent
+        done = 0
+        for chunk in out:
+            if offset < len(chunk):
+                break
+            offset -= len(chunk)
+            done += 1
+        del out[:done]
+        self.out_cost -= sent + FRAME_COST * done
+        self.out_offset = offset
+        return done
+
+    def _sent(self, sent_any: bool) -> None:
+        """After a flush: watch for writing while output is left, half-close when the last
+        bytes of a closing connection are out, tell the owner of the progress."""
+        out = self.outbuf
         if sent_any:
             self.progress_at = self.loop.now
         if out:

@@ -24,6 +24,7 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from . import legacy
 from .errors import HttpError
@@ -456,11 +457,21 @@ REASONS = {
 }
 
 
+def reason_phrase(status: int) -> str:
+    """The reason phrase for a status (RFC 9110 §15); "Error" for one without a name."""
+    if status in REASONS:
+        return REASONS[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 def error_response(error: HttpError, head_only: bool = False) -> bytes:
     """An HTTP error response with the one-line reason as its body; the connection closes."""
     body = (error.reason + "\n").encode("utf-8")
     lines = [
-        f"HTTP/1.1 {error.status} {REASONS.get(error.status, 'Error')}",
+        f"HTTP/1.1 {error.status} {reason_phrase(error.status)}",
         "Content-Type: text/plain; charset=utf-8",
         f"Content-Length: {len(body)}",
         "Connection: close",

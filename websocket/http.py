@@ -31,6 +31,8 @@ CONTENT_TYPES = {
     ".webmanifest": "application/manifest+json",
 }
 MAX_FILE_SIZE = 8 << 20  # the page's files are small; refuse to load anything huge
+# In client/index.html; chat.js connects to the path it names (see `serve`).
+PATH_META = b'<meta name="websocket-path" content="/">'
 
 
 @dataclass(frozen=True)
@@ -90,11 +92,13 @@ def resolve(root: Path, target: str) -> Path:
     return real
 
 
-def serve(request: Request, root: Path) -> Response:
+def serve(request: Request, root: Path, websocket_path: str = "/") -> Response:
     """Answer a plain (non-upgrade) HTTP request with a file from `root`.
 
     The response says "Connection: close" and has `keep_alive` False when `keep_alive()`
-    says the connection ends after it (a request body among the reasons).
+    says the connection ends after it (a request body among the reasons). The page
+    (index.html) is told where the WebSocket is: its `websocket-path` meta tag says
+    `websocket_path` (the first --path), so the page connects where upgrades are accepted.
 
     Raises:
         HttpError: 405 for a method other than GET and HEAD; 404 or 400 from `resolve`.
@@ -108,8 +112,22 @@ def serve(request: Request, root: Path) -> Response:
         body = path.read_bytes()
     except OSError:
         raise HttpError(404, "not found") from None
-    persist = keep_alive(request)
+    if websocket_path != "/" and path.name == "index.html":
+        body = body.replace(PATH_META, PATH_META.replace(b'"/"', _attribute(websocket_path)))
     content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    return respond(request, body, content_type)
+
+
+def _attribute(value: str) -> bytes:
+    """`value` as a double-quoted HTML attribute value."""
+    escaped = value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+    return f'"{escaped}"'.encode()
+
+
+def respond(request: Request, body: bytes, content_type: str) -> Response:
+    """A 200 answer to a GET or HEAD with `body` (only its length for HEAD), kept alive
+    when `keep_alive()` allows it."""
+    persist = keep_alive(request)
     lines = [
         f"HTTP/1.1 200 {REASONS.get(200, 'OK')}",
         f"Date: {email.utils.formatdate(usegmt=True)}",

@@ -22,6 +22,10 @@ DEFAULTS: dict[str, Any] = {
     "max_buffer": 4 << 20,  # bytes of unsent output per user before it is dropped
     "max_input_memory": DEFAULT_MAX_INPUT_MEMORY,  # bytes of unfinished messages, all users
     "allowed_origins": None,  # pages (origins) whose users may join; None: any, as the article
+    "paths": None,  # request paths that may upgrade (--path); None: any
+    "trust_proxy": False,  # take the client address from the nearest proxy's header
+    "idle_timeout": 0.0,  # close (1000) a user that sent no message for this long; 0: off
+    "metrics": False,  # serve GET /metrics (the counters are kept either way)
     "redis": None,  # redis://[:password@]host:port[/db]: one chat over many processes
     "redis_prefix": "chat:",  # Redis channel (and key) names start with this
     "history": 0,  # messages of each room replayed to a newcomer; 0: off, as the article
@@ -49,3 +53,9 @@ BEHIND_TIMEOUT = 1.0  # seconds a user that is behind may hold the others back
 # Closing.
 LINGER_TIMEOUT = 2.0  # after our last bytes and a half-close, wait this long for the EOF
 SHUTDOWN_TIMEOUT = 2.0  # on Ctrl-C, how long users get to answer the 1001 close
+
+
+def idle_sweep_interval(idle_timeout: float) -> float:
+    """How often --idle-timeout looks for idle users: a tenth of it, between 0.05 and 10 s,
+    so a user is closed at most 10% (or 10 s) late, and 10,000 users cost one short pass."""
+    return min(max(idle_timeout / 10, 0.05), 10.0)

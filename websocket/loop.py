@@ -95,6 +95,7 @@ class Loop:
             selectors.SelectSelector() if selector == "select" else selectors.DefaultSelector())
         self.now = time.monotonic()  # the time of the current pass
         self.wall_now = time.time()  # ... and the wall-clock time of it
+        self.passes = 0  # passes of run_once so far (for the operator's metrics)
         # Objects with output queued during this pass: flushed once each before sleeping.
         self.pending: dict[Flushable, None] = {}
         self._timers: list[Timer] = []
@@ -271,6 +272,7 @@ class Loop:
     def run_once(self, select: Callable[[float | None], list[Any]] | None = None) -> None:
         """One pass (see the module docstring)."""
         ready = (select or self.selector.select)(self._timeout())
+        self.passes += 1
         self.now = time.monotonic()
         self.wall_now = time.time()
         for key, mask in ready:

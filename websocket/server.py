@@ -12,19 +12,22 @@ the chat's own work, which this module does for every connection it owns:
     send          -> frames queued on the user's connection, flushed before the loop sleeps
     errors        -> `_fail`, the one place a protocol error becomes a close code or an
                      HTTP status; only that user is dropped
-    keepalive, the message timeout, and the API that callbacks use.
+    keepalive, the message and idle timeouts. The API that callbacks use (send,
+    broadcast, timers...) is api.py's `CallbackAPI`, which `Server` inherits.
 """
 from __future__ import annotations
 
 import logging
 import signal
 import socket
+import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import handshake, legacy, limits
+from . import access, handshake, legacy, limits, ops
+from .api import CallbackAPI
 from .callbacks import Callbacks, ScriptTimers, ScriptWatcher, load
 from .connection import Connection
 from .delivery import HOLD_THROTTLED, Delivery
@@ -34,11 +37,13 @@ from .history import History
 from .http import serve
 from .legacy import HixieReceiver
 from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
-from .loop import Loop, Repeating, Timer
+from .loop import Loop
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
+from .metrics import ServerMetrics
 from .redis_link import RedisLink, RedisURLError, parse_redis_url
-from .rooms import MAX_ROOM_LENGTH, TAGGED, Rooms, check_room, room_of, tagged_text
-from .user import User, UserState
+from .rooms import MAX_ROOM_LENGTH, TAGGED, Rooms, room_of
+from .tls import TlsAcceptor, TlsConnection
+from .user import User, UserState, format_peer
 
 log = logging.getLogger("websocket")
 
@@ -57,19 +62,22 @@ class ServerError(Exception):
     """The server cannot start (address in use, bad address...); one line for the CLI."""
 
 
-class Server:
+class Server(CallbackAPI):
     """A WebSocket chat server: `Server(address, port).serve_forever()`.
 
     Methods for callbacks: `get_users(room=None)`, `send(user, message)`,
     `broadcast(message, exclude=None, room=None)`, `join(user, room)`, `rooms()`,
     `disconnect(user, code=1000, reason="")`, `log(...)`,
     `call_later(seconds, function, *args)`, `call_every(seconds, function, *args)`.
+
+    `ssl_context` (tls.load_context): every connection is TLS, https:// and wss://.
     """
 
     def __init__(self, address: str = "127.0.0.1", port: int = 8080,
                  callbacks: Callbacks | str | None = None, *,
                  selector: str = "default", client_dir: Path | str = CLIENT_DIR,
-                 reload: float = 0.0, **options: Any) -> None:
+                 reload: float = 0.0, ssl_context: ssl.SSLContext | None = None,
+                 **options: Any) -> None:
         unknown = set(options) - set(limits.DEFAULTS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -89,6 +97,13 @@ class Server:
         origins = settings["allowed_origins"]
         self.allowed_origins: frozenset[str] | None = (
             None if origins is None else frozenset(o.lower().rstrip("/") for o in origins))
+        paths = settings["paths"]
+        self.paths: frozenset[str] | None = None if not paths else frozenset(paths)
+        self.page_path = "/" if not paths else paths[0]  # where the page connects
+        self.trust_proxy: bool = settings["trust_proxy"]
+        self.idle_timeout: float = settings["idle_timeout"]
+        self.metrics_enabled: bool = settings["metrics"]
+        self.metrics = ServerMetrics()  # counted always (plain arithmetic), shown on request
         self.client_dir = Path(client_dir)
         self.use_select = selector == "select"
         self.reuse_port: bool = settings["reuse_port"]
@@ -96,6 +111,10 @@ class Server:
         self.delivery = Delivery(self.loop, self.max_buffer, self._overflow)
         self.loop.before_sleep(self.delivery.release)
         self.listener: Listener | None = None
+        # TLS (tls.py): with a context, every connection is https:// or wss://.
+        self.ssl_context = ssl_context
+        self.secure = ssl_context is not None
+        self._tls: TlsAcceptor | None = None
         self._users: dict[int, User] = {}  # every connection's user, by id
         self._open: dict[int, User] = {}  # WebSocket users (state OPEN), in order of arrival
         link: RedisLink | None = None  # --redis: the other processes (redis_link.py)
@@ -128,14 +147,28 @@ class Server:
         """The listening socket (the article's master socket), while it listens."""
         return self.listener.sock if self.listener is not None else None
 
+    @property
+    def tls_handshake_failures(self) -> int:
+        """TLS handshakes that failed or timed out, and plain HTTP sent to the TLS port."""
+        return self._tls.failures if self._tls is not None else 0
+
+    def _render_metrics(self) -> bytes:
+        self.metrics.tls_handshake_failures = self.tls_handshake_failures
+        return super()._render_metrics()
+
     # -- connectMaster and run -------------------------------------------------------------
 
     def listen(self) -> None:
         """Create, bind and register the non-blocking master socket (`connectMaster`)."""
         refusal = handshake.error_response(HttpError(
             503, "server full: select() cannot watch more connections"))
+        on_accept: Callable[[socket.socket, Any], None] = self._accept
+        if self.ssl_context is not None:
+            self._tls = TlsAcceptor(self.loop, self.ssl_context, self.handshake_timeout,
+                                    self._accept)
+            on_accept = self._tls.accept
         try:
-            self.listener = Listener(self.loop, self.address, self.port, self._accept,
+            self.listener = Listener(self.loop, self.address, self.port, on_accept,
                                      FD_SETSIZE - 1 if self.use_select else None, refusal,
                                      self.reuse_port)
         except ListenError as exc:
@@ -156,6 +189,9 @@ class Server:
         if self.reload_interval > 0 and self.callbacks.source is not None:
             script = ScriptWatcher(self.callbacks.source)
             watcher = self.loop.call_every(self.reload_interval, self._reload, script)
+        idle_sweep = (self.loop.call_every(limits.idle_sweep_interval(self.idle_timeout),
+                                           self._sweep_idle_users)
+                      if self.idle_timeout > 0 else None)
         if self.callbacks.on_start is not None:
             self._call(self.callbacks.on_start, self)
         self._rooms.start()
@@ -163,7 +199,7 @@ class Server:
             self.loop.run(until=lambda: self._stopping and (
                 not self._users or time.monotonic() >= self._stop_deadline))
         finally:
-            for handle in (sweep, watcher):
+            for handle in (sweep, watcher, idle_sweep):
                 if handle is not None:
                     handle.cancel()
             self._rooms.close()
@@ -171,6 +207,8 @@ class Server:
                 user.conn.close("server stopped")
             if self.listener is not None:
                 self.listener.close()
+            if self._tls is not None:
+                self._tls.close_all()
             self.loop.remove_signal_handlers()
         log.info("Server stopped")
 
@@ -185,6 +223,8 @@ class Server:
         self.loop.call_at(self._stop_deadline, self.loop.stop)
         if self.listener is not None:
             self.listener.close()
+        if self._tls is not None:
+            self._tls.close_all()  # TLS handshakes in progress: no user yet
         log.info("Shutting down: closing %d user(s) with 1001 (going away)", len(self._open))
         for user in list(self._users.values()):
             if user.state is UserState.OPEN:
@@ -195,8 +235,14 @@ class Server:
     # -- connect ---------------------------------------------------------------------------
 
     def _accept(self, sock: socket.socket, address: Any) -> None:
-        """A new connection (the article's `connect`): a User in the HANDSHAKE state."""
-        conn = Connection(self.loop, sock, self)
+        """A new connection (the article's `connect`): a User in the HANDSHAKE state.
+        With TLS, `sock` is an SSLSocket whose TLS handshake is done (tls.TlsAcceptor)."""
+        conn: Connection
+        if isinstance(sock, ssl.SSLSocket):
+            conn = TlsConnection(self.loop, sock, self, self.metrics)
+        else:
+            conn = Connection(self.loop, sock, self, self.metrics)
+        self.metrics.connections += 1
         user = conn.user = User(self._next_id, conn, address, self.loop.now,
                                 self.loop.wall_now)
         self._next_id += 1
@@ -282,6 +328,8 @@ class Server:
                 return
             request, consumed = parsed
             del conn.inbuf[:consumed]
+            if self.trust_proxy:
+                self._take_proxy_address(user, request)
             try:
                 if request.is_upgrade:
                     self._upgrade(user, request)
@@ -293,13 +341,31 @@ class Server:
         if user.state is UserState.OPEN and conn.inbuf:
             self._receive(user)  # frames that came in the same packet as the request
 
+    def _take_proxy_address(self, user: User, request: handshake.Request) -> None:
+        """--trust-proxy: the client's address as the nearest proxy reports it (proxy.py),
+        for the log and `user.address`; the socket's stays in `user.via`."""
+        address, present = access.client_address(request.headers)
+        if user.via is None:
+            user.via = user.address
+        if address is not None:
+            user.address = address
+        else:
+            user.address = user.via
+            if present:
+                log.info("user %d (%s): unusable Forwarded / X-Forwarded-For header; using "
+                         "the socket's address", user.id, user.peer)
+
     def _upgrade(self, user: User, request: handshake.Request) -> None:
+        access.check_path(request.target, self.paths)  # --path: 404 elsewhere
         # The chat page's own, for message ids and presence (rooms.py), after the script's.
         subprotocols = self.callbacks.subprotocols + (TAGGED,)
-        upgrade = handshake.upgrade(request, allowed_origins=self.allowed_origins,
+        upgrade = handshake.upgrade(request, secure=self.secure,
+                                    allowed_origins=self.allowed_origins,
                                     subprotocols=subprotocols)
         if len(self._open) >= self.max_connections:
             raise HttpError(503, f"server full ({self.max_connections} users)")
+        if self.callbacks.on_request is not None:
+            self._check_request(user, request, upgrade)
         user.protocol = upgrade.protocol
         user.resource = upgrade.resource
         user.host = upgrade.host
@@ -326,16 +392,37 @@ class Server:
         user.conn.cancel_timer()
         user.last_action = time.monotonic()
         self._open[user.id] = user
+        self.metrics.users_open[upgrade.protocol] += 1
         self.delivery.queue(user.conn, upgrade.response, in_chat=False)
         self._rooms.enter(user)  # its room's history, then its broadcasts
-        log.info("user %d (%s) joined: %s, resource %s, origin %s", user.id, user.peer,
+        via = "" if user.via is None else f" via {format_peer(user.via)}"
+        log.info("user %d (%s%s) joined: %s, resource %s, origin %s", user.id, user.peer, via,
                  _PROTOCOL_NAMES[upgrade.protocol], user.resource, user.origin or "-")
         hook = self.callbacks.on_connect
         if hook is not None:
             self._call(hook, user, self)
 
+    def _check_request(self, user: User, request: handshake.Request,
+                       upgrade: handshake.Upgrade) -> None:
+        """The script's on_request(request, server), before the 101 (access.ask)."""
+        assert self.callbacks.on_request is not None
+        seen = access.UpgradeRequest.from_request(request.target, request.headers,
+                                                  user.address, upgrade.origin, upgrade.host)
+        started = time.perf_counter()
+        refusal, failure = access.ask(self.callbacks.on_request, seen, self)
+        self.metrics.callback_seconds += time.perf_counter() - started
+        if isinstance(failure, BaseException):
+            log.error("user %d (%s): on_request() raised; refusing with 500", user.id,
+                      user.peer, exc_info=failure)
+        elif failure is not None:
+            log.error("user %d (%s): %s; refusing with 500", user.id, user.peer, failure)
+        if refusal is not None:
+            raise refusal
+
     def _serve_http(self, user: User, request: handshake.Request) -> None:
-        response = serve(request, self.callbacks.pages or self.client_dir)
+        response = ops.answer(request, self._render_metrics if self.metrics_enabled else None)
+        if response is None:
+            response = serve(request, self.callbacks.pages or self.client_dir, self.page_path)
         if self._debug:
             log.debug("user %d (%s): %s %s -> %d", user.id, user.peer, request.method,
                       request.target, response.status)
@@ -384,6 +471,7 @@ class Server:
                 if type(event) is Message and user.state is UserState.OPEN:
                     # The article's process($user, $msg, $server): the common case, inline.
                     user.last_action = self.loop.now
+                    self.metrics.messages_received += 1
                     if self._debug:
                         self._log_message(user, event.data)
                     self._call(self.callbacks.process, user, event.data, self)
@@ -481,6 +569,7 @@ class Server:
         conn = user.conn
         conn.inbuf.clear()
         if isinstance(error, HttpError):
+            self.metrics.refused[error.status] += 1
             log.warning("user %d (%s): HTTP %d: %s", user.id, user.peer, error.status,
                         error.reason)
             self.delivery.queue(conn, handshake.error_response(error, head_only), in_chat=False)
@@ -503,12 +592,15 @@ class Server:
         if self._open.pop(user.id, None) is not None:
             self._rooms.leave(user)
             self.delivery.leave(user.conn)
+            self.metrics.users_open[user.protocol or ""] -= 1
 
     def _announce_left(self, user: User, why: str) -> None:
         """Log a WebSocket user's departure with its close code, and call on_disconnect once."""
         if user.left:
             return
         user.left = True
+        self.metrics.closes[int(CloseCode.ABNORMAL if user.close_code is None
+                                else user.close_code)] += 1
         if user.close_code is None:
             code_text = "1006 (abnormal: no close frame)"
         else:
@@ -525,6 +617,7 @@ class Server:
         """A user that does not read while others talk: drop its backlog, and then it."""
         user: User = conn.user
         unsent = conn.drop_output()
+        self.metrics.slow_users_dropped += 1
         log.warning("user %d (%s) is not reading: %d bytes unsent (limit %d); disconnecting",
                     user.id, user.peer, unsent, self.max_buffer)
         self._send_close(user, TOO_SLOW, "too slow: output buffer full")
@@ -581,6 +674,20 @@ class Server:
         if fresh.on_start is not None:
             self._call(fresh.on_start, self)
 
+    def _sweep_idle_users(self) -> None:
+        """--idle-timeout: close (1000) users that sent no message for that long. One pass
+        over the users every idle_sweep_interval(); a message costs nothing (it only sets
+        `last_action`, as it always did). A user whose input we hold is not idle."""
+        now = time.monotonic()
+        limit = self.idle_timeout
+        for user in list(self._open.values()):
+            if now - user.last_action >= limit and not user.conn.hold:
+                log.info("user %d (%s): no message for %g s; closing it", user.id, user.peer,
+                         limit)
+                # RFC 6455 §7.4.1: 1000 "the purpose for which the connection was
+                # established has been fulfilled" (it is not an error of the peer's).
+                self._send_close(user, CloseCode.NORMAL, f"idle for {limit:g} s")
+
     def _sweep_silent_users(self) -> None:
         """Keepalive (RFC 6455 §5.5.2): ping users silent for `ping_interval`, drop them
         (1011) when still silent after twice that. A peer that vanished without a FIN (a
@@ -598,93 +705,3 @@ class Server:
             elif silent >= self.ping_interval and not user.pinged:
                 user.pinged = True
                 self._queue_frame(user, Opcode.PING, b"keepalive")
-
-    # -- the API for callbacks (the article's `send`, plus what a real chat needs) ----------
-
-    def get_users(self, room: str | None = None) -> list[User]:
-        """Every user of this process with an open WebSocket (in `room`, when given), in
-        order of arrival."""
-        if room is None:
-            return list(self._open.values())
-        return self._rooms.users(room)
-
-    def rooms(self) -> list[str]:
-        """Every room with a user of this process, in order of creation."""
-        return self._rooms.names()
-
-    def join(self, user: User, room: str) -> None:
-        """Move `user` to `room` (a path, e.g. "/python"): it gets that room's history
-        (--history) and broadcasts from now on. Raises ValueError for a name that is not a
-        path."""
-        check_room(room)
-        if user.state is not UserState.OPEN:
-            user.room = room
-            return
-        if room == user.room:
-            return
-        self._rooms.move(user, room)
-
-    def send(self, user: User, message: str | bytes) -> bool:
-        """Queue one message for one user. False if it cannot go (closed, or binary to hixie)."""
-        if user.state is not UserState.OPEN:
-            return False
-        if user.subprotocol == TAGGED and isinstance(message, str):
-            message = tagged_text(message)
-        return self.delivery.send(user.conn, message, user.protocol == handshake.RFC6455)
-
-    def broadcast(self, message: str | bytes,
-                  exclude: User | Iterable[User] | None = None,
-                  room: str | None = None) -> int:
-        """Queue a message for every open user (of `room`, when given; but `exclude`);
-        return how many here get it.
-
-        The frame is encoded once per protocol, not once per user: every user's queue
-        holds the same bytes object (see Delivery.broadcast).
-        """
-        if exclude is None:
-            return self._rooms.broadcast(message, (), room)
-        users = (exclude,) if isinstance(exclude, User) else exclude
-        return self._rooms.broadcast(message, {user.conn for user in users}, room)
-
-    @property
-    def history(self) -> History | None:
-        """--history: the recent messages of each room (history.py), or None."""
-        return self._rooms.history
-
-    @property
-    def link(self) -> RedisLink | None:
-        """--redis: the link to the other processes (redis_link.py), or None."""
-        return self._rooms.link
-
-    def disconnect(self, user: User, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Close a user's WebSocket with `code` and `reason` (the closing handshake)."""
-        if user.state is UserState.OPEN:
-            self._send_close(user, code, reason)
-        elif user.state is UserState.HANDSHAKE:
-            user.conn.close(reason or "disconnected by the server")
-
-    def log(self, *args: Any) -> None:
-        """Log a line from a callback, at INFO level."""
-        log.info(" ".join(str(arg) for arg in args))
-
-    def call_later(self, seconds: float, function: Callable[..., Any], *args: Any) -> Timer:
-        """Call `function(*args)` once, `seconds` from now; `.cancel()` the handle to stop
-        it. If it raises, the traceback is logged and the server carries on."""
-        timer = self.loop.call_later(seconds, function, *args)
-        self._script_timers.keep(timer)
-        return timer
-
-    def call_every(self, seconds: float, function: Callable[..., Any], *args: Any) -> Repeating:
-        """Call `function(*args)` every `seconds` until `.cancel()`: the schedule holds
-        whatever one call costs, and a call that raises is logged, the next one still comes."""
-        handle = self.loop.call_every(seconds, function, *args)
-        self._script_timers.keep(handle)
-        return handle
-
-    def _call(self, function: Any, *args: Any) -> None:
-        """Run a callback; if it raises, log the traceback and carry on serving everyone."""
-        try:
-            function(*args)
-        except Exception:
-            name = getattr(function, "__name__", "callback")
-            log.exception("callback %s() raised; the server carries on", name)

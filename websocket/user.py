@@ -19,6 +19,16 @@ if TYPE_CHECKING:
     from .loop import Timer
 
 
+def format_peer(address: Any) -> str:
+    """A socket address as 'host:port' ('[::1]:port' for IPv6, 'host' without a port)."""
+    try:
+        host, port = address[0], address[1]
+    except (TypeError, IndexError):
+        return str(address)
+    shown = f"[{host}]" if ":" in str(host) else str(host)
+    return shown if port is None else f"{shown}:{port}"
+
+
 class UserState(Enum):
     HANDSHAKE = "handshake"  # reading an HTTP request (upgrade, or a page between requests)
     OPEN = "open"  # WebSocket established: messages flow
@@ -31,7 +41,9 @@ class User:
 
     Attributes:
         id: a number unique for the life of the server, in order of connection.
-        address: the peer's (host, port) as `accept()` returned it.
+        address: the peer's (host, port) as `accept()` returned it; with --trust-proxy, the
+            client's as the nearest proxy reports it (port None when it gives none).
+        via: with --trust-proxy, the socket's own address (the proxy's); else None.
         state: a `UserState`; `handshake` is True once the WebSocket is established.
         protocol: "rfc6455", "hixie76" or "hixie75" after the handshake, else None.
         subprotocol: the RFC 6455 subprotocol selected from the script's SUBPROTOCOLS.
@@ -49,7 +61,7 @@ class User:
         "id", "conn", "address", "state", "protocol", "subprotocol", "resource", "host",
         "origin", "_headers", "connected_at", "last_action", "last_seen", "pinged", "_data",
         "receiver", "message_started", "message_serial", "message_timer", "close_code",
-        "close_reason", "left", "room", "__weakref__",
+        "close_reason", "left", "via", "room", "__weakref__",
     )
 
     def __init__(self, user_id: int, conn: Connection, address: Any,
@@ -57,6 +69,7 @@ class User:
         self.id = user_id
         self.conn = conn
         self.address = address
+        self.via: Any = None  # --trust-proxy: the socket's address when `address` is not
         self.state = UserState.HANDSHAKE
         self.protocol: str | None = None
         self.subprotocol: str | None = None  # the RFC 6455 subprotocol agreed on, if any
@@ -113,11 +126,7 @@ class User:
     @property
     def peer(self) -> str:
         """The address as 'host:port' ('[::1]:port' for IPv6), for logs."""
-        try:
-            host, port = self.address[0], self.address[1]
-        except (TypeError, IndexError):
-            return str(self.address)
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return format_peer(self.address)
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.peer} {self.state.value} {self.protocol or ''}>".replace(
