@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ from websocket.server import Server, ServerError
 from websocket.tls import TlsConfigError, load_context
 from websocket.trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
 from websocket.wire import parse_networks
+from websocket.workers import Supervisor, WorkerError, check, reserve_port
 
 log = logging.getLogger("websocket")
 RELOAD_INTERVAL = 1.0  # --reload: seconds between two looks at the script's file
@@ -51,7 +53,8 @@ def positive(kind: type) -> Callable[[str], object]:
     return convert
 
 
-def non_negative(text: str) -> int:
+def count(text: str) -> int:
+    """A number of things, 0 or more."""
     try:
         value = int(text)
     except ValueError:
@@ -147,6 +150,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--metrics", action="store_true",
                         help="serve the counters at GET /metrics in the Prometheus text "
                         "format (GET /healthz answers 'ok' either way)")
+    parser.add_argument("--history", type=count, metavar="N", default=DEFAULTS["history"],
+                        help="replay each room's last N messages to a newcomer; 0 turns it "
+                        "off (default: %(default)d)")
+    parser.add_argument("--history-idle", type=positive(float), metavar="SECONDS",
+                        default=DEFAULTS["history_idle"],
+                        help="a room without users and without messages for this long "
+                        "forgets its history (default: %(default)g)")
+    parser.add_argument("--redis", metavar="URL", default=None,
+                        help="redis://[:PASSWORD@]HOST:PORT[/DB]: join every server started "
+                        "with the same Redis into one chat (pub/sub; default: none)")
+    parser.add_argument("--redis-prefix", metavar="TEXT", default=DEFAULTS["redis_prefix"],
+                        help="Redis channel names start with this (default: %(default)s)")
+    parser.add_argument("--workers", type=positive(int), metavar="N", default=1,
+                        help="N processes sharing the port (SO_REUSEPORT, Linux), each its "
+                        "own loop, joined through --redis, which N > 1 needs (default: 1)")
+    parser.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--selector", choices=("default", "select"), default="default",
                         help="readiness API: 'default' is the best the system has (epoll on "
                         "Linux); 'select' is plain select() as the article (at most ~1000 "
@@ -161,7 +181,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--trace", action="store_true",
                         help="log every connection's HTTP request and response and every "
                         "frame both ways as an annotated hex dump (stderr)")
-    parser.add_argument("--trace-bytes", type=non_negative, metavar="N",
+    parser.add_argument("--trace-bytes", type=count, metavar="N",
                         default=DEFAULT_TRACE_BYTES,
                         help="payload bytes shown per frame by --trace and /wire (default: "
                         "%(default)d)")
@@ -230,12 +250,16 @@ def keep_freed_memory() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    worker = args.worker_id
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    tag = f"[worker {worker}] " if worker else ""
     logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+                        format=f"%(asctime)s %(levelname)-7s {tag}%(message)s",
+                        datefmt="%H:%M:%S")
     try:
-        port = int(args.port)
+        port = args.worker_port if worker else int(args.port)
         if not 0 <= port <= 65535:
             raise ValueError
     except ValueError:
@@ -246,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         if value and not args.certfile:
             print(f"server.py: error: {option} needs --certfile", file=sys.stderr)
             return 1
+    supervising = args.workers > 1 and not worker
     keep_freed_memory()
     try:
         context = (load_context(args.certfile, args.keyfile, args.tls_min or "1.2")
@@ -268,11 +293,21 @@ def main(argv: list[str] | None = None) -> int:
                         ssl_context=context,
                         trace=args.trace, trace_bytes=args.trace_bytes,
                         trace_page=args.trace_page, trace_page_from=args.trace_page_from,
-                        compression=args.compression)
-        server.listen()
-    except (CallbackError, ServerError, TlsConfigError) as exc:
+                        compression=args.compression, redis=args.redis,
+                        redis_prefix=args.redis_prefix, history=args.history,
+                        history_idle=args.history_idle, reuse_port=bool(worker))
+        if supervising:
+            check(args.workers, args.redis)
+            reserved = reserve_port(args.address, port)
+            server.port = reserved.getsockname()[1]
+        else:
+            server.listen()
+    except (CallbackError, ServerError, TlsConfigError, WorkerError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 1
+    if worker:
+        log.info("serving on port %d (PID %d)", server.port, os.getpid())
+        return serve(server)
     host = url_host(args.address)
     log.info("Server started : %s", time.strftime("%Y-%m-%d %H:%M:%S"))
     log.info("Listening on   : %s port %d (%s)", args.address, server.port,
@@ -294,7 +329,28 @@ def main(argv: list[str] | None = None) -> int:
         log.info("Wire page      : http://%s:%d/wire (the trace, live)", host, server.port)
     elif args.trace_page_from:
         log.warning("--trace-page-from does nothing without --trace-page")
+    if server.history is not None:
+        log.info("History        : the last %d message(s) of each room", args.history)
+    if server.link is not None:
+        log.info("Redis          : %s (channels %s...)", server.link.address,
+                 args.redis_prefix)
+    if supervising:
+        log.info("Workers        : %d processes sharing the port (SO_REUSEPORT)",
+                 args.workers)
     log.info("CTRL-C to quit")
+    if supervising:
+        script = os.path.abspath(__file__)
+        try:
+            return Supervisor(args.workers, lambda number: [
+                sys.executable, script, *argv, "--worker-id", str(number),
+                "--worker-port", str(server.port)]).run()
+        finally:
+            reserved.close()
+    return serve(server)
+
+
+def serve(server: Server) -> int:
+    """Run the server until Ctrl-C or SIGTERM; the exit status."""
     # From here on the loop handles Ctrl-C and SIGTERM (a graceful shutdown; twice: at
     # once). Outside it they are ignored, so a second one that comes while the process
     # exits cannot turn into a KeyboardInterrupt traceback or an exit by signal: the loop

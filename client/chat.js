@@ -16,6 +16,12 @@
   const RETRY_FIRST_MS = 1000;
   const RETRY_MAX_MS = 30000;
   const MAX_LINES = 1000; // oldest console lines are dropped past this
+  // Our server speaks this subprotocol to us (and plain text to everyone else): text frames
+  // are JSON, with --history a room's messages carry ids, so a reconnect asks for what came
+  // after the last one shown (?after=ID) and nothing is lost or shown twice; and who is in
+  // the room comes as a presence list.
+  const TAGGED = "chat.history.v1";
+  const SEEN_MAX = 5000; // message ids remembered against duplicates
 
   // closed: no socket, no retry pending.    connecting: a socket is opening.
   // open: chatting.                          closing: the Disconnect button's close handshake.
@@ -48,7 +54,7 @@
   const ui = {};
   for (const id of ["error", "status", "server", "server-hint", "handle", "handle-hint",
                     "connect", "disconnect", "console", "message", "send",
-                    "connect-form", "send-form"]) {
+                    "connect-form", "send-form", "room", "presence"]) {
     ui[id] = document.getElementById(id);
   }
 
@@ -107,13 +113,32 @@
     return { href: url.href };
   }
 
+  // The room of ?room=NAME: a path on the server (under CHAT_PATH; CHAT_PATH by default,
+  // the lobby "/" unless the server has a --path).
+  function chosenRoom() {
+    const name = (new URLSearchParams(window.location.search).get("room") || "").trim();
+    const bare = name.replace(/^\/+/, "");
+    const base = CHAT_PATH.endsWith("/") ? CHAT_PATH : CHAT_PATH + "/";
+    return bare ? base + bare.split("/").map(encodeURIComponent).join("/") : CHAT_PATH;
+  }
+
+  // What a WebSocket URL's path says about its room, for the console and the header.
+  function roomOf(href) {
+    try {
+      const path = new URL(href).pathname;
+      return path === "/" ? "the lobby (/)" : `room ${decodeURIComponent(path)}`;
+    } catch (_) {
+      return "the lobby (/)";
+    }
+  }
+
   function defaultServerUrl() {
     const params = new URLSearchParams(window.location.search);
     const given = params.get("server");
     if (given && given.trim()) return given.trim();
     const { protocol, host } = window.location;
     if ((protocol === "http:" || protocol === "https:") && host) {
-      return (protocol === "https:" ? "wss://" : "ws://") + host + CHAT_PATH;
+      return (protocol === "https:" ? "wss://" : "ws://") + host + chosenRoom();
     }
     return ""; // file:// and the like: there is no server to guess
   }
@@ -290,7 +315,8 @@
     }
     ui.server.removeAttribute("aria-invalid");
     ui.server.value = parsed.href;
-    session = { url: parsed.href, handle: ui.handle.value.trim(), opened: false };
+    session = { url: parsed.href, handle: ui.handle.value.trim(), opened: false,
+                lastId: "", seen: new Set() };
     retryDelay = RETRY_FIRST_MS;
     attempt = 0;
     lostNote = "";
@@ -300,7 +326,7 @@
   function openSocket() {
     let ws;
     try {
-      ws = new WebSocket(session.url);
+      ws = new WebSocket(socketUrl(session), ownServer(session.url) ? [TAGGED] : []);
     } catch (error) {
       // SyntaxError (bad URL) or SecurityError (ws:// from an https page, a blocked port).
       const why = window.location.protocol === "https:" && session.url.startsWith("ws:")
@@ -324,22 +350,85 @@
       attempt = 0;
       lostNote = "";
       clearError();
-      addLine("info", `${again ? "Reconnected" : "Connected"} to ${session.url} as ${session.handle}.`);
+      const room = roomOf(session.url);
+      addLine("info", `${again ? "Reconnected" : "Connected"} to ${session.url} as ${session.handle}, in ${room}.`);
+      ui.room.textContent = `In ${room}`;
+      ui.room.hidden = false;
       setState("open");
     });
 
     ws.addEventListener("message", (event) => {
       if (ws !== socket) return;
-      if (typeof event.data === "string") addMessage(event.data);
-      else addLine("info", `(a binary message of ${event.data.byteLength} bytes, not shown)`);
+      if (typeof event.data !== "string") {
+        addLine("info", `(a binary message of ${event.data.byteLength} bytes, not shown)`);
+      } else if (ws.protocol === TAGGED) {
+        onTagged(event.data);
+      } else {
+        addMessage(event.data);
+      }
     });
 
     // The error event carries no detail by design; the close event that follows has the code.
     ws.addEventListener("close", (event) => {
       if (ws !== socket) return;
       socket = null;
+      ui.presence.hidden = true; // out of date from now on
       onClose(event);
     });
+  }
+
+  // The server this page came from speaks TAGGED; another may not, and a browser fails a
+  // handshake whose answer names no subprotocol when one was offered.
+  function ownServer(href) {
+    try {
+      const { protocol, host } = window.location;
+      return (protocol === "http:" || protocol === "https:") && new URL(href).host === host;
+    } catch (_) {
+      return false;
+    }
+  }
+
+  // The URL of one attempt: our handle (for the room's presence list) and, on a reconnect,
+  // the id of the last message shown.
+  function socketUrl(current) {
+    let url;
+    try {
+      url = new URL(current.url);
+    } catch (_) {
+      return current.url;
+    }
+    url.searchParams.set("handle", current.handle);
+    if (current.lastId) url.searchParams.set("after", current.lastId);
+    else url.searchParams.delete("after");
+    return url.href;
+  }
+
+  function onTagged(data) {
+    let value;
+    try {
+      value = JSON.parse(data);
+    } catch (_) {
+      addMessage(data);
+      return;
+    }
+    if (value === null || typeof value !== "object") {
+      addMessage(data);
+    } else if (Array.isArray(value.presence)) {
+      const names = value.presence.map(String);
+      ui.presence.textContent = `Here (${names.length}): ${names.join(", ")}`;
+      ui.presence.hidden = false;
+    } else if (value.notice === "gap") {
+      addLine("error", "Some messages were missed while the connection was away: they are " +
+                       "older than what the server keeps.");
+    } else if (typeof value.text === "string") {
+      if (typeof value.id === "string" && value.id) {
+        if (session.seen.has(value.id)) return; // shown already
+        session.seen.add(value.id);
+        if (session.seen.size > SEEN_MAX) session.seen.delete(session.seen.values().next().value);
+        session.lastId = value.id;
+      }
+      addMessage(value.text);
+    }
   }
 
   function onClose(event) {

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis_server import RedisServer, redis_server_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "server.py"
@@ -127,3 +128,25 @@ def chat_server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
 def echo_server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
     """`--callback echo`: every message answered to its sender only."""
     return start_server("--callback", "echo")
+
+
+@pytest.fixture
+def start_redis() -> Iterator[Callable[..., RedisServer]]:
+    """Start a redis-server of the test's own (tests/redis_server.py), closed at the end.
+    Without redis-server: a skip, or under CI=true a failure."""
+    path = redis_server_path()
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not installed; CI=true, so the Redis tests must run",
+                        pytrace=False)
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    started: list[RedisServer] = []
+
+    def start(*args: str, password: str | None = None, port: int | None = None) -> RedisServer:
+        server = RedisServer(password, *args, executable=path, port=port)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()

@@ -510,5 +510,82 @@ def test_the_page_connects_to_the_servers_path(start_server: Callable[..., Serve
     say(alice, "on the chat path")
     for page in (alice, bob):
         wait_for_message(page, "alice: on the chat path")
-    server.wait_for_log(r"joined: RFC 6455, resource /chat,")
+    # (the page names its handle in the query)
+    server.wait_for_log(r"joined: RFC 6455, resource /chat(\?handle=\w+)?,")
     assert "HTTP 404" not in server.log
+
+
+def test_room_parameter_joins_that_room(chat_server: ServerProcess,
+                                        open_page: Callable[..., Page]) -> None:
+    """?room=NAME joins the room /NAME (issue 13); the page says which; rooms are apart."""
+    python = open_page(chat_server.page_url + "?room=python")
+    also = open_page(chat_server.page_url + "?room=python")
+    lobby = open_page(chat_server.page_url)
+    expect(python.locator("#server")).to_have_value(chat_server.ws_url + "python")
+    connect(python, "ada")
+    connect(also, "guido")
+    connect(lobby, "bob")
+    expect(python.locator("#room")).to_have_text("In room /python")
+    expect(lobby.locator("#room")).to_have_text("In the lobby (/)")
+    say(python, "snakes")
+    for page in (python, also):
+        wait_for_message(page, "ada: snakes")
+    say(lobby, "lobby only")
+    wait_for_message(lobby, "bob: lobby only")
+    say(also, "after")
+    wait_for_message(python, "guido: after")
+    assert messages(python) == ["ada: snakes", "guido: after"]
+    assert messages(lobby) == ["bob: lobby only"]
+    chat_server.wait_for_log(r"joined: RFC 6455, resource /python")
+
+
+DROP_SCRIPT = '''
+def process(user, message, server):
+    if message.endswith(": /drop"):
+        # The server drops the user, then the room goes on without it.
+        server.disconnect(user, 1012, "service restart")
+        for n in range(1, AWAY + 1):
+            server.broadcast(f"server: away {n}", room=user.room)
+        return
+    server.broadcast(message, room=user.room)
+'''
+
+
+@pytest.mark.parametrize("history, away", [(20, 3), (2, 5)])
+def test_reconnect_loses_nothing_and_repeats_nothing(start_server: Callable[..., ServerProcess],
+                                                     open_page: Callable[..., Page],
+                                                     tmp_path: Path, history: int,
+                                                     away: int) -> None:
+    """Issue 13: with --history, the page resumes after the last message it showed; when
+    the gap is older than the history it says so. Each message is on the page once."""
+    script = tmp_path / "drop.py"
+    script.write_text(f"AWAY = {away}\n" + DROP_SCRIPT)
+    server = start_server("--history", str(history), "--callback", str(script))
+    alice = open_page(server.page_url + "?room=resume")
+    bob = open_page(server.page_url + "?room=resume")
+    connect(alice, "alice")
+    connect(bob, "bob")
+    expect(bob.locator("#presence")).to_have_text("Here (2): alice, bob")
+    for text in ("one", "two"):
+        say(alice, text)
+        for page in (alice, bob):
+            wait_for_message(page, f"alice: {text}")
+    say(bob, "/drop")
+    expect(bob.locator("#console")).to_contain_text("Reconnected", timeout=TIMEOUT_MS)
+    last = f"server: away {away}"
+    wait_for_message(bob, last)
+    say(alice, "three")
+    for page in (alice, bob):
+        wait_for_message(page, "alice: three")
+    before = ["alice: one", "alice: two"]
+    everything = before + [f"server: away {n}" for n in range(1, away + 1)] + ["alice: three"]
+    assert messages(alice) == everything
+    if away <= history:
+        assert messages(bob) == everything
+        expect(bob.locator("#console .line.error", has_text="missed")).to_have_count(0)
+    else:  # only the newest `history` came back, and the page says some were missed
+        kept = [f"server: away {n}" for n in range(away - history + 1, away + 1)]
+        assert messages(bob) == before + kept + ["alice: three"]
+        expect(bob.locator("#console .line.error", has_text="missed")).to_have_count(1)
+    expect(bob.locator("#presence")).to_have_text("Here (2): alice, bob")
+    server.wait_for_log(r"user \d+ .*left: 1012")

@@ -46,7 +46,8 @@ def test_rfc6455_users_chat(chat_server: ServerProcess) -> None:
 
 
 def test_draft76_handshake_gives_the_drafts_answer(chat_server: ServerProcess) -> None:
-    with Client(chat_server.port) as old, Client(chat_server.port).handshake() as new:
+    # Both in the room "/demo": a user's room is its path (tests/test_rooms.py).
+    with Client(chat_server.port) as old, Client(chat_server.port).handshake("/demo") as new:
         old.send(draft76_request(chat_server.port, "/demo"))
         head = old.read_until(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101 WebSocket Protocol Handshake\r\n")

@@ -586,7 +586,8 @@ def test_chromium_and_websockets_chat_over_wss(tls_browser: BrowserContext,
     finally:
         page.close()
     assert not problems, problems
-    server.wait_for_log(r"joined: RFC 6455, resource /, origin https://localhost:\d+")
+    server.wait_for_log(r"joined: RFC 6455, resource /(\?handle=\w+)?, origin "
+                        r"https://localhost:\d+")  # the chat page names its handle
 
 
 def test_metrics_count_tls_handshake_failures(start_server: Start, certs: Certificates) -> None:

@@ -16,16 +16,20 @@ from . import handshake
 from .callbacks import ScriptTimers
 from .delivery import Delivery
 from .frames import CloseCode
+from .history import History
 from .loop import Loop, Repeating, Timer
 from .metrics import ServerMetrics
+from .redis_link import RedisLink
+from .rooms import TAGGED, Rooms, check_room, tagged_text
 from .user import User, UserState
 
 log = logging.getLogger("websocket")
 
 
 class CallbackAPI:
-    """`get_users()`, `send()`, `broadcast()`, `disconnect()`, `log()`, `call_later()`,
-    `call_every()`; and `_call()`, which runs a callback and survives it."""
+    """`get_users(room=None)`, `send()`, `broadcast(..., room=None)`, `join()`, `rooms()`,
+    `disconnect()`, `log()`, `call_later()`, `call_every()`; and `_call()`, which runs a
+    callback and survives it."""
 
     # The server's (server.py sets them in __init__).
     loop: Loop
@@ -34,34 +38,69 @@ class CallbackAPI:
     _users: dict[int, User]
     _open: dict[int, User]
     _script_timers: ScriptTimers  # --reload cancels a script's timers (callbacks.py)
+    _rooms: Rooms  # rooms, their history and the Redis link (rooms.py)
 
     def _send_close(self, user: User, code: int, reason: str) -> None:
         raise NotImplementedError  # the server's closing handshake
 
-    def get_users(self) -> list[User]:
-        """Every user with an open WebSocket, in order of arrival."""
-        return list(self._open.values())
+    def get_users(self, room: str | None = None) -> list[User]:
+        """Every user of this process with an open WebSocket (in `room`, when given), in
+        order of arrival."""
+        if room is None:
+            return list(self._open.values())
+        return self._rooms.users(room)
+
+    def rooms(self) -> list[str]:
+        """Every room with a user of this process, in order of creation."""
+        return self._rooms.names()
+
+    def join(self, user: User, room: str) -> None:
+        """Move `user` to `room` (a path, e.g. "/python"): it gets that room's history
+        (--history) and broadcasts from now on. Raises ValueError for a name that is not a
+        path."""
+        check_room(room)
+        if user.state is not UserState.OPEN:
+            user.room = room
+            return
+        if room == user.room:
+            return
+        self._rooms.move(user, room)
+
+    @property
+    def history(self) -> History | None:
+        """--history: the recent messages of each room (history.py), or None."""
+        return self._rooms.history
+
+    @property
+    def link(self) -> RedisLink | None:
+        """--redis: the link to the other processes (redis_link.py), or None."""
+        return self._rooms.link
 
     def send(self, user: User, message: str | bytes) -> bool:
         """Queue one message for one user. False if it cannot go (closed, or binary to hixie)."""
         if user.state is not UserState.OPEN:
             return False
+        if user.subprotocol == TAGGED and isinstance(message, str):
+            message = tagged_text(message)  # the chat page's channel (rooms.py)
         sent = self.delivery.send(user.conn, message, user.protocol == handshake.RFC6455)
         self.metrics.messages_sent += sent
         return sent
 
     def broadcast(self, message: str | bytes,
-                  exclude: User | Iterable[User] | None = None) -> int:
-        """Queue a message for every open user (except `exclude`); return how many get it.
+                  exclude: User | Iterable[User] | None = None,
+                  room: str | None = None) -> int:
+        """Queue a message for every open user (of `room`, when given; but `exclude`);
+        return how many here get it. With --redis it goes to the other processes too, and
+        with --history a room's broadcast is kept for newcomers (rooms.py).
 
         The frame is encoded once per protocol, not once per user: every user's queue
         holds the same bytes object (see Delivery.broadcast).
         """
         if exclude is None:
-            delivered = self.delivery.broadcast(message)
+            delivered = self._rooms.broadcast(message, (), room)
         else:
             users = (exclude,) if isinstance(exclude, User) else exclude
-            delivered = self.delivery.broadcast(message, {user.conn for user in users})
+            delivered = self._rooms.broadcast(message, {user.conn for user in users}, room)
         metrics = self.metrics
         metrics.broadcasts += 1
         metrics.broadcast_deliveries += delivered

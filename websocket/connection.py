@@ -17,13 +17,18 @@ futures, no flow-control watermarks (the owner decides), no protocol state.
 - `out_cost` is what the queue costs in memory: its unsent bytes plus FRAME_COST per frame.
 - Tracing (`--trace`): a `tap`, when set, is shown every byte read and every byte the
   kernel took, in order (wiretap.py); None costs one test per read and per send call.
+- Connecting: `Connector` opens an outgoing socket without blocking the loop, for a link
+  the server starts itself (the Redis link); the connected socket becomes a Connection.
 - Closing: `close_after_flush()` sends what is queued, half-closes, and waits up to
   LINGER_TIMEOUT for the peer's EOF (closing at once with unread input would make the
   kernel send a reset, which can destroy our last bytes before the peer reads them).
 """
 from __future__ import annotations
 
+import errno
+import os
 import socket
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .limits import DIRECT_READ_SIZE, FRAME_COST, LINGER_TIMEOUT, READ_SIZE
@@ -352,3 +357,94 @@ class Connection:
 
     def on_error(self, exc: Exception) -> None:
         self.owner.internal_error(self, exc)
+
+
+class Connector:
+    """A non-blocking outgoing TCP connect, for a link the server opens itself (Redis).
+
+    `done(sock)` gets the connected, non-blocking socket (TCP_NODELAY and keepalive on, so
+    that a peer that vanished without a FIN is found); `failed(why)` a one-line reason.
+    Exactly one of them is called, always from the loop, never from the constructor.
+    The name is resolved with a blocking getaddrinfo(): instant for an IP address.
+    """
+
+    def __init__(self, loop: Loop, host: str, port: int, timeout: float,
+                 done: Callable[[socket.socket], None],
+                 failed: Callable[[str], None]) -> None:
+        self.loop = loop
+        self.done = done
+        self.failed = failed
+        self.sock: socket.socket | None = None
+        self.finished = False
+        self.timer: Timer | None = None
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM)[0]
+            sock = self.sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            error = sock.connect_ex(address)
+        except (OSError, UnicodeError, OverflowError) as exc:
+            self._finish(None, _reason(exc))
+            return
+        if error == 0:
+            self._finish(sock, "")
+        elif error in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            loop.watch(sock, self, WRITE, 0)
+            self.timer = loop.call_later(timeout, self._timed_out, timeout)
+        else:
+            self._finish(None, os.strerror(error))
+
+    def on_readable(self) -> None:  # pragma: no cover - watched for WRITE only
+        pass
+
+    def on_writable(self) -> None:
+        assert self.sock is not None
+        error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self.loop.forget(self.sock)
+        self._finish(self.sock if not error else None, os.strerror(error) if error else "")
+
+    def on_error(self, exc: Exception) -> None:
+        self._finish(None, _reason(exc))
+
+    def _timed_out(self, timeout: float) -> None:
+        if self.sock is not None:
+            self.loop.forget(self.sock)
+        self._finish(None, f"no answer to connect within {timeout:g} s")
+
+    def cancel(self) -> None:
+        """Give up (no callback); a socket not yet handed over is closed."""
+        if not self.finished:
+            self.finished = True
+            self._cleanup(None)
+
+    def _cleanup(self, keep: socket.socket | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.sock is not None and self.sock is not keep:
+            self.loop.forget(self.sock)
+            self.sock.close()
+
+    def _finish(self, sock: socket.socket | None, why: str) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._cleanup(sock)
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                if hasattr(socket, "TCP_KEEPIDLE"):  # Linux: probe after 10 s, give up at 40
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+            except OSError:
+                pass
+            self.loop.call_soon(self.done, sock)
+        else:
+            self.loop.call_soon(self.failed, why)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

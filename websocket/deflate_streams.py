@@ -239,6 +239,10 @@ class RoomStream:
             self._waiting += 1
         self._bits[member] = bits
 
+    def __len__(self) -> int:
+        """How many members the stream has."""
+        return len(self._bits)
+
     def leave(self, member: object) -> None:
         bits = self._bits.pop(member, None)
         if bits is not None:

@@ -21,10 +21,11 @@ every other frame, and `release()` before the loop sleeps. Which users are held 
 recorded on their connections (`Connection.hold`); this module decides.
 
 permessage-deflate (RFC 7692; the design and its numbers: docs/compression.md): the users
-that agreed to it are members of one `RoomStream` per room (today one room, `EVERYONE`;
-rooms will key their own). A broadcast is compressed once per stream, never once per
-recipient: the members that follow the stream get its bytes, the others stand-alone bytes
-(one compression per window size), users without compression the plain frame. Messages
+that agreed to it are members of one `RoomStream` per room and kind (`stream_key`: plain
+text, or text tagged with ids for the chat page). A broadcast is compressed once per
+stream, never once per recipient: the members that follow the stream get its bytes, the
+others stand-alone bytes (one compression per window size), users without compression the
+plain frame. Messages
 under the policy's `min_size` go uncompressed to all. A member excluded from a broadcast
 cannot follow the stream past it, so it gets stand-alone bytes until the next keyframe.
 Direct messages (`send`) go uncompressed to a follower (a compressed message outside the
@@ -50,8 +51,23 @@ RECHECK = 0.05  # seconds between checks while users wait for one that is behind
 HOLD_THROTTLED = 1  # its messages reached users that are behind: wait for them
 HOLD_BEHIND = 2  # its own output is backed up: read again once it drains
 
-# The key of the one compressed stream everybody shares until there are rooms.
-EVERYONE = "everyone"
+
+
+def stream_key(room: str, tagged: bool) -> str:
+    """The compressed stream of a room's users of one kind: those that get the article's
+    plain text, and those that get it tagged with ids (rooms.py), whose bytes differ."""
+    return room + "\x00tagged" if tagged else room
+
+
+class RoomMembers:
+    """The users of one room who get its broadcasts, by protocol, in order of arrival."""
+
+    __slots__ = ("rfc6455", "hixie", "tagged")
+
+    def __init__(self) -> None:
+        self.rfc6455: dict[Connection, None] = {}
+        self.hixie: dict[Connection, None] = {}
+        self.tagged: dict[Connection, None] = {}  # RFC 6455, text tagged with ids (rooms.py)
 
 
 class Delivery:
@@ -66,11 +82,14 @@ class Delivery:
         self.caught_up_mark = max_buffer // 8  # ... until it is back under this
         self.on_overflow = on_overflow
         # Who gets a broadcast, in order of arrival: RFC 6455 users get frames, the 2010
-        # drafts' users (text only) 0x00 ... 0xFF.
+        # drafts' users (text only) 0x00 ... 0xFF. Everyone, and each room's own (rooms.py).
         self.rfc6455: dict[Connection, None] = {}
         self.hixie: dict[Connection, None] = {}
-        # RFC 6455 users that agreed permessage-deflate (also in rfc6455), and the streams
-        # their broadcasts are compressed in, by room.
+        self.tagged: dict[Connection, None] = {}
+        self.rooms: dict[str, RoomMembers] = {}
+        self._room_of: dict[Connection, str] = {}
+        # RFC 6455 users that agreed permessage-deflate (also in rfc6455 or tagged), and the
+        # streams their broadcasts are compressed in: one per room and kind (stream_key).
         self.deflate = deflate
         self.compressed: dict[Connection, str] = {}  # user -> the key of its stream
         self.streams: dict[str, RoomStream] = {}
@@ -83,43 +102,136 @@ class Delivery:
         self._recheck: Timer | None = None
         self.trace = False  # log every frame queued (-v)
 
-    def join(self, conn: Connection, rfc6455: bool, deflate: Agreed | None = None,
-             room: str = EVERYONE) -> None:
-        """The user's WebSocket is open: it gets broadcasts from now on; compressed ones
-        (room's stream) when it agreed permessage-deflate with these parameters."""
-        (self.rfc6455 if rfc6455 else self.hixie)[conn] = None
+    def join(self, conn: Connection, rfc6455: bool, room: str = "/",
+             tagged: bool = False, deflate: Agreed | None = None) -> None:
+        """The user's WebSocket is open: it gets broadcasts (to everyone, and to `room`).
+        `tagged`: its text comes as the `tagged` text the broadcaster gives (rooms.py).
+        `deflate`: it agreed permessage-deflate with these parameters, so it follows the
+        compressed stream of its room and kind (RFC 7692; docs/compression.md)."""
+        self._group(self, rfc6455, tagged)[conn] = None
+        members = self.rooms.get(room)
+        if members is None:
+            members = self.rooms[room] = RoomMembers()
+        self._group(members, rfc6455, tagged)[conn] = None
+        self._room_of[conn] = room
         if deflate is not None and rfc6455:
-            stream = self.streams.get(room)
+            key = stream_key(room, tagged)
+            stream = self.streams.get(key)
             if stream is None:
-                stream = self.streams[room] = RoomStream(self.deflate or DeflatePolicy())
+                stream = self.streams[key] = RoomStream(self.deflate or DeflatePolicy())
             stream.join(conn, deflate)
-            self.compressed[conn] = room
+            self.compressed[conn] = key
 
-    def broadcast(self, message: str | bytes, excluded: Collection[Connection] = ()) -> int:
-        """Queue `message` for every user that joined (but `excluded`); return how many.
+    @staticmethod
+    def _group(members: RoomMembers | Delivery, rfc6455: bool,
+               tagged: bool) -> dict[Connection, None]:
+        return members.tagged if tagged else members.rfc6455 if rfc6455 else members.hixie
+
+    def leave_room(self, conn: Connection) -> None:
+        """The user changes rooms: no broadcasts at all until it `join`s the next one."""
+        self.rfc6455.pop(conn, None)
+        self.hixie.pop(conn, None)
+        self.tagged.pop(conn, None)
+        self._exit(conn)
+
+    def _exit(self, conn: Connection) -> None:
+        key = self.compressed.pop(conn, None)
+        if key is not None:
+            stream = self.streams[key]
+            stream.leave(conn)
+            if not len(stream):
+                del self.streams[key]  # the last one left: its zlib memory goes too
+        room = self._room_of.pop(conn, None)
+        if room is None:
+            return
+        members = self.rooms[room]
+        members.rfc6455.pop(conn, None)
+        members.hixie.pop(conn, None)
+        members.tagged.pop(conn, None)
+        if not members.rfc6455 and not members.hixie and not members.tagged:
+            del self.rooms[room]
+
+    def broadcast(self, message: str | bytes, excluded: Collection[Connection] = (),
+                  room: str | None = None, tagged: bytes | None = None) -> int:
+        """Queue `message` for every user that joined (of `room`, when given; but
+        `excluded`); return how many. Tagged users get `tagged` (UTF-8) for a text message.
 
         Encoded once per protocol generation: every user's queue holds the same bytes.
         """
         is_text = isinstance(message, str)
         payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
         opcode = Opcode.TEXT if is_text else Opcode.BINARY
-        conns = ([conn for conn in self.rfc6455 if conn not in excluded] if excluded
-                 else list(self.rfc6455))
-        stream = self.streams.get(EVERYONE) if self.compressed else None
-        if stream is not None:
-            for conn in excluded:  # they miss this message: they cannot follow the stream
-                if conn in self.compressed:
-                    stream.miss(conn)
-        # RFC 7692 §7.2.1: compressed once for the stream, once per other window size.
-        room_message = stream.compress(payload) if stream is not None else None
-        if room_message is None:
+        if excluded and self.compressed:
+            for conn in excluded:  # they miss this message: they cannot follow their stream
+                key = self.compressed.get(conn)
+                if key is not None:
+                    self.streams[key].miss(conn)
+        members: RoomMembers | Delivery = self
+        if room is not None:
+            found = self.rooms.get(room)
+            if found is None:
+                return 0
+            members = found
+        conns = ([conn for conn in members.rfc6455 if conn not in excluded] if excluded
+                 else list(members.rfc6455))
+        if members.tagged:
+            tagged_conns = [conn for conn in members.tagged if conn not in excluded]
+            if is_text and tagged is not None:
+                delivered = self._frame_out(tagged_conns, Opcode.TEXT, tagged, excluded)
+                return delivered + self._rest(message, payload, opcode, conns, members,
+                                              excluded)
+            conns += tagged_conns  # binary: the same frame as everyone's
+        return self._rest(message, payload, opcode, conns, members, excluded)
+
+    def _rest(self, message: str | bytes, payload: bytes, opcode: Opcode,
+              conns: list[Connection], members: RoomMembers | Delivery,
+              excluded: Collection[Connection]) -> int:
+        is_text = isinstance(message, str)
+        delivered = self._frame_out(conns, opcode, payload, excluded)
+        if members.hixie:
+            if not is_text:
+                log.debug("%d draft-75/76 user(s) cannot receive binary messages; skipped",
+                          len(members.hixie))
+                return delivered
+            hixie = b"\x00" + payload + b"\xff"  # draft-76 §4.2, built once
+            for conn in list(members.hixie):
+                if not excluded or conn not in excluded:
+                    self.queue(conn, hixie)
+                    delivered += 1
+        return delivered
+
+    def _frame_out(self, conns: list[Connection], opcode: Opcode, payload: bytes,
+                   excluded: Collection[Connection] = ()) -> int:
+        """One message for many RFC 6455 users: encoded once, the same bytes in every
+        queue; for the users that compress, once per stream they are in (RFC 7692 §7.2.1:
+        once for the stream's followers, once per other window size), never per user."""
+        compressed = self.compressed
+        if not compressed:
             self._trace(conns, opcode, len(payload))
-            delivered = self.fan_out_parts(conns, frame_parts(opcode, payload))
-        else:
-            compressed = self.compressed
-            plain = [conn for conn in conns if conn not in compressed]
+            return self.fan_out_parts(conns, frame_parts(opcode, payload))
+        plain: list[Connection] = []
+        by_stream: dict[str, None] = {}
+        for conn in conns:
+            key = compressed.get(conn)
+            if key is None:
+                plain.append(conn)
+            else:
+                by_stream[key] = None
+        delivered = 0
+        frame = None
+        if plain:
             self._trace(plain, opcode, len(payload))
-            delivered = self.fan_out_parts(plain, frame_parts(opcode, payload))
+            frame = frame_parts(opcode, payload)
+            delivered = self.fan_out_parts(plain, frame)
+        for key in by_stream:
+            # Every member of a stream is one of `conns` unless excluded (a stream holds
+            # the users of one room and kind, and a broadcast goes to whole rooms).
+            room_message = self.streams[key].compress(payload)
+            if room_message is None:  # too short to pay: uncompressed to all
+                group = [conn for conn in conns if compressed.get(conn) == key]
+                self._trace(group, opcode, len(payload))
+                delivered += self.fan_out_parts(group, frame or frame_parts(opcode, payload))
+                continue
             for data, members in room_message.groups():
                 group = cast(list[Connection],  # the members are the connections joined
                              [conn for conn in members if conn not in excluded] if excluded
@@ -127,16 +239,6 @@ class Delivery:
                 self._trace(group, opcode, len(payload), len(data))
                 # §6: RSV1 on the (first and only) frame of a compressed message.
                 delivered += self.fan_out_parts(group, frame_parts(opcode | RSV1, data))
-        if self.hixie:
-            if not is_text:
-                log.debug("%d draft-75/76 user(s) cannot receive binary messages; skipped",
-                          len(self.hixie))
-                return delivered
-            hixie = b"\x00" + payload + b"\xff"  # draft-76 §4.2, built once
-            for conn in list(self.hixie):
-                if not excluded or conn not in excluded:
-                    self.queue(conn, hixie)
-                    delivered += 1
         return delivered
 
     def _trace(self, conns: list[Connection], opcode: Opcode, size: int,
@@ -280,9 +382,8 @@ class Delivery:
         and waits for nobody. (If it is behind, its own input still waits to drain.)"""
         self.rfc6455.pop(conn, None)
         self.hixie.pop(conn, None)
-        room = self.compressed.pop(conn, None)
-        if room is not None:
-            self.streams[room].leave(conn)
+        self.tagged.pop(conn, None)
+        self._exit(conn)
         self.behind.pop(conn, None)
         if self.throttled.pop(conn, None) is not None or conn.hold & HOLD_THROTTLED:
             conn.release_input(HOLD_THROTTLED)

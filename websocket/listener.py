@@ -33,7 +33,8 @@ class Listener:
 
     def __init__(self, loop: Loop, address: str, port: int,
                  on_accept: Callable[[socket.socket, Any], None],
-                 max_fd: int | None = None, refusal: bytes = b"") -> None:
+                 max_fd: int | None = None, refusal: bytes = b"",
+                 reuse_port: bool = False) -> None:
         try:
             infos = socket.getaddrinfo(address or None, port, type=socket.SOCK_STREAM,
                                        flags=socket.AI_PASSIVE)
@@ -43,6 +44,10 @@ class Listener:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                # --workers: every worker listens on the same port and the kernel spreads
+                # the connections over them (Linux SO_REUSEPORT).
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(sockaddr)
             sock.listen(socket.SOMAXCONN)
         except OSError as exc:

@@ -34,12 +34,15 @@ from .deflate import Agreed, DeflatePolicy
 from .delivery import HOLD_THROTTLED, Delivery
 from .errors import HttpError, InternalError, PolicyViolation, ProtocolError
 from .frames import CloseCode, Opcode, describe_close_code, encode_close
+from .history import History
 from .http import serve
 from .legacy import HixieReceiver
 from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 from .metrics import ServerMetrics
+from .redis_link import RedisLink, RedisURLError, parse_redis_url
+from .rooms import MAX_ROOM_LENGTH, TAGGED, Rooms, room_of
 from .tls import TlsAcceptor, TlsConnection
 from .trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
 from .user import User, UserState, format_peer
@@ -66,8 +69,9 @@ class ServerError(Exception):
 class Server(CallbackAPI):
     """A WebSocket chat server: `Server(address, port).serve_forever()`.
 
-    Methods for callbacks: `get_users()`, `send(user, message)`,
-    `broadcast(message, exclude=None)`, `disconnect(user, code=1000, reason="")`, `log(...)`,
+    Methods for callbacks: `get_users(room=None)`, `send(user, message)`,
+    `broadcast(message, exclude=None, room=None)`, `join(user, room)`, `rooms()`,
+    `disconnect(user, code=1000, reason="")`, `log(...)`,
     `call_later(seconds, function, *args)`, `call_every(seconds, function, *args)`.
 
     `ssl_context` (tls.load_context): every connection is TLS, https:// and wss://.
@@ -113,6 +117,7 @@ class Server(CallbackAPI):
         # RFC 7692 permessage-deflate, unless --no-compression (docs/compression.md).
         self.deflate: DeflatePolicy | None = DeflatePolicy() if settings["compression"] else None
         self._agreements: dict[Agreed, Agreed] = {}  # one object per kind of agreement
+        self.reuse_port: bool = settings["reuse_port"]
         self.loop = Loop(selector)
         self.delivery = Delivery(self.loop, self.max_buffer, self._overflow, self.deflate)
         self.loop.before_sleep(self.delivery.release)
@@ -123,6 +128,17 @@ class Server(CallbackAPI):
         self._tls: TlsAcceptor | None = None
         self._users: dict[int, User] = {}  # every connection's user, by id
         self._open: dict[int, User] = {}  # WebSocket users (state OPEN), in order of arrival
+        link: RedisLink | None = None  # --redis: the other processes (redis_link.py)
+        if settings["redis"]:
+            try:
+                redis_address = parse_redis_url(settings["redis"])
+            except RedisURLError as exc:
+                raise ServerError(f"--redis: {exc}") from None
+            link = RedisLink(self.loop, redis_address, settings["redis_prefix"],
+                             max_backlog=self.max_buffer)
+        history = (History(settings["history"], settings["history_idle"])
+                   if settings["history"] else None)
+        self._rooms = Rooms(self.delivery, self.loop, history, link)  # rooms.py
         self._next_id = 1
         self._stopping = False
         self._stop_deadline = 0.0
@@ -172,7 +188,8 @@ class Server(CallbackAPI):
             on_accept = self._tls.accept
         try:
             self.listener = Listener(self.loop, self.address, self.port, on_accept,
-                                     FD_SETSIZE - 1 if self.use_select else None, refusal)
+                                     FD_SETSIZE - 1 if self.use_select else None, refusal,
+                                     self.reuse_port)
         except ListenError as exc:
             raise ServerError(str(exc)) from None
         self.port = self.listener.port
@@ -196,6 +213,7 @@ class Server(CallbackAPI):
                       if self.idle_timeout > 0 else None)
         if self.callbacks.on_start is not None:
             self._call(self.callbacks.on_start, self)
+        self._rooms.start()
         try:
             self.loop.run(until=lambda: self._stopping and (
                 not self._users or time.monotonic() >= self._stop_deadline))
@@ -203,6 +221,7 @@ class Server(CallbackAPI):
             for handle in (sweep, watcher, idle_sweep):
                 if handle is not None:
                     handle.cancel()
+            self._rooms.close()
             for user in list(self._users.values()):
                 user.conn.close("server stopped")
             if self.wire is not None:
@@ -365,9 +384,11 @@ class Server(CallbackAPI):
         wire = self._is_wire(request)  # /wire is not a chat path: --path does not apply
         if not wire:
             access.check_path(request.target, self.paths)  # --path: 404 elsewhere
+        # The chat page's own, for message ids and presence (rooms.py), after the script's.
+        subprotocols = self.callbacks.subprotocols + (() if wire else (TAGGED,))
         upgrade = handshake.upgrade(request, secure=self.secure,
                                     allowed_origins=self.allowed_origins,
-                                    subprotocols=self.callbacks.subprotocols,
+                                    subprotocols=subprotocols,
                                     deflate=None if wire else self.deflate)
         if wire:
             self._watch_wire(user, upgrade)
@@ -382,6 +403,9 @@ class Server(CallbackAPI):
         user.origin = upgrade.origin
         user.subprotocol = upgrade.subprotocol
         user.headers = request.headers
+        user.room = room_of(upgrade.resource)
+        if len(user.room) > MAX_ROOM_LENGTH:
+            raise HttpError(400, f"room name (the path) longer than {MAX_ROOM_LENGTH} characters")
         receiver: Receiver | HixieReceiver
         agreed = upgrade.deflate
         if agreed is not None:
@@ -409,8 +433,8 @@ class Server(CallbackAPI):
         self._open[user.id] = user
         self.metrics.users_open[upgrade.protocol] += 1
         self.delivery.queue(user.conn, upgrade.response, in_chat=False)
-        self.delivery.join(user.conn, rfc6455=upgrade.protocol == handshake.RFC6455,
-                           deflate=agreed)
+        user.deflate = agreed
+        self._rooms.enter(user)  # its room's history, then its broadcasts
         via = "" if user.via is None else f" via {format_peer(user.via)}"
         log.info("user %d (%s%s) joined: %s, resource %s, origin %s", user.id, user.peer, via,
                  _PROTOCOL_NAMES[upgrade.protocol], user.resource, user.origin or "-")
@@ -625,6 +649,7 @@ class Server(CallbackAPI):
     def _leave_open(self, user: User) -> None:
         """The user no longer takes part in the chat (its socket may still be flushing)."""
         if self._open.pop(user.id, None) is not None:
+            self._rooms.leave(user)
             self.delivery.leave(user.conn)
             self.metrics.users_open[user.protocol or ""] -= 1
 

@@ -16,6 +16,7 @@ from .messages import Receiver
 
 if TYPE_CHECKING:
     from .connection import Connection
+    from .deflate import Agreed
     from .loop import Timer
 
 
@@ -48,6 +49,8 @@ class User:
         protocol: "rfc6455", "hixie76" or "hixie75" after the handshake, else None.
         subprotocol: the RFC 6455 subprotocol selected from the script's SUBPROTOCOLS.
         resource: the request path the client connected to (e.g. "/" or "/chat").
+        room: the room it is in: the path of `resource` ("/" the lobby), until
+            `server.join(user, room)` moves it.
         host, origin: the request's Host and Origin headers (origin may be None).
         headers: every request header, in order, as (name, value) pairs.
         connected_at: wall-clock time (time.time()) of the connection.
@@ -59,7 +62,7 @@ class User:
         "id", "conn", "address", "state", "protocol", "subprotocol", "resource", "host",
         "origin", "_headers", "connected_at", "last_action", "last_seen", "pinged", "_data",
         "receiver", "message_started", "message_serial", "message_timer", "close_code",
-        "close_reason", "left", "via", "__weakref__",
+        "close_reason", "left", "via", "room", "deflate", "__weakref__",
     )
 
     def __init__(self, user_id: int, conn: Connection, address: Any,
@@ -72,6 +75,8 @@ class User:
         self.protocol: str | None = None
         self.subprotocol: str | None = None  # the RFC 6455 subprotocol agreed on, if any
         self.resource = ""
+        self.room = "/"  # the room it is in: its path at first (rooms.py), or server.join's
+        self.deflate: Agreed | None = None  # permessage-deflate, as agreed (RFC 7692)
         self.host = ""
         self.origin: str | None = None
         # The request headers, kept as one string (a browser sends ~12 headers: as tuples of

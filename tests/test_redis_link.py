@@ -1,0 +1,267 @@
+"""One chat over many server processes through a real redis-server (issue 13, points 3-4).
+
+Every test starts its own redis-server (tests/redis_server.py: a free loopback port,
+persistence off) and real `server.py` processes with --redis, and talks to them with the raw
+client. Without redis-server they skip, except under CI=true, where they fail.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from conftest import ServerProcess
+from redis_server import RedisServer, free_port
+from test_rooms import nothing_arrives
+from wsclient import Client, wait_until
+
+from websocket.redis_link import RedisAddress, RedisURLError, parse_redis_url
+
+Start = Callable[..., ServerProcess]
+
+
+# -- the URL, no Redis needed ------------------------------------------------------------------
+
+@pytest.mark.parametrize("url, expected", [
+    ("redis://127.0.0.1:6380", RedisAddress("127.0.0.1", 6380)),
+    ("redis://localhost", RedisAddress("localhost", 6379)),
+    ("redis://:s3cr%40t@10.0.0.1:7000/2", RedisAddress("10.0.0.1", 7000, "s3cr@t", None, 2)),
+    ("redis://alice:pw@[::1]:6379/0", RedisAddress("::1", 6379, "pw", "alice", 0)),
+])
+def test_redis_urls(url: str, expected: RedisAddress) -> None:
+    assert parse_redis_url(url) == expected
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("http://127.0.0.1:6379", "not a redis:// URL"),
+    ("rediss://127.0.0.1:6379", "TLS"),
+    ("redis://127.0.0.1:99999", "bad port"),
+    ("redis://:pw@", "no host"),
+    ("redis://127.0.0.1/zero", "must be a number"),
+])
+def test_bad_redis_urls(url: str, problem: str) -> None:
+    with pytest.raises(RedisURLError, match=problem):
+        parse_redis_url(url)
+
+
+def test_a_bad_redis_url_is_one_error_line(start_server: Start) -> None:
+    with pytest.raises(AssertionError) as failed:
+        start_server("--redis", "rediss://127.0.0.1:1")
+    assert "server.py: error: --redis: rediss:// (Redis over TLS) is not supported" in str(
+        failed.value)
+    assert "Traceback" not in str(failed.value)
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+def subscribers(redis: RedisServer, channel: str) -> int:
+    with redis.client() as client:
+        reply = client.call("PUBSUB", "NUMSUB", channel)
+    assert isinstance(reply, list)
+    count = reply[1]
+    assert isinstance(count, int)
+    return count
+
+
+def wait_subscribed(redis: RedisServer, room: str, servers: int) -> None:
+    """Until `servers` processes subscribe to the room's channel (SUBSCRIBE is asynchronous)."""
+    assert wait_until(lambda: subscribers(redis, "chat:" + room) == servers), \
+        f"{subscribers(redis, 'chat:' + room)} subscriber(s) of {room}, not {servers}"
+
+
+def linked(start_server: Start, redis: RedisServer, n: int, *args: str) -> list[ServerProcess]:
+    servers = [start_server("--redis", redis.url, *args) for _ in range(n)]
+    for server in servers:
+        server.wait_for_log(r"Redis connected")
+    return servers
+
+
+def chat_round(senders: list[Client], everyone: list[Client], count: int) -> None:
+    """Each sender sends `count` messages; every user gets every one exactly once, each
+    sender's in order, and nothing more."""
+    tag = os.urandom(3).hex()
+    for i in range(count):
+        for s, sender in enumerate(senders):
+            sender.send_text(f"{tag} {s} {i}")
+    for user in everyone:
+        got = [user.recv_message() for _ in range(count * len(senders))]
+        for s in range(len(senders)):
+            mine = [m for m in got if isinstance(m, str) and m.startswith(f"{tag} {s} ")]
+            assert mine == [f"{tag} {s} {i}" for i in range(count)]
+    for user in everyone:
+        assert nothing_arrives(user, 0.2)
+
+
+# -- chatting across servers -------------------------------------------------------------------
+
+def test_two_servers_chat_as_one(start_server: Start,
+                                 start_redis: Callable[..., RedisServer]) -> None:
+    redis = start_redis()
+    a, b = linked(start_server, redis, 2)
+    users = [Client(server.port).handshake("/") for server in (a, b, a, b)]
+    wait_subscribed(redis, "/", 2)
+    chat_round(users, users, 100)
+    binary = os.urandom(300)
+    users[1].send_binary(binary)
+    for user in users:
+        assert user.recv_message() == binary
+
+
+def test_three_servers_rooms_apart_exactly_once_in_order(
+        start_server: Start, start_redis: Callable[..., RedisServer]) -> None:
+    redis = start_redis()
+    servers = linked(start_server, redis, 3)
+    python = [Client(server.port).handshake("/python") for server in servers * 2]
+    rust = [Client(servers[i].port).handshake("/rust") for i in (0, 2)]
+    lobby = Client(servers[1].port).handshake("/")
+    wait_subscribed(redis, "/python", 3)
+    wait_subscribed(redis, "/rust", 2)
+    chat_round(python, python, 50)
+    for user in rust + [lobby]:
+        assert nothing_arrives(user)
+    chat_round(rust, rust, 20)
+    for user in python + [lobby]:
+        assert nothing_arrives(user)
+    # A room whose last local user leaves is unsubscribed on that server.
+    rust[1].close_handshake()
+    wait_subscribed(redis, "/rust", 1)
+
+
+def test_down_at_start_then_up(start_server: Start,
+                               start_redis: Callable[..., RedisServer]) -> None:
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}"
+    a = start_server("--redis", url)
+    b = start_server("--redis", url)
+    for server in (a, b):
+        server.wait_for_log(r"Redis at 127\.0\.0\.1:\d+ is unreachable \(Connection refused\); "
+                            r"chatting locally")
+    with Client(a.port).handshake() as a1, Client(a.port).handshake() as a2, \
+            Client(b.port).handshake() as b1:
+        chat_round([a1], [a1, a2], 5)  # local chat works
+        assert nothing_arrives(b1)
+        redis = start_redis(port=port)
+        for server in (a, b):
+            server.wait_for_log(r"Redis connected", timeout=15)
+        wait_subscribed(redis, "/", 2)
+        chat_round([a1, b1], [a1, a2, b1], 20)
+    for server in (a, b):
+        assert server.log.count("is unreachable") == 1  # said once, not per retry
+
+
+def test_redis_killed_and_restarted(start_server: Start,
+                                    start_redis: Callable[..., RedisServer]) -> None:
+    redis = start_redis()
+    a, b = linked(start_server, redis, 2)
+    with Client(a.port).handshake() as a1, Client(a.port).handshake() as a2, \
+            Client(b.port).handshake() as b1:
+        wait_subscribed(redis, "/", 2)
+        chat_round([a1, b1], [a1, a2, b1], 10)
+        redis.kill()
+        for server in (a, b):
+            server.wait_for_log(r"Redis link lost \(.*\); chatting locally")
+        chat_round([a1, a2], [a1, a2], 10)  # local chat never stops
+        chat_round([b1], [b1], 5)
+        assert nothing_arrives(a1)
+        time.sleep(1.0)  # a few reconnect attempts, logged not at all
+        redis.start()  # the same port
+        for server in (a, b):
+            found = server.wait_for_log(
+                r"Redis link restored .*interrupted for (\d+\.\d) s; (\d+) message\(s\) were "
+                r"not published", timeout=15)
+            assert float(found.group(1)) >= 1.0
+        assert int(re.findall(r"(\d+) message\(s\) were not published", a.log)[0]) == 20
+        wait_subscribed(redis, "/", 2)
+        chat_round([a1, b1], [a1, a2, b1], 10)  # cross-server chat resumed by itself
+    for server in (a, b):
+        assert server.log.count("Redis link lost") == 1
+
+
+def test_redis_killed_for_good(start_server: Start,
+                               start_redis: Callable[..., RedisServer]) -> None:
+    redis = start_redis()
+    (a,) = linked(start_server, redis, 1)
+    with Client(a.port).handshake() as a1, Client(a.port).handshake() as a2:
+        redis.kill()
+        a.wait_for_log(r"Redis link lost")
+        deadline = time.monotonic() + 6.0  # past the longest backoff: several retries
+        while time.monotonic() < deadline:
+            chat_round([a1, a2], [a1, a2], 5)
+            time.sleep(0.3)
+    assert a.log.count("Redis link lost") == 1
+    assert "Traceback" not in a.log
+    assert a.stop() == 0
+
+
+def test_slow_redis_drops_the_oldest_publishes_and_counts(
+        start_server: Start, start_redis: Callable[..., RedisServer]) -> None:
+    redis = start_redis()
+    a, b = linked(start_server, redis, 2, "--max-buffer", "256K")
+    with Client(a.port).handshake() as a1, Client(a.port).handshake() as a2, \
+            Client(b.port).handshake() as b1:
+        wait_subscribed(redis, "/", 2)
+        chat_round([a1], [a1, a2, b1], 5)
+        redis.pause()  # SIGSTOP: connections open, nothing answered, nothing read
+        try:
+            text = "x" * 16000
+            started = time.monotonic()
+            for i in range(800):  # 12.8 MB: past the kernel's buffers and the backlog
+                a1.send_text(f"{i} {text}")
+                for user in (a1, a2):  # local chat goes on at full speed
+                    assert user.recv_message() == f"{i} {text}"
+            local = time.monotonic() - started
+            a.wait_for_log(r"Redis is slow: more than 262144 bytes of publishes wait; "
+                           r"dropping the oldest")
+        finally:
+            redis.resume()
+        found = a.wait_for_log(r"Redis caught up: (\d+) publish\(es\) dropped", timeout=15)
+        dropped = int(found.group(1))
+        print(f"local delivery while Redis was paused: 800 x 16 kB in {local:.2f} s; "
+              f"{dropped} publishes dropped")
+        assert dropped > 0
+        # What b got is what was published: a prefix of the ones sent before the pause
+        # filled the buffers, then the newest, in order, none twice.
+        got: list[int] = []
+        while not nothing_arrives(b1, 1.0):
+            message = b1.recv_message()
+            assert isinstance(message, str)
+            got.append(int(message.split(" ", 1)[0]))
+        assert got == sorted(set(got)) and len(got) == 800 - dropped
+        assert got[-1] == 799
+        chat_round([a1, b1], [a1, a2, b1], 5)  # and then as before
+
+
+def test_wrong_password_missing_password_not_redis(
+        start_server: Start, start_redis: Callable[..., RedisServer]) -> None:
+    redis = start_redis(password="s3cret")
+    wrong = start_server("--redis", f"redis://:nope@127.0.0.1:{redis.port}")
+    missing = start_server("--redis", f"redis://127.0.0.1:{redis.port}")
+    right = start_server("--redis", redis.url)
+    wrong.wait_for_log(r"ERROR   Redis refused the password \(WRONGPASS")
+    missing.wait_for_log(r"ERROR   Redis requires a password: give it in the URL")
+    right.wait_for_log(r"Redis connected")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def greet() -> None:  # an SSH server speaks first
+            for _ in range(2):
+                peer, _ = listener.accept()
+                with peer:
+                    peer.sendall(b"SSH-2.0-OpenSSH_9.2p1\r\n")
+                    peer.settimeout(5)
+                    try:
+                        peer.recv(100)
+                    except OSError:
+                        pass
+
+        thread = threading.Thread(target=greet, daemon=True)
+        thread.start()
+        ssh = start_server("--redis", f"redis://127.0.0.1:{listener.getsockname()[1]}")
+        ssh.wait_for_log(r"ERROR   127\.0\.0\.1:\d+ does not speak Redis \(RESP2\): type "
+                         r"byte b'S'")
+        with Client(ssh.port).handshake() as s1, Client(ssh.port).handshake() as s2:
+            chat_round([s1], [s1, s2], 3)  # the chat itself is fine
+    for server in (wrong, missing, ssh):
+        assert "Traceback" not in server.log

@@ -1,0 +1,310 @@
+"""Rooms: a user's room is the path it connected to; who is in which room, its recent
+history, and its link to the other processes.
+
+`ws://host/` joins the lobby, "/"; `ws://host/python` joins "/python" (the query string is
+not part of the room: RFC 3986 §3.3 and §3.4 tell the path from the query). With one page
+and one path, everyone is in the lobby and the chat is the article's.
+
+`Rooms` keeps the users of this process, room by room, in order of arrival (delivery.py
+keeps the same membership as connections, for the fan-out), and ties in the two things a
+room may have beyond its users:
+- --history (history.py): a newcomer gets the room's recent messages before anything live;
+  with Redis, a room that gets its first user here loads Redis's list first, and its
+  newcomers wait for it (their live messages too, so nothing comes out of order).
+- --redis (redis_link.py): a room's channel is subscribed while the room has a user here;
+  every broadcast is published, and what other processes publish is delivered here.
+
+The chat page needs more than plain text for a reconnect that loses nothing and repeats
+nothing, so it offers the subprotocol TAGGED (RFC 6455 §1.9) to the server it came from,
+which always accepts it, and every other client keeps the article's plain text. A TAGGED
+user's text frames are JSON objects:
+`{"id": "<origin>.<seq>", "text": ...}` for a room's broadcast with --history (its id),
+`{"text": ...}` for anything else, `{"notice": "gap"}` when the message it asked to resume
+after (`?after=ID` on its URL) is no longer in the history, and `{"presence": [names]}`
+with the names (`?handle=NAME`) of this process's users in its room whenever that changes.
+Binary messages stay binary frames.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.parse
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from . import handshake
+from .history import Entry, History
+from .redis_link import PRESENCE_REFRESH, PRESENCE_TTL
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .delivery import Delivery
+    from .loop import Loop, Repeating
+    from .redis_link import RedisLink
+    from .user import User
+
+LOBBY = "/"
+MAX_ROOM_LENGTH = 256  # characters of a room name: a path, and a Redis channel name
+TAGGED = "chat.history.v1"  # the chat page's subprotocol: JSON text with message ids
+MAX_HANDLE = 32  # characters of a presence name (the page's handle rule)
+
+
+def tagged_text(message: str, entry_id: str | None = None) -> str:
+    """A text message for a TAGGED user (see the module docstring)."""
+    value = {"id": entry_id, "text": message} if entry_id else {"text": message}
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def query_value(user: User, name: str) -> str:
+    """A query parameter of the user's request target ("" if absent)."""
+    query = user.resource.partition("?")[2]
+    values = urllib.parse.parse_qs(query, max_num_fields=20).get(name)
+    return values[0] if values else ""
+
+
+def room_of(resource: str) -> str:
+    """The room of a request target: its path (RFC 3986 §3.3), without the query (§3.4)."""
+    path = resource.split("?", 1)[0].split("#", 1)[0]
+    return path if path.startswith("/") else LOBBY
+
+
+def check_room(room: str) -> str:
+    """A room name given by a callback: a path of at most MAX_ROOM_LENGTH characters."""
+    if not isinstance(room, str) or not room.startswith("/"):
+        raise ValueError(f"a room is a path starting with '/', not {room!r}")
+    if len(room) > MAX_ROOM_LENGTH:
+        raise ValueError(f"a room name has at most {MAX_ROOM_LENGTH} characters")
+    return room
+
+
+class Rooms:
+    """The local users of every room, their history and their link; see the docstring."""
+
+    def __init__(self, delivery: Delivery, loop: Loop, history: History | None = None,
+                 link: RedisLink | None = None) -> None:
+        self.delivery = delivery
+        self.loop = loop
+        self.history = history
+        self.link = link
+        self.members: dict[str, dict[int, User]] = {}
+        self.server_id = link.server_id if link is not None else secrets.token_hex(6)
+        self.seq = 0  # numbers this process's messages (history ids: server_id.seq)
+        self.loading: dict[str, list[User]] = {}  # newcomers waiting for Redis's history
+        # Rooms whose presence changed this pass (True: ours, to be told to the others too),
+        # and the names other processes said they have in each room, until when.
+        self._presence_due: dict[str, bool] = {}
+        self.remote: dict[str, dict[str, tuple[list[str], float]]] = {}
+        self._refresh: Repeating | None = None
+        self._names: dict[int, str] = {}  # presence names of our users, by id
+        self._sweep: Repeating | None = None
+        if link is not None:
+            link.deliver = self._deliver_remote
+            link.on_presence = self._remote_presence
+            link.on_presence_query = lambda room: self._presence_changed(room)
+            link.on_live = self._room_live
+            if history is not None:
+                link.history_size = history.size
+                link.history_idle = history.idle
+
+    def start(self) -> None:
+        if self.link is not None:
+            self.link.start()
+            self._refresh = self.loop.call_every(PRESENCE_REFRESH, self._refresh_presence)
+        if self.history is not None:
+            self._sweep = self.loop.call_every(min(60.0, self.history.idle / 2),
+                                               self._forget_idle)
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        for timer in (self._sweep, self._refresh):
+            if timer is not None:
+                timer.cancel()
+
+    # -- who is where ------------------------------------------------------------------------
+
+    def users(self, room: str) -> list[User]:
+        return list(self.members.get(room, {}).values())
+
+    def names(self) -> list[str]:
+        """Every room with a local user, in order of creation."""
+        return list(self.members)
+
+    def _add(self, user: User) -> None:
+        users = self.members.get(user.room)
+        if users is None:
+            users = self.members[user.room] = {}
+            if self.link is not None:
+                self.link.subscribe(user.room)
+        users[user.id] = user
+
+    def _remove(self, user: User) -> None:
+        room = user.room
+        waiting = self.loading.get(room)
+        if waiting is not None and user in waiting:
+            waiting.remove(user)
+        users = self.members.get(room)
+        self._names.pop(user.id, None)
+        if users is None or users.pop(user.id, None) is None:
+            return
+        self._presence_changed(room)
+        if not users:
+            del self.members[room]
+            self.remote.pop(room, None)
+            if self.link is not None:
+                self.link.unsubscribe(room)
+                if self.history is not None:
+                    self.history.unload(room)  # others may add to Redis's list meanwhile
+
+    def enter(self, user: User) -> None:
+        """A WebSocket user is open: its room's history, then the room's broadcasts."""
+        self._add(user)
+        room = user.room
+        history, link = self.history, self.link
+        if history is not None and link is not None and link.up and not history.loaded(room):
+            # The room is new here and its history is in Redis: live messages wait too.
+            waiting = self.loading.get(room)
+            if waiting is None:
+                self.loading[room] = [user]
+                link.load_history(room, lambda entries: self._loaded(room, entries))
+            else:
+                waiting.append(user)
+            return
+        self._replay_and_join(user)
+
+    def leave(self, user: User) -> None:
+        """The user left the chat (delivery.leave does the rest)."""
+        self._remove(user)
+
+    def move(self, user: User, room: str) -> None:
+        """server.join: the user gets `room`'s history and broadcasts from now on."""
+        self._remove(user)
+        self.delivery.leave_room(user.conn)
+        user.room = room
+        self.enter(user)
+
+    def _replay_and_join(self, user: User) -> None:
+        rfc6455 = user.protocol == handshake.RFC6455
+        tagged = user.subprotocol == TAGGED
+        if self.history is not None:
+            entries = self.history.entries(user.room)  # oldest first
+            after = query_value(user, "after") if tagged else ""
+            if after:
+                ids = [entry.id for entry in entries]
+                if after in ids:
+                    entries = entries[ids.index(after) + 1:]
+                else:  # what came after it may be older than the history
+                    self.delivery.send(user.conn, json.dumps({"notice": "gap"}), rfc6455)
+            for entry in entries:
+                message = entry.message
+                if tagged and isinstance(message, str):
+                    message = tagged_text(message, entry.id)
+                self.delivery.send(user.conn, message, rfc6455)
+        self.delivery.join(user.conn, rfc6455=rfc6455, room=user.room, tagged=tagged,
+                           deflate=user.deflate)
+        self._presence_changed(user.room)
+
+    def _presence_changed(self, room: str, ours: bool = True) -> None:
+        """Tell the room's TAGGED users (and, for a change of ours, the other processes)
+        who is here, once per loop pass at most."""
+        if not self._presence_due:
+            self.loop.call_soon(self._send_presence)
+        self._presence_due[room] = self._presence_due.get(room, False) or ours
+
+    def _send_presence(self) -> None:
+        due, self._presence_due = self._presence_due, {}
+        now = self.loop.now
+        for room, ours in due.items():
+            users = self.users(room)
+            tagged = [user for user in users if user.subprotocol == TAGGED and user.is_open]
+            publish = ours and self.link is not None
+            if not tagged and not publish:
+                continue
+            names = [self._name(user) for user in users]
+            if publish and self.link is not None:
+                self.link.publish_presence(room, names)
+            if not tagged:
+                continue
+            for origin_names, until in self.remote.get(room, {}).values():
+                if until > now:
+                    names += origin_names
+            text = json.dumps({"presence": names}, ensure_ascii=False)
+            for user in tagged:
+                self.delivery.send(user.conn, text, True)
+
+    def _name(self, user: User) -> str:
+        name = self._names.get(user.id)
+        if name is None:
+            name = self._names[user.id] = (query_value(user, "handle")[:MAX_HANDLE]
+                                           or f"user {user.id}")
+        return name
+
+    def _remote_presence(self, room: str, origin: str, names: list[str]) -> None:
+        if room not in self.members:
+            return
+        others = self.remote.setdefault(room, {})
+        if names:
+            others[origin] = (names[:1000], self.loop.now + PRESENCE_TTL)
+        elif others.pop(origin, None) is None:
+            return
+        self._presence_changed(room, ours=False)
+
+    def _room_live(self, room: str) -> None:
+        """Our subscription to the room is live: ask the others who is there, say ours."""
+        assert self.link is not None
+        self.link.publish_presence(room, None)
+        self._presence_changed(room)
+
+    def _refresh_presence(self) -> None:
+        now = self.loop.now
+        for room in list(self.remote):
+            others = self.remote[room]
+            for origin in [o for o, (_, until) in others.items() if until <= now]:
+                del others[origin]
+                self._presence_changed(room, ours=False)
+            if not others or room not in self.members:
+                del self.remote[room]
+        for room in self.members:
+            self._presence_changed(room)
+
+    def _loaded(self, room: str, entries: list[tuple[str, str | bytes]] | None) -> None:
+        assert self.history is not None
+        if entries is not None:
+            self.history.load(room, (Entry(*pair) for pair in entries), self.loop.now)
+        for user in self.loading.pop(room, []):
+            if user.is_open and user.room == room:
+                # (None: Redis went away first; the history this process has.)
+                self._replay_and_join(user)
+
+    def _forget_idle(self) -> None:
+        assert self.history is not None
+        self.history.forget_idle(self.loop.now, self.members)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def broadcast(self, message: str | bytes, excluded: Collection[Connection],
+                  room: str | None) -> int:
+        """server.broadcast: kept in the room's history, published, delivered here."""
+        seq = 0
+        entry_id: str | None = None
+        if self.history is not None and room is not None:
+            self.seq = seq = self.seq + 1
+            entry_id = f"{self.server_id}.{seq}"
+            self.history.add(room, entry_id, message, self.loop.now)
+        if self.link is not None:
+            self.link.publish(room, message, seq)
+        return self.delivery.broadcast(message, excluded, room, self._tag(message, entry_id))
+
+    def _tag(self, message: str | bytes, entry_id: str | None) -> bytes | None:
+        if not self.delivery.tagged or not isinstance(message, str):
+            return None  # nobody to tag it for
+        return tagged_text(message, entry_id).encode("utf-8")
+
+    def _deliver_remote(self, room: str | None, message: str | bytes, entry_id: str) -> None:
+        """A broadcast from another process (--redis): to our users of that room."""
+        if self.history is not None and room is not None:
+            if not self.history.add(room, entry_id, message, self.loop.now):
+                return  # had it already (from the room's list in Redis)
+        else:
+            entry_id = ""
+        self.delivery.broadcast(message, room=room, tagged=self._tag(message, entry_id or None))
