@@ -30,9 +30,9 @@ TAIL = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.1
 class DeflateClient(Client):
     """A raw client that offers permessage-deflate and reads RSV1 itself."""
 
-    def __init__(self, port: int, offer: str = OFFER) -> None:
+    def __init__(self, port: int, offer: str = OFFER, path: str = "/") -> None:
         super().__init__(port)
-        request, _ = self.upgrade_request(extra=offer)
+        request, _ = self.upgrade_request(path, extra=offer)
         self.send(request)
         status, self.headers, _ = self.http_response()
         assert status == 101, status
@@ -432,3 +432,48 @@ def test_draft76_users_are_untouched(chat_server: ServerProcess) -> None:
         zipped.send_compressed(json_message(3))
         assert old.recv_hixie() == json_message(3)
         assert zipped.recv_inflated() == (True, json_message(3))
+
+
+def test_each_room_has_its_own_compressed_stream(chat_server: ServerProcess) -> None:
+    """Rooms and compression together: messages in /a and /b, interleaved, from compressing
+    and plain senders. Each compressing user's zlib inflater (one per connection, its
+    context kept) follows only its own room's stream: every message of its room inflates,
+    in order, and no other room's message arrives; a user that leaves frees nobody else's
+    stream, and a newcomer to a busy room inflates from its first message."""
+    with DeflateClient(chat_server.port, path="/a") as a1, \
+            DeflateClient(chat_server.port, path="/a") as a2, \
+            DeflateClient(chat_server.port, path="/b") as b1, \
+            Client(chat_server.port) as plain_a, Client(chat_server.port) as plain_b:
+        plain_a.handshake("/a")
+        plain_b.handshake("/b")
+        time.sleep(0.2)  # everyone is in before the first message
+        rng = random.Random(7)
+        expected: dict[str, list[str]] = {"/a": [], "/b": []}
+        for i in range(60):
+            room = rng.choice(["/a", "/b"])
+            text = json_message(i)
+            sender = rng.choice([a1, a2, plain_a] if room == "/a" else [b1, plain_b])
+            if isinstance(sender, DeflateClient):
+                sender.send_compressed(text)
+            else:
+                sender.send_text(text)
+            expected[room].append(text)
+            # Each room's users get it before the next message goes (per-room order).
+            for user in ([a1, a2] if room == "/a" else [b1]):
+                assert user.recv_inflated() == (True, text)
+            assert (plain_a if room == "/a" else plain_b).recv_message() == text
+        a2.close()
+        with DeflateClient(chat_server.port, path="/a") as a3:
+            time.sleep(0.2)
+            for i in range(60, 70):
+                text = json_message(i)
+                plain_a.send_text(text)
+                assert a1.recv_inflated() == (True, text)
+                assert a3.recv_inflated() == (True, text)
+                assert plain_a.recv_message() == text
+        plain_b.send_text("the end of /b")
+        assert b1.recv_inflated() == (False, "the end of /b")
+        b1.sock.settimeout(0.3)
+        a1.sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            a1.recv_raw()  # nothing of /b ever reached /a
