@@ -16,6 +16,7 @@ from collections.abc import Callable
 from websocket.callbacks import CallbackError, load
 from websocket.limits import DEFAULTS
 from websocket.server import Server, ServerError
+from websocket.tls import TlsConfigError, load_context
 from websocket.trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
 from websocket.wire import parse_networks
 
@@ -147,6 +148,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="readiness API: 'default' is the best the system has (epoll on "
                         "Linux); 'select' is plain select() as the article (at most ~1000 "
                         "users)")
+    parser.add_argument("--certfile", metavar="PEM",
+                        help="serve https:// and wss:// (TLS) with this certificate, followed "
+                        "by its intermediates (e.g. certbot's fullchain.pem)")
+    parser.add_argument("--keyfile", metavar="PEM",
+                        help="the certificate's private key (default: in --certfile too)")
+    parser.add_argument("--tls-min", choices=("1.2", "1.3"), default="1.2",
+                        help="oldest TLS version accepted (default: %(default)s)")
     parser.add_argument("--trace", action="store_true",
                         help="log every connection's HTTP request and response and every "
                         "frame both ways as an annotated hex dump (stderr)")
@@ -231,8 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server.py: error: bad port {args.port!r}: use a number from 0 to 65535",
               file=sys.stderr)
         return 1
+    if args.keyfile and not args.certfile:
+        print("server.py: error: --keyfile needs --certfile", file=sys.stderr)
+        return 1
     keep_freed_memory()
     try:
+        context = (load_context(args.certfile, args.keyfile, args.tls_min)
+                   if args.certfile else None)
         callbacks = load(args.callback)
         if args.reload and callbacks.source is None:
             raise CallbackError("--reload needs --callback SCRIPT.py")
@@ -249,20 +262,24 @@ def main(argv: list[str] | None = None) -> int:
                         trust_proxy=args.trust_proxy,
                         idle_timeout=args.idle_timeout or 0.0, metrics=args.metrics,
                         trace=args.trace, trace_bytes=args.trace_bytes,
-                        trace_page=args.trace_page, trace_page_from=args.trace_page_from)
+                        trace_page=args.trace_page, trace_page_from=args.trace_page_from,
+                        ssl_context=context)
         server.listen()
-    except (CallbackError, ServerError) as exc:
+    except (CallbackError, ServerError, TlsConfigError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 1
     host = url_host(args.address)
     log.info("Server started : %s", time.strftime("%Y-%m-%d %H:%M:%S"))
     log.info("Listening on   : %s port %d (%s)", args.address, server.port,
              describe_address(args.address))
-    log.info("Chat page      : http://%s:%d/", host, server.port)
+    secure = "s" if context is not None else ""
+    log.info("Chat page      : http%s://%s:%d/", secure, host, server.port)
     for path in args.paths or ["/"]:
-        log.info("WebSocket URL  : ws://%s:%d%s", host, server.port, path)
+        log.info("WebSocket URL  : ws%s://%s:%d%s", secure, host, server.port, path)
+    if context is not None:
+        log.info("TLS            : %s, TLS %s and newer", args.certfile, args.tls_min)
     if args.metrics:
-        log.info("Metrics        : http://%s:%d/metrics", host, server.port)
+        log.info("Metrics        : http%s://%s:%d/metrics", secure, host, server.port)
     log.info("Callback       : %s%s; selector: %s", callbacks.name,
              " (reloaded when it changes)" if args.reload else "", server.selector_name)
     if callbacks.pages is not None:

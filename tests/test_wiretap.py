@@ -421,3 +421,20 @@ def test_wire_with_path_and_behind_a_trusted_proxy(start_server: Callable[..., S
         client.send(b"GET /wire HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n")
         status, _, _ = client.http_response()
     assert status == 403
+
+
+def test_trace_of_the_servers_own_tls_shows_the_decrypted_bytes(
+        start_server: Callable[..., ServerProcess], certificates: Certificates) -> None:
+    server = start_server("--trace", "--certfile", str(certificates.cert),
+                          "--keyfile", str(certificates.key))
+    with connect(f"wss://localhost:{server.port}/",
+                 ssl_context=certificates.client_context()) as alice:
+        alice.send("Hello over TLS")
+        assert alice.recv(TIMEOUT) == "Hello over TLS"
+    tls = block_of(server, " TLS  TLSv1.")
+    assert tls.endswith(": the bytes below are shown decrypted")
+    assert "| GET / HTTP/1.1" in block_of(server, "client->server  HTTP request head")
+    assert "|Hello over TLS|" in block_of(server, "client->server  RFC 6455 frame, 20 bytes")
+    assert "|Hello over TLS|" in block_of(server, "server->client  RFC 6455 frame, 16 bytes")
+    log = server.log
+    assert log.index(" TLS  TLSv1.") < log.index("HTTP request head")

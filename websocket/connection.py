@@ -230,18 +230,30 @@ class Connection:
                 out.clear()
                 self.out_cost = self.out_offset = 0
                 break
-            offset = self.out_offset + sent
-            done = 0
-            for chunk in out:
-                if offset < len(chunk):
-                    break
-                offset -= len(chunk)
-                done += 1
-            del out[:done]
-            self.out_cost -= sent + FRAME_COST * done
-            self.out_offset = offset
-            if done < handed:
+            if self._consume(sent) < handed:
                 break  # the kernel refused the rest
+        self._sent(sent_any)
+
+    def _consume(self, sent: int) -> int:
+        """The kernel took `sent` more bytes of the queue: forget them; returns how many
+        whole frames that finished."""
+        out = self.outbuf
+        offset = self.out_offset + sent
+        done = 0
+        for chunk in out:
+            if offset < len(chunk):
+                break
+            offset -= len(chunk)
+            done += 1
+        del out[:done]
+        self.out_cost -= sent + FRAME_COST * done
+        self.out_offset = offset
+        return done
+
+    def _sent(self, sent_any: bool) -> None:
+        """After a flush: watch for writing while output is left, half-close when the last
+        bytes of a closing connection are out, tell the owner of the progress."""
+        out = self.outbuf
         if sent_any:
             self.progress_at = self.loop.now
         if out:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 from .metrics import ServerMetrics
+from .tls import TlsAcceptor, TlsConnection
 from .trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
 from .user import User, UserState, format_peer
 from .wire import WireHub, is_wire_request, page_request, parse_networks
@@ -66,6 +68,8 @@ class Server(CallbackAPI):
     Methods for callbacks: `get_users()`, `send(user, message)`,
     `broadcast(message, exclude=None)`, `disconnect(user, code=1000, reason="")`, `log(...)`,
     `call_later(seconds, function, *args)`, `call_every(seconds, function, *args)`.
+
+    `ssl_context` (tls.load_context): every connection is TLS, https:// and wss://.
     """
 
     def __init__(self, address: str = "127.0.0.1", port: int = 8080,
@@ -73,7 +77,8 @@ class Server(CallbackAPI):
                  selector: str = "default", client_dir: Path | str = CLIENT_DIR,
                  trace: bool = False, trace_bytes: int = DEFAULT_TRACE_BYTES,
                  trace_page: bool = False, trace_page_from: Iterable[str] = (),
-                 reload: float = 0.0, **options: Any) -> None:
+                 reload: float = 0.0, ssl_context: ssl.SSLContext | None = None,
+                 **options: Any) -> None:
         """`trace`: log every connection's bytes (--trace), `trace_bytes` payload bytes per
         frame; `trace_page`: serve /wire (--trace-page) to loopback and `trace_page_from`."""
         unknown = set(options) - set(limits.DEFAULTS)
@@ -108,6 +113,10 @@ class Server(CallbackAPI):
         self.delivery = Delivery(self.loop, self.max_buffer, self._overflow)
         self.loop.before_sleep(self.delivery.release)
         self.listener: Listener | None = None
+        # TLS (tls.py): with a context, every connection is https:// or wss://.
+        self.ssl_context = ssl_context
+        self.secure = ssl_context is not None
+        self._tls: TlsAcceptor | None = None
         self._users: dict[int, User] = {}  # every connection's user, by id
         self._open: dict[int, User] = {}  # WebSocket users (state OPEN), in order of arrival
         self._next_id = 1
@@ -137,14 +146,28 @@ class Server(CallbackAPI):
         """The listening socket (the article's master socket), while it listens."""
         return self.listener.sock if self.listener is not None else None
 
+    @property
+    def tls_handshake_failures(self) -> int:
+        """TLS handshakes that failed or timed out, and plain HTTP sent to the TLS port."""
+        return self._tls.failures if self._tls is not None else 0
+
+    def _render_metrics(self) -> bytes:
+        self.metrics.tls_handshake_failures = self.tls_handshake_failures
+        return super()._render_metrics()
+
     # -- connectMaster and run -------------------------------------------------------------
 
     def listen(self) -> None:
         """Create, bind and register the non-blocking master socket (`connectMaster`)."""
         refusal = handshake.error_response(HttpError(
             503, "server full: select() cannot watch more connections"))
+        on_accept: Callable[[socket.socket, Any], None] = self._accept
+        if self.ssl_context is not None:
+            self._tls = TlsAcceptor(self.loop, self.ssl_context, self.handshake_timeout,
+                                    self._accept)
+            on_accept = self._tls.accept
         try:
-            self.listener = Listener(self.loop, self.address, self.port, self._accept,
+            self.listener = Listener(self.loop, self.address, self.port, on_accept,
                                      FD_SETSIZE - 1 if self.use_select else None, refusal)
         except ListenError as exc:
             raise ServerError(str(exc)) from None
@@ -182,6 +205,8 @@ class Server(CallbackAPI):
                 self.wire.close_all()
             if self.listener is not None:
                 self.listener.close()
+            if self._tls is not None:
+                self._tls.close_all()
             self.loop.remove_signal_handlers()
         log.info("Server stopped")
 
@@ -196,6 +221,8 @@ class Server(CallbackAPI):
         self.loop.call_at(self._stop_deadline, self.loop.stop)
         if self.listener is not None:
             self.listener.close()
+        if self._tls is not None:
+            self._tls.close_all()  # TLS handshakes in progress: no user yet
         log.info("Shutting down: closing %d user(s) with 1001 (going away)", len(self._open))
         if self.wire is not None:
             self.wire.stop()
@@ -208,8 +235,13 @@ class Server(CallbackAPI):
     # -- connect ---------------------------------------------------------------------------
 
     def _accept(self, sock: socket.socket, address: Any) -> None:
-        """A new connection (the article's `connect`): a User in the HANDSHAKE state."""
-        conn = Connection(self.loop, sock, self, self.metrics)
+        """A new connection (the article's `connect`): a User in the HANDSHAKE state.
+        With TLS, `sock` is an SSLSocket whose TLS handshake is done (tls.TlsAcceptor)."""
+        conn: Connection
+        if isinstance(sock, ssl.SSLSocket):
+            conn = TlsConnection(self.loop, sock, self, self.metrics)
+        else:
+            conn = Connection(self.loop, sock, self, self.metrics)
         self.metrics.connections += 1
         user = conn.user = User(self._next_id, conn, address, self.loop.now,
                                 self.loop.wall_now)
@@ -329,7 +361,8 @@ class Server(CallbackAPI):
         wire = self._is_wire(request)  # /wire is not a chat path: --path does not apply
         if not wire:
             access.check_path(request.target, self.paths)  # --path: 404 elsewhere
-        upgrade = handshake.upgrade(request, allowed_origins=self.allowed_origins,
+        upgrade = handshake.upgrade(request, secure=self.secure,
+                                    allowed_origins=self.allowed_origins,
                                     subprotocols=self.callbacks.subprotocols)
         if wire:
             self._watch_wire(user, upgrade)
