@@ -261,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                         allowed_origins=args.allowed_origins, paths=args.paths,
                         trust_proxy=args.trust_proxy,
                         idle_timeout=args.idle_timeout or 0.0, metrics=args.metrics,
+                        ssl_context=context,
                         trace=args.trace, trace_bytes=args.trace_bytes,
-                        trace_page=args.trace_page, trace_page_from=args.trace_page_from,
-                        ssl_context=context)
+                        trace_page=args.trace_page, trace_page_from=args.trace_page_from)
         server.listen()
     except (CallbackError, ServerError, TlsConfigError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)

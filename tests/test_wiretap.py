@@ -423,6 +423,29 @@ def test_wire_with_path_and_behind_a_trusted_proxy(start_server: Callable[..., S
     assert status == 403
 
 
+def test_trace_over_a_real_wss_connection(start_server: Callable[..., ServerProcess],
+                                          certificates: Certificates) -> None:
+    """--trace with --certfile: the server says the connection is TLS and shows the bytes
+    decrypted, both ways (what the TLS connection reads and what OpenSSL took)."""
+    server = start_server("--trace", "--certfile", str(certificates.cert),
+                          "--keyfile", str(certificates.key))
+    client = Client(server.port, timeout=TIMEOUT)
+    client.sock = certificates.client_context().wrap_socket(client.sock,
+                                                            server_hostname="localhost")
+    with client:
+        client.handshake("/chat")
+        client.send(frame(0x1, b"Hello", mask=HELLO_MASK))
+        assert client.recv_message() == "Hello"
+        client.close_handshake()
+    assert "TLS  TLSv1." in block_of(server, "TLS  TLSv1.")
+    assert "| GET /chat HTTP/1.1" in block_of(server, "client->server  HTTP request head")
+    assert "| HTTP/1.1 101 Switching Protocols" in block_of(
+        server, "server->client  HTTP response head")
+    masked = block_of(server, "client->server  RFC 6455 frame, 11 bytes")
+    assert "unmasked  00000000  48 65 6c 6c 6f" in masked
+    assert "header    81 05" in block_of(server, "server->client  RFC 6455 frame, 7 bytes")
+
+
 def test_trace_of_the_servers_own_tls_shows_the_decrypted_bytes(
         start_server: Callable[..., ServerProcess], certificates: Certificates) -> None:
     server = start_server("--trace", "--certfile", str(certificates.cert),

@@ -341,7 +341,7 @@ class TlsConnection(Connection):
             self.close(f"connection error: {exc.strerror or exc}")
             return
         self.counts.received_bytes += got
-        if got and self.tap is not None:  # --trace: the decrypted bytes (wiretap.py)
+        if got and self.tap is not None:
             self.tap.received(_SCRATCH_VIEW[:got])
         if got and not self.closing:
             if self.direct:
@@ -429,7 +429,7 @@ class TlsConnection(Connection):
             self.chunk = None
             sent_any = True
             self.counts.sent_bytes += sent
-            if self.tap is not None:  # --trace: the plaintext OpenSSL took
+            if self.tap is not None:
                 self._trace_sent(sent)
             self._consume(sent)
         if self.write_wants_read and not self.writing:
