@@ -128,6 +128,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         dest="allowed_origins",
                         help="only pages from this origin (e.g. http://chat.example.com:8080) "
                         "may join; repeat for more; others get HTTP 403 (default: any origin)")
+    parser.add_argument("--no-compression", action="store_false", dest="compression",
+                        help="do not agree to permessage-deflate (RFC 7692), which is on by "
+                        "default for every client that offers it (browsers do)")
     parser.add_argument("--path", action="append", metavar="PATH", dest="paths",
                         type=websocket_path,
                         help="accept WebSocket upgrades only on this path (e.g. /chat); repeat "
@@ -153,8 +156,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "by its intermediates (e.g. certbot's fullchain.pem)")
     parser.add_argument("--keyfile", metavar="PEM",
                         help="the certificate's private key (default: in --certfile too)")
-    parser.add_argument("--tls-min", choices=("1.2", "1.3"), default="1.2",
-                        help="oldest TLS version accepted (default: %(default)s)")
+    parser.add_argument("--tls-min", choices=("1.2", "1.3"),
+                        help="oldest TLS version accepted (default: 1.2)")
     parser.add_argument("--trace", action="store_true",
                         help="log every connection's HTTP request and response and every "
                         "frame both ways as an annotated hex dump (stderr)")
@@ -239,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server.py: error: bad port {args.port!r}: use a number from 0 to 65535",
               file=sys.stderr)
         return 1
-    if args.keyfile and not args.certfile:
-        print("server.py: error: --keyfile needs --certfile", file=sys.stderr)
-        return 1
+    for option, value in (("--keyfile", args.keyfile), ("--tls-min", args.tls_min)):
+        if value and not args.certfile:
+            print(f"server.py: error: {option} needs --certfile", file=sys.stderr)
+            return 1
     keep_freed_memory()
     try:
-        context = (load_context(args.certfile, args.keyfile, args.tls_min)
+        context = (load_context(args.certfile, args.keyfile, args.tls_min or "1.2")
                    if args.certfile else None)
         callbacks = load(args.callback)
         if args.reload and callbacks.source is None:
@@ -263,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                         idle_timeout=args.idle_timeout or 0.0, metrics=args.metrics,
                         ssl_context=context,
                         trace=args.trace, trace_bytes=args.trace_bytes,
-                        trace_page=args.trace_page, trace_page_from=args.trace_page_from)
+                        trace_page=args.trace_page, trace_page_from=args.trace_page_from,
+                        compression=args.compression)
         server.listen()
     except (CallbackError, ServerError, TlsConfigError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
@@ -277,11 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.paths or ["/"]:
         log.info("WebSocket URL  : ws%s://%s:%d%s", secure, host, server.port, path)
     if context is not None:
-        log.info("TLS            : %s, TLS %s and newer", args.certfile, args.tls_min)
+        log.info("TLS            : %s, TLS %s and newer", args.certfile, args.tls_min or "1.2")
     if args.metrics:
         log.info("Metrics        : http%s://%s:%d/metrics", secure, host, server.port)
-    log.info("Callback       : %s%s; selector: %s", callbacks.name,
-             " (reloaded when it changes)" if args.reload else "", server.selector_name)
+    log.info("Callback       : %s%s; selector: %s; compression: %s", callbacks.name,
+             " (reloaded when it changes)" if args.reload else "", server.selector_name,
+             "permessage-deflate" if args.compression else "off")
     if callbacks.pages is not None:
         log.info("Pages          : %s (instead of client/)", callbacks.pages)
     if args.trace_page:

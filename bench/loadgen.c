@@ -45,6 +45,16 @@
  *           p99 >= --stop-p99-ms) or after --max-fails failed steps in a row. Receivers read
  *           every payload here (big recv()s, parsed in place; no system call per frame).
  *
+ * --deflate (fanout and idle): every connection offers permessage-deflate (RFC 7692) as Chromium
+ *   does (`permessage-deflate; client_max_window_bits`) and inflates, with zlib, every compressed
+ *   frame it receives (one inflater per connection, kept between messages unless the server
+ *   agreed `server_no_context_takeover`). The messages are 4,096 distinct JSON-like chat events
+ *   of exactly --size bytes (seeded random words; each sender starts at a different one), sent
+ *   uncompressed (RFC 7692 allows a compressing peer to send any message uncompressed). A
+ *   delivery is then a message that inflates to exactly one of them, byte for byte (anything
+ *   else is counted as a mismatch); the output adds the wire bytes of the deliveries against
+ *   the same frames uncompressed.
+ *
  * Output: one JSON object on stdout. Progress and errors go to stderr.
  */
 #define _GNU_SOURCE
@@ -68,6 +78,7 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 enum { ST_FREE, ST_CONNECTING, ST_TLS, ST_HANDSHAKE, ST_OPEN, ST_DEAD };
 enum { F_CONNECT, F_HTTP, F_EOF_HS, F_RESET_HS, F_TIMEOUT, F_BAD_ACCEPT, F_CLOSED_OPEN, F_NREASONS };
@@ -101,6 +112,13 @@ struct conn {
     uint8_t *obuf;     /* openloop: frames queued here when the socket cannot take them */
     uint32_t olen, ooff, ocap;
     uint8_t pay[128];  /* openloop: payload of the current frame, when split across reads */
+    /* --deflate */
+    uint8_t deflate;   /* permessage-deflate agreed */
+    uint8_t srv_nct;   /* ... with server_no_context_takeover */
+    uint8_t zcur;      /* the frame being read has RSV1: its payload is kept and inflated */
+    z_stream *zs;      /* the inflater, made at the first compressed message */
+    uint8_t *zin;      /* the compressed payload of the current frame */
+    uint32_t zlen, zcap;
 };
 
 /* options */
@@ -130,6 +148,7 @@ static double opt_step_s = 2.0, opt_drain_s = 3.0, opt_settle_s = 5.0;
 static double opt_p99_limit_ms = 50.0, opt_stop_p99_ms = 200.0;
 static int opt_max_fails = 2;
 static unsigned long long opt_seed = 1;
+static int opt_deflate = 0;
 
 static struct conn *conns;
 static int nconns;
@@ -147,6 +166,14 @@ static double *lat;
 static size_t nlat, lat_cap;
 static uint64_t expected; /* fanout: deliveries each user must get in the timed phase */
 static double t_rx;       /* openloop: when the bytes being parsed were received */
+/* --deflate */
+#define NMSG 4096                 /* distinct messages */
+#define ID_BASE 100000            /* message i carries "id":ID_BASE+i at offset 6 */
+static uint8_t *msgtext;          /* NMSG plain messages of opt_size bytes each */
+static uint8_t *zout;             /* inflated output of one message */
+static size_t zout_cap;
+static int n_deflate_agreed;
+static uint64_t z_messages, z_errors, z_mismatch, wire_bytes, plain_bytes;
 
 static const char ACCEPT_FOR_SAMPLE_KEY[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
@@ -238,6 +265,51 @@ static long server_rss_kb(void) {
     return kb;
 }
 
+/* --deflate: NMSG chat events of exactly opt_size bytes, e.g.
+   {"id":100042,"type":"message","room":"lobby","from":{"id":317,"name":"user17"},
+    "ts":1764633600123,"text":"so the build is ok for lunch tomorrow ..."}
+   Words are drawn with a Zipf-like bias from a small vocabulary, plus a number: no easier to
+   compress than chat (bench/deflate_study.py measures that kind of traffic). */
+static void build_messages(void) {
+    static const char *words[] = {
+        "the", "a", "to", "and", "of", "is", "in", "it", "you", "that", "for", "on", "with",
+        "this", "be", "are", "was", "have", "not", "at", "but", "we", "can", "so", "what", "just",
+        "all", "about", "like", "do", "if", "my", "me", "no", "up", "out", "one", "time", "get",
+        "know", "lunch", "meeting", "deploy", "build", "tomorrow", "server", "room", "ok",
+        "thanks", "release", "review", "coffee", "branch", "merge", "ticket", "later", "why",
+        "how", "yes", "maybe", "today", "sorry", "great", "fixed", "broken", "test", "again"};
+    const int nwords = (int)(sizeof words / sizeof *words);
+    uint64_t st = 0x2545f4914f6cdd1dULL;
+#define NEXT() (st ^= st << 13, st ^= st >> 7, st ^= st << 17, st)
+    msgtext = malloc((size_t)NMSG * (size_t)opt_size);
+    char *tmp = malloc((size_t)opt_size + 64);
+    if (!msgtext || !tmp) die("out of memory");
+    for (int m = 0; m < NMSG; m++) {
+        unsigned user = (unsigned)(NEXT() % 1000);
+        int n = snprintf(tmp, (size_t)opt_size + 64,
+                         "{\"id\":%d,\"type\":\"message\",\"room\":\"lobby\",\"from\":{\"id\":%u,"
+                         "\"name\":\"user%u\"},\"ts\":%llu,\"text\":\"%llu", ID_BASE + m, user,
+                         user % 200, 1764633600000ULL + (unsigned long long)m * 731,
+                         (unsigned long long)(NEXT() % 100000));
+        if (n + 2 > opt_size) die("--deflate needs --size of at least %d", n + 2);
+        while (n < opt_size - 2) {
+            uint64_t r = NEXT();
+            int w = (int)((r % (uint64_t)nwords) * ((r >> 20) % (uint64_t)nwords) / (uint64_t)nwords);
+            int len = (int)strlen(words[w]);
+            tmp[n++] = ' ';
+            for (int i = 0; i < len && n < opt_size - 2; i++) tmp[n++] = words[w][i];
+        }
+        tmp[n++] = '"';
+        tmp[n++] = '}';
+        memcpy(msgtext + (size_t)m * (size_t)opt_size, tmp, (size_t)opt_size);
+    }
+#undef NEXT
+    free(tmp);
+    zout_cap = (size_t)opt_size + 1;
+    zout = malloc(zout_cap);
+    if (!zout) die("out of memory");
+}
+
 static void build_frames(void) {
     static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
     size_t hdr;
@@ -264,6 +336,10 @@ static void build_frames(void) {
     }
     flen = hdr + (size_t)opt_size;
     size_t reps = flen >= 65536 ? 1 : 65536 / flen;
+    if (opt_deflate) {
+        reps = NMSG;
+        build_messages();
+    }
     burst_len = reps * flen;
     burst = malloc(burst_len);
     if (!burst) die("out of memory");
@@ -271,7 +347,8 @@ static void build_frames(void) {
         uint8_t *f = burst + r * flen;
         memcpy(f, h, hdr);
         for (long i = 0; i < opt_size; i++) {
-            uint8_t c = (uint8_t)('a' + (i % 26)); /* ASCII: valid UTF-8 text */
+            uint8_t c = opt_deflate ? msgtext[r * (size_t)opt_size + (size_t)i]
+                                    : (uint8_t)('a' + (i % 26)); /* ASCII: valid UTF-8 text */
             f[hdr + i] = opt_raw ? c : (uint8_t)(c ^ key[i % 4]);
         }
     }
@@ -303,14 +380,24 @@ static void kill_conn(struct conn *c, int reason) {
     }
     free(c->hsbuf);
     c->hsbuf = NULL;
+    if (c->zs) {
+        inflateEnd(c->zs);
+        free(c->zs);
+        c->zs = NULL;
+    }
+    free(c->zin);
+    c->zin = NULL;
+    c->zcap = c->zlen = 0;
 }
 
 static const char *handshake_request(size_t *len) {
     static char req[512];
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     opt_path, opt_host, opt_port);
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                     opt_path, opt_host, opt_port,
+                     opt_deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                                 : "");
     *len = (size_t)n;
     return req;
 }
@@ -375,7 +462,8 @@ static void flush(struct conn *c) {
             return;
         }
         c->out_left -= (uint64_t)n;
-        c->out_pos = (uint32_t)((c->out_pos + (size_t)n) % flen);
+        /* --deflate: go on through the distinct messages; else every send starts at frame 0 */
+        c->out_pos = (uint32_t)((c->out_pos + (size_t)n) % (opt_deflate ? burst_len : flen));
     }
     while (c->ooff < c->olen) {
         ssize_t n = io_send(c, c->obuf + c->ooff, c->olen - c->ooff);
@@ -423,8 +511,64 @@ static uint64_t delivered(struct conn *c) {
 static int is_ol;
 static void ol_deliver(struct conn *c, const uint8_t *payload);
 
+/* --deflate: inflate the compressed frame just read (RFC 7692 §7.2.2: the 00 00 ff ff tail
+   restored) and check it is one of our messages. Returns 1 for a delivery. */
+static int inflate_frame(struct conn *c) {
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    if (!c->zs) {
+        c->zs = calloc(1, sizeof *c->zs);
+        if (!c->zs || inflateInit2(c->zs, -15) != Z_OK) die("inflateInit2 failed");
+    }
+    z_stream *zs = c->zs;
+    size_t out = 0;
+    for (int part = 0; part < 2; part++) {
+        zs->next_in = part ? (Bytef *)tail : c->zin;
+        zs->avail_in = part ? 4 : c->zlen;
+        while (zs->avail_in) {
+            zs->next_out = zout + out;
+            zs->avail_out = (uInt)(zout_cap - out);
+            int rc = inflate(zs, Z_SYNC_FLUSH);
+            out = zout_cap - zs->avail_out;
+            if (rc != Z_OK && rc != Z_BUF_ERROR) {
+                z_errors++;
+                inflateReset(zs);
+                return 0;
+            }
+            if (rc == Z_BUF_ERROR || !zs->avail_out) break; /* no progress, or too big */
+        }
+    }
+    z_messages++;
+    if (c->srv_nct) inflateReset(zs);
+    if (out != (size_t)opt_size) {
+        z_mismatch++;
+        return 0;
+    }
+    int id = 0;
+    for (int i = 6; i < 12; i++) id = id * 10 + (zout[i] - '0');
+    id -= ID_BASE;
+    if (id < 0 || id >= NMSG || memcmp(zout, msgtext + (size_t)id * (size_t)opt_size, out)) {
+        z_mismatch++;
+        return 0;
+    }
+    return 1;
+}
+
 static void frame_done(struct conn *c) {
     uint8_t op = c->hdr[0] & 0x0f, fin = c->hdr[0] & 0x80;
+    if (c->zcur) {
+        c->zcur = 0;
+        if (fin && (op == 1 || op == 2) && inflate_frame(c)) {
+            c->msgs++;
+            wire_bytes += 2 + (c->cur_len >= 126 ? 2 : 0) + (c->cur_len >= 65536 ? 6 : 0) + c->cur_len;
+            plain_bytes += flen - 4; /* the same frame unmasked and uncompressed */
+        } else c->other++;
+        c->zlen = 0;
+        return;
+    }
+    if (opt_deflate && fin && (op == 1 || op == 2) && c->cur_len == (uint64_t)opt_size) {
+        wire_bytes += flen - 4;
+        plain_bytes += flen - 4;
+    }
     if (fin && (op == 1 || op == 2 || op == 0) && c->cur_len == (uint64_t)opt_size) {
         if (is_ol) ol_deliver(c, c->pay);
         else c->msgs++;
@@ -439,6 +583,10 @@ static void parse_ws(struct conn *c, const uint8_t *p, size_t n) {
             size_t k = c->payload_left < n ? (size_t)c->payload_left : n;
             if (is_ol && c->cur_len == (uint64_t)opt_size)
                 memcpy(c->pay + (c->cur_len - c->payload_left), p, k);
+            if (c->zcur) {
+                memcpy(c->zin + c->zlen, p, k);
+                c->zlen += (uint32_t)k;
+            }
             p += k;
             n -= k;
             c->payload_left -= k;
@@ -467,6 +615,16 @@ static void parse_ws(struct conn *c, const uint8_t *p, size_t n) {
             c->cur_len = l;
             c->payload_left = l;
             c->hlen = 0;
+            c->zcur = c->deflate && (c->hdr[0] & 0x40);
+            if (c->zcur) {
+                if (l > (1u << 24)) die("a compressed frame of %llu bytes", (unsigned long long)l);
+                if (l > c->zcap) {
+                    c->zcap = (uint32_t)(l > 256 ? l : 256);
+                    c->zin = realloc(c->zin, c->zcap);
+                    if (!c->zin) die("out of memory");
+                }
+                c->zlen = 0;
+            }
             if (!l) frame_done(c);
         }
     }
@@ -476,6 +634,10 @@ static void parse_ws(struct conn *c, const uint8_t *p, size_t n) {
 static void pump(struct conn *c, double t);
 
 static void on_open(struct conn *c) {
+    if (opt_deflate) { /* each sender starts at a different message (see build_messages) */
+        size_t idx = (size_t)(c - conns), k = (size_t)(opt_senders > 0 ? opt_senders : 1);
+        c->out_pos = (uint32_t)(((idx % k) * NMSG / k) % NMSG * flen);
+    }
     c->state = ST_OPEN;
     n_pending--;
     n_open++;
@@ -512,6 +674,12 @@ static void handle_handshake(struct conn *c) {
     if (!strstr(c->hsbuf, ACCEPT_FOR_SAMPLE_KEY)) {
         kill_conn(c, F_BAD_ACCEPT);
         return;
+    }
+    if (opt_deflate && strcasestr(c->hsbuf, "\nSec-WebSocket-Extensions:") &&
+        strstr(c->hsbuf, "permessage-deflate")) {
+        c->deflate = 1;
+        c->srv_nct = strstr(c->hsbuf, "server_no_context_takeover") != NULL;
+        n_deflate_agreed++;
     }
     size_t rest = (size_t)(c->hslen - ((end + 4) - c->hsbuf));
     uint8_t tmp[4096];
@@ -592,7 +760,7 @@ static void handle_event(struct conn *c, uint32_t ev) {
     }
     if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         ssize_t n;
-        if (!c->ssl && (opt_raw || c->payload_left >= 4096)) {
+        if (!c->ssl && (opt_raw || (c->payload_left >= 4096 && !c->zcur))) {
             /* Bytes that are only counted are discarded in the kernel, never copied here
                (MSG_TRUNC on a TCP socket). */
             size_t want = opt_raw ? (size_t)1 << 22
@@ -1205,6 +1373,7 @@ static void usage(void) {
             "  [--conns N] [--senders K] [--messages M] [--size BYTES] [--window W]\n"
             "  [--broadcasts B] [--pending C] [--allow-fail] [--timeout S]\n"
             "  [--connect-timeout S] [--server-pid PID] [--poll-us US] [--duration S]\n"
+            "  fanout, idle: [--deflate] (offer permessage-deflate, inflate and check)\n"
             "  openloop: [--rates R1,R2,...] [--step-s S] [--drain-s S] [--settle-s S]\n"
             "            [--seed N] [--p99-limit-ms MS] [--stop-p99-ms MS] [--max-fails K]\n");
     exit(2);
@@ -1241,6 +1410,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--p99-limit-ms")) opt_p99_limit_ms = atof(ARG);
         else if (!strcmp(a, "--stop-p99-ms")) opt_stop_p99_ms = atof(ARG);
         else if (!strcmp(a, "--max-fails")) opt_max_fails = atoi(ARG);
+        else if (!strcmp(a, "--deflate")) opt_deflate = 1;
         else usage();
     }
     if (!opt_port || opt_conns < 1 || opt_size < 1 || opt_window < 1 || opt_messages < 0) usage();
@@ -1258,6 +1428,8 @@ int main(int argc, char **argv) {
         SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                                       SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     }
+    if (opt_deflate && (opt_raw || mode_ol || mode_echo))
+        die("--deflate is for --mode fanout and idle, over WebSocket");
     if (mode_ol && (opt_step_s <= 0 || opt_drain_s < 0 || opt_max_fails < 1)) usage();
     is_echo = mode_echo;
     is_ol = mode_ol;
@@ -1366,6 +1538,14 @@ int main(int argc, char **argv) {
     print_common(gen0, gen1, srv0, srv1);
     printf(", \"connect_s\": %.4f, \"sync_rounds\": %d, \"other_frames\": %llu",
            t_connected - t0, sync_rounds, (unsigned long long)other);
+    if (opt_deflate)
+        printf(", \"deflate\": {\"agreed\": %d, \"compressed_messages\": %llu, "
+               "\"inflate_errors\": %llu, \"mismatch\": %llu, \"wire_bytes\": %llu, "
+               "\"plain_bytes\": %llu, \"wire_ratio\": %.4f}",
+               n_deflate_agreed, (unsigned long long)z_messages, (unsigned long long)z_errors,
+               (unsigned long long)z_mismatch, (unsigned long long)wire_bytes,
+               (unsigned long long)plain_bytes,
+               plain_bytes ? (double)wire_bytes / (double)plain_bytes : -1.0);
     if (mode_echo) {
         double wall = (ok ? t_last_done : te) - ts;
         qsort(lat, nlat, sizeof *lat, cmp_double);

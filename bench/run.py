@@ -47,8 +47,11 @@ RESULTS = BENCH / "results"
 DOC = ROOT / "docs" / "performance.md"
 PLOT = ROOT / "docs" / "fanout.png"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
-SCENARIOS = ("echo", "fanout", "idle", "large", "select", "openloop", "wss-echo", "wss-fanout")
+SCENARIOS = ("echo", "fanout", "idle", "large", "select", "openloop", "wss-echo", "wss-fanout",
+             "deflate")
 TLS_DIR = VENV / "tls"  # the one certificate every target serves wss:// with (made by openssl)
+# permessage-deflate (RFC 7692) negotiated by every client: the targets that can compress.
+DEFLATE_TARGETS = ("ours", "websockets")
 MiB = 1024 * 1024
 
 
@@ -87,6 +90,10 @@ class Plan:
     openloop_p99_ms: float = 50.0
     openloop_repeats: int = 3
     openloop_timeout: float = 150.0  # the whole ladder, per target
+    # deflate: fan-out and idle users with compression negotiated, ~200-byte JSON events
+    deflate_size: int = 200
+    deflate_fanout_users: tuple[int, ...] = (100, 1000)
+    deflate_idle_users: tuple[int, ...] = (1000, 5000)
     timeout: float = 60.0  # per timed phase
 
 
@@ -94,7 +101,7 @@ FULL = Plan()
 QUICK = Plan(repeats=1, duration=0.5, fanout_deliveries=60_000, idle_repeats=1,
              idle_broadcasts=2, timeout=20.0, openloop_rates=(10, 30, 100, 300, 1000, 3000),
              openloop_repeats=1, openloop_step_s=1.0, openloop_drain_s=2.0,
-             openloop_settle_s=2.0, openloop_timeout=40.0)
+             openloop_settle_s=2.0, openloop_timeout=40.0, deflate_idle_users=(1000,))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,9 +142,9 @@ def ensure_loadgen() -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     try:
-        # --tls needs OpenSSL (Debian: libssl-dev).
+        # --tls needs OpenSSL (Debian: libssl-dev); --deflate inflates with zlib (zlib1g-dev).
         subprocess.run([cc, "-O2", "-Wall", "-o", str(tmp), str(LOADGEN_SRC), "-lssl",
-                        "-lcrypto"], check=True)
+                        "-lcrypto", "-lz"], check=True)
         os.replace(tmp, out)  # atomic: a concurrent run sees no half-written binary
     finally:
         tmp.unlink(missing_ok=True)
@@ -189,7 +196,8 @@ class Env:
 
 def run_case(env: Env, target: Target, scenario: str, case: str, mode: str,
              gen_args: list[str], selector: str | None = None, repeat: int = 0,
-             timeout: float | None = None, tls: bool = False) -> dict[str, Any]:
+             timeout: float | None = None, tls: bool = False,
+             deflate: bool = False) -> dict[str, Any]:
     """Start `target` in `mode`, run the generator once, stop the target; return the result.
     `tls`: the target serves wss:// (env.tls) and the generator speaks TLS."""
     timeout = timeout or env.plan.timeout
@@ -202,7 +210,7 @@ def run_case(env: Env, target: Target, scenario: str, case: str, mode: str,
     port = free_port() if target is OURS else 0  # with -q our server does not log its port
     size = int(gen_args[gen_args.index("--size") + 1])
     argv = command(target, mode, python_for(target, env.venv_python), selector, wrapper, port,
-                   size, env.tls if tls else None, env.ours_options)
+                   size, env.tls if tls else None, env.ours_options, deflate=deflate)
     result: dict[str, Any] = {"target": target.name, "scenario": scenario, "case": case,
                               "repeat": repeat, "selector": selector}
     t0 = time.monotonic()
@@ -535,17 +543,54 @@ def capacity_step(r: dict[str, Any]) -> dict[str, Any] | None:
     return steps[0] if steps else None
 
 
+def scenario_deflate(env: Env, targets: list[Target], users: list[int] | None) -> None:
+    """Every client offers permessage-deflate (as Chromium does) and inflates what it gets:
+    fan-out of ~200-byte JSON events, and idle users, against websockets with its default
+    compression. Cases "fanout/N" and "idle/N"."""
+    p = env.plan
+    chosen = [t for t in targets if t.name in DEFLATE_TARGETS]
+    z = ["--deflate", "--size", str(p.deflate_size)]
+    for n in users or p.deflate_fanout_users:
+        for t in chosen:
+            for r in range(p.repeats):
+                args = fanout_args(p, n)
+                args[args.index("--size"):args.index("--size") + 2] = []
+                res = run_case(env, t, "deflate", f"fanout/{n}", "chat", args + z, repeat=r,
+                               deflate=True)
+                progress(res, lambda x: f"{x['deliveries_per_s']:,.0f} deliveries/s  wire "
+                                        f"{x['deflate']['wire_ratio']:.0%} of uncompressed  "
+                                        f"mismatch {x['deflate']['mismatch']}")
+    for n in users or p.deflate_idle_users:
+        for t in chosen:
+            for r in range(p.idle_repeats):
+                args = idle_args(p, n)
+                args[args.index("--size"):args.index("--size") + 2] = []
+                res = run_case(env, t, "deflate", f"idle/{n}", "chat", args + z, repeat=r,
+                               timeout=max(p.timeout, 60.0), deflate=True)
+                progress(res, lambda x: f"{x['rss_per_user_b']:,.0f} B/user  agreed "
+                                        f"{x['deflate']['agreed']}")
+
+
+def deflate_ok(r: dict[str, Any]) -> bool:
+    """A deflate run counts only if every client agreed it and nothing failed to inflate."""
+    z = r.get("deflate") or {}
+    return (z.get("agreed") == r.get("conns") and not z.get("mismatch")
+            and not z.get("inflate_errors"))
+
+
 RUNNERS: dict[str, Callable[[Env, list[Target], list[int] | None], None]] = {
     "echo": scenario_echo, "fanout": scenario_fanout, "idle": scenario_idle,
     "large": scenario_large, "select": scenario_select, "openloop": scenario_openloop,
-    "wss-echo": scenario_wss_echo, "wss-fanout": scenario_wss_fanout}
+    "wss-echo": scenario_wss_echo, "wss-fanout": scenario_wss_fanout,
+    "deflate": scenario_deflate}
 
 
 # ---------------------------------------------------------------------------------------------
 # Summaries: medians over repeats, the side-by-side table, the CPU proof.
 
 def ok_runs(runs: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
-    return [r for r in runs if r.get("ok") and all(r.get(k) == v for k, v in match.items())]
+    return [r for r in runs if r.get("ok") and all(r.get(k) == v for k, v in match.items())
+            and (r.get("scenario") != "deflate" or deflate_ok(r))]
 
 
 def median_of(runs: list[dict[str, Any]], key: Callable[[dict[str, Any]], float]) -> float | None:
@@ -598,6 +643,19 @@ def metrics(plan: Plan, runs: list[dict[str, Any]]) -> list[Metric]:
     for case in cases.get("large", []):
         out.append(Metric("large", case, "1 MiB messages echoed", "MB/s",
                           lambda r: r["mb_per_s"], True))
+    for case in cases.get("deflate", []):
+        kind, n = case.split("/")
+        if kind == "fanout":
+            out += [Metric("deflate", case, f"compressed fan-out, {int(n):,} users, "
+                           f"{plan.deflate_size}-byte JSON", "deliveries/s",
+                           lambda r: r["deliveries_per_s"], True),
+                    Metric("deflate", case, f"compressed fan-out, {int(n):,} users: bytes on "
+                           "the wire vs uncompressed", "%",
+                           lambda r: r["deflate"]["wire_ratio"] * 100, False)]
+        else:
+            out.append(Metric("deflate", case, f"idle, {int(n):,} users with compression "
+                              "negotiated: RSS per user", "B", lambda r: r["rss_per_user_b"],
+                              False))
     for case in cases.get("openloop", []):
         rates = plan.openloop_rates
         out.append(Metric(
@@ -787,7 +845,10 @@ def cpu_view(r: dict[str, Any]) -> tuple[str, float, float, float] | None:
     An open-loop run is judged at its capacity step (its highest passing rate): that is the
     load the headline number is about."""
     if not r.get("ok") or r["scenario"] not in ("echo", "fanout", "large", "select",
-                                                 "openloop", "wss-echo", "wss-fanout"):
+                                                 "openloop", "wss-echo", "wss-fanout",
+                                                 "deflate"):
+        return None
+    if r["scenario"] == "deflate" and not r["case"].startswith("fanout"):
         return None
     if r["scenario"] == "openloop":
         st = capacity_step(r)
@@ -870,6 +931,32 @@ def check_targets(runs: list[dict[str, Any]]) -> list[str]:
                   if ok is not None else "")
         out.append(f"- {int(big):,} idle users < 2 KiB RSS each and a broadcast no slower than "
                    f"websockets: {verdict(ok)}{detail}")
+    for n in ("100", "1000"):
+        case = f"fanout/{n}"
+        a = med("deflate", case, "ours", lambda r: r["deliveries_per_s"])
+        b = med("deflate", case, "websockets", lambda r: r["deliveries_per_s"])
+        if a is None and b is None:
+            continue
+        ratio = a / b if a and b else None
+        goal = 10 if n == "1000" else 2
+        out.append(f"- compressed fan-out at {int(n):,} users ≥ {goal}x websockets with its "
+                   f"default compression: {verdict(None if ratio is None else ratio >= goal)}"
+                   + (f" ({ratio:.2f}x)" if ratio else ""))
+        wire = med("deflate", case, "ours", lambda r: r["deflate"]["wire_ratio"])
+        if wire is not None:
+            out.append(f"- JSON bytes on the wire at {int(n):,} users ≤ 40 % of uncompressed: "
+                       f"{verdict(wire <= 0.40)} ({wire:.1%})")
+    zidle = max((r["case"] for r in runs if r["scenario"] == "deflate"
+                 and r["case"].startswith("idle/")), key=lambda c: int(c.split("/")[1]),
+                default=None)
+    if zidle:
+        rss = med("deflate", zidle, "ours", lambda r: r["rss_per_user_b"])
+        peer = med("deflate", zidle, "websockets", lambda r: r["rss_per_user_b"])
+        out.append(f"- {int(zidle.split('/')[1]):,} idle users with compression negotiated "
+                   f"< 2 KiB RSS each: {verdict(None if rss is None else rss < 2048)}"
+                   + (f" ({rss:,.0f} B/user" if rss is not None else "")
+                   + (f"; websockets {peer:,.0f} B/user)" if peer is not None and rss is not None
+                      else ")" if rss is not None else ""))
     if any(r["scenario"] == "large" for r in runs):
         a = med("large", "1MiB", "ours", lambda r: r["mb_per_s"])
         b = med("large", "1MiB", "websockets", lambda r: r["mb_per_s"])

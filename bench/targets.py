@@ -70,12 +70,15 @@ def free_port() -> int:
 
 def command(target: Target, mode: str, python: str, selector: str | None = None,
             wrapper: Sequence[str] = (), port: int = 0, message_size: int = 0,
-            tls: tuple[str, str] | None = None, ours_options: Sequence[str] = ()) -> list[str]:
+            tls: tuple[str, str] | None = None, ours_options: Sequence[str] = (),
+            deflate: bool = False) -> list[str]:
     """The argv that starts `target` in `mode` ("chat" or "echo"); port 0 picks a free one.
 
     `message_size` tells the framing-free relay how much to read per recv() (one message).
     `tls`: (certificate, key) files: serve wss:// (the same options for every target).
     `ours_options` are added to our server's options (bench/run.py --ours-option).
+    `deflate`: permessage-deflate as the target does it by default (ours always agrees to it
+    unless --no-compression; the websockets adapter turns it off otherwise).
     """
     tls_args = ["--certfile", tls[0], "--keyfile", tls[1]] if tls else []
     if target is OURS:
@@ -87,6 +90,8 @@ def command(target: Target, mode: str, python: str, selector: str | None = None,
             argv += ["--selector", selector]
         return argv
     argv = [python, *wrapper, str(target.script), HOST, "0", "--mode", mode, *tls_args]
+    if deflate:
+        argv.append("--deflate")
     if target.proto == "raw" and message_size:
         argv += ["--chunk", str(message_size)]
     return argv

@@ -3,11 +3,11 @@
 
     python3 tests/autobahn_report.py reports/autobahn/report.json
 
-Prints, per section (1.x Framing ... 10.x Misc), how many cases were OK, NON-STRICT,
-INFORMATIONAL, UNIMPLEMENTED and FAILED, beside the figures published for the `websockets`
-library (17.4, in the runner's README), then every case that was not OK with the runner's
-words. Exit status: 0 when nothing FAILED, 1 when something did (or the report is
-incomplete), 2 when the report cannot be read. Standard library only.
+Prints, per section (1.x Framing ... 10.x Misc, 12.x/13.x permessage-deflate), how many
+cases were OK, NON-STRICT, INFORMATIONAL, UNIMPLEMENTED and FAILED, beside the figures
+published for the `websockets` library (17.4, in the runner's README), then every case that
+was not OK with the runner's words. Exit status: 0 when nothing FAILED, 1 when something did
+(or the report is incomplete), 2 when the report cannot be read. Standard library only.
 """
 from __future__ import annotations
 
@@ -29,13 +29,16 @@ SECTIONS = {
     "7": "Close",
     "9": "Limits/performance",
     "10": "Misc",
+    "12": "Compression",
+    "13": "Compression parameters",
 }
 VERDICTS = ("OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED")
 SHORT = {"OK": "OK", "NON-STRICT": "NS", "INFORMATIONAL": "INFO", "UNIMPLEMENTED": "UNIMPL",
          "FAILED": "FAILED"}
 
 # websockets 17.4 (legacy server, fragment limit raised), as published in the README of
-# shared/tools/autobahn: these cases are not OK, every other case of 1.x-10.x is.
+# shared/tools/autobahn: these cases are not OK, every other case of 1.x-10.x is, and all
+# 216 of 12.x/13.x (its default compression).
 WEBSOCKETS_VERSION = "17.4"
 WEBSOCKETS_NOT_OK = {
     **dict.fromkeys(["3.2", "3.3", "4.1.3", "4.1.4", "4.2.3", "4.2.4", "5.15", "6.4.3",

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,13 @@ def unavailable(target: Target) -> str | None:
     return None
 
 
-def start(target: Target, mode: str, tls: tuple[str, str] | None = None) -> Running:
+def start(target: Target, mode: str, tls: tuple[str, str] | None = None,
+          deflate: bool = False) -> Running:
     reason = unavailable(target)
     if reason:
         pytest.skip(f"{target.name}: {reason}")
     port = free_port() if target is OURS else 0
-    argv = command(target, mode, sys.executable, port=port, tls=tls)
+    argv = command(target, mode, sys.executable, port=port, tls=tls, deflate=deflate)
     return Running(target, argv, timeout=20, port=port)
 
 
@@ -202,7 +204,8 @@ def loadgen(tmp_path_factory: pytest.TempPathFactory) -> str:
     out = tmp_path_factory.mktemp("loadgen") / "loadgen"
     # As bench/run.py builds it: --tls needs OpenSSL (Debian: libssl-dev).
     subprocess.run([cc, "-O2", "-Wall", "-o", str(out),
-                    str(ROOT / "bench" / "loadgen.c"), "-lssl", "-lcrypto"], check=True)
+                    str(ROOT / "bench" / "loadgen.c"), "-lssl", "-lcrypto", "-lz"],
+                   check=True)  # libssl-dev, zlib1g-dev
     return str(out)
 
 
@@ -286,6 +289,120 @@ def test_wss_targets_and_loadgen_over_tls(target: Target, loadgen: str, started:
                 "--messages", "3", "--size", str(1024 * 1024))
     assert big["ok"] and big["messages"] == 3
     assert echo.alive()
+
+
+DEFLATE_TARGETS = [t for t in WS_TARGETS if t.name in bench_run.DEFLATE_TARGETS]
+
+
+@pytest.mark.parametrize("target", DEFLATE_TARGETS, ids=[t.name for t in DEFLATE_TARGETS])
+def test_loadgen_deflate_inflates_what_was_sent(target: Target, loadgen: str,
+                                               started: list[Running]) -> None:
+    """--deflate: every connection agrees permessage-deflate, and every delivery is a
+    compressed message that zlib inflates to one of the messages sent, byte for byte."""
+    chat = start(target, "chat", deflate=True)
+    started.append(chat)
+    fan = drive(loadgen, chat, "--mode", "fanout", "--conns", "6", "--senders", "3",
+                "--messages", "40", "--window", "4", "--size", "200", "--deflate")
+    assert fan["ok"] and fan["failed"] == 0, fan
+    assert fan["deliveries"] == 6 * 3 * 40
+    z = fan["deflate"]
+    assert z["agreed"] == 6 and z["mismatch"] == 0 and z["inflate_errors"] == 0
+    assert z["compressed_messages"] >= fan["deliveries"]  # (and the sync broadcasts)
+    assert 0 < z["wire_ratio"] < 0.6
+    idle = drive(loadgen, chat, "--mode", "idle", "--conns", "10", "--broadcasts", "2",
+                 "--size", "200", "--deflate")
+    assert idle["ok"] and idle["deflate"]["agreed"] == 10 and idle["deflate"]["mismatch"] == 0
+
+
+class CorruptingDeflateRelay:
+    """A chat relay written here that agrees permessage-deflate and sends every message
+    compressed by zlib (context takeover), but changes one byte of every `every`-th message
+    before compressing it: the generator must count exactly those as mismatches."""
+
+    def __init__(self, users: int, every: int) -> None:
+        self.users, self.every = users, every
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.pid = os.getpid()
+        self.corrupted = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        conns: list[tuple[socket.socket, Any]] = []
+        self.listener.settimeout(20)
+        buffers: dict[socket.socket, bytearray] = {}
+        for _ in range(self.users):
+            conn, _ = self.listener.accept()
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            key = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:")][0]
+            accept = base64.b64encode(hashlib.sha1(
+                key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept +
+                         b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+            conn.setblocking(False)
+            conns.append((conn, zlib.compressobj(6, zlib.DEFLATED, -15)))
+            buffers[conn] = bytearray(head.split(b"\r\n\r\n", 1)[1])
+        sel = selectors.DefaultSelector()
+        for conn, _ in conns:
+            sel.register(conn, selectors.EVENT_READ)
+        count = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for key, _ in sel.select(0.2):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except ConnectionResetError:  # the generator is done
+                    return
+                if not data:
+                    return
+                buf = buffers[sock]
+                buf += data
+                while len(buf) >= 2:
+                    n = buf[1] & 0x7F
+                    at = 2 + (2 if n == 126 else 0)
+                    if n == 126 and len(buf) >= 4:
+                        n = int.from_bytes(buf[2:4], "big")
+                    if len(buf) < at + 4 + n:
+                        break
+                    mask = buf[at:at + 4]
+                    payload = bytearray(b ^ mask[i % 4] for i, b in enumerate(
+                        buf[at + 4:at + 4 + n]))
+                    del buf[:at + 4 + n]
+                    count += 1
+                    if count % self.every == 0:
+                        payload[-3] ^= 1  # a letter of the text becomes another
+                        self.corrupted += 1
+                    for conn, compressor in conns:
+                        body = (compressor.compress(bytes(payload))
+                                + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+                        head = (bytes((0xC1, len(body))) if len(body) < 126
+                                else bytes((0xC1, 126)) + len(body).to_bytes(2, "big"))
+                        conn.setblocking(True)
+                        conn.sendall(head + body)
+                        conn.setblocking(False)
+
+
+def test_loadgen_deflate_sees_a_wrong_byte(loadgen: str) -> None:
+    relay = CorruptingDeflateRelay(users=3, every=7)
+    argv = [loadgen, "--port", str(relay.port), "--timeout", "3", "--mode", "fanout",
+            "--conns", "3", "--senders", "1", "--messages", "30", "--window", "30",
+            "--size", "200", "--deflate"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    z = result["deflate"]
+    assert z["agreed"] == 3 and z["inflate_errors"] == 0
+    assert relay.corrupted >= 4
+    assert z["mismatch"] == 3 * relay.corrupted  # every user saw each changed message
+    assert not result["ok"]  # and those messages were not counted as delivered
 
 
 def test_loadgen_counts_refused_connections(loadgen: str) -> None:

@@ -463,6 +463,41 @@ def test_readable_in_light_and_dark(scheme: str, chat_server: ServerProcess,
     assert not low, f"contrast below 4.5:1 in the {scheme} scheme: {low}"
 
 
+def test_chromium_chats_compressed_by_default(start_server: Callable[..., ServerProcess],
+                                              open_page: Callable[..., Page],
+                                              browser: BrowserContext) -> None:
+    """Chromium offers permessage-deflate and the server agrees (the 101's header, seen by
+    the browser itself through the DevTools protocol); Chromium's frames arrive with RSV1,
+    ours leave with RSV1 and the pages show the inflated text."""
+    server = start_server("-v")
+    alice = open_page(server.page_url)
+    bob = open_page(server.page_url)
+    cdp = browser.new_cdp_session(alice)
+    answers: list[dict[str, str]] = []
+    cdp.on("Network.webSocketHandshakeResponseReceived",
+           lambda event: answers.append(event["response"]["headers"]))
+    cdp.send("Network.enable")
+    connect(alice, "alice")
+    connect(bob, "bob")
+    lines = [f"line {i}: the compressed chat works in a real browser, as by default" for i
+             in range(3)]
+    for text in lines:
+        say(alice, text)
+        for page in (alice, bob):
+            wait_for_message(page, f"alice: {text}")
+    say(bob, "short")
+    for page in (alice, bob):
+        wait_for_message(page, "bob: short")
+    assert messages(bob) == [f"alice: {text}" for text in lines] + ["bob: short"]
+    extensions = [value for headers in answers for name, value in headers.items()
+                  if name.lower() == "sec-websocket-extensions"]
+    assert extensions == ["permessage-deflate; client_no_context_takeover"]
+    server.wait_for_log(r"permessage-deflate agreed: permessage-deflate; "
+                        r"client_no_context_takeover")
+    server.wait_for_log(r"user \d+ < TEXT \(compressed\) \d+ bytes")  # RSV1 from Chromium
+    server.wait_for_log(r"user \d+ > TEXT \d+ bytes, compressed to \d+")  # RSV1 to it
+
+
 def test_the_page_connects_to_the_servers_path(start_server: Callable[..., ServerProcess],
                                                open_page: Callable[..., Page]) -> None:
     """With --path /chat the page (served from /) connects to /chat, where upgrades are."""

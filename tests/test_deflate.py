@@ -691,3 +691,58 @@ def test_room_stream_against_websockets_clients() -> None:
         for payload, group in compressed.groups():
             for member in group:
                 assert clients[member].decode(_text_frames(payload)).data == line  # type: ignore[index]
+
+
+# --- Receiver: compressed messages in frames, chopped anyhow (RFC 7692 §6, §7.2.2) ----------
+
+def _client_frame(opcode: int, payload: bytes, fin: bool, rsv1: bool, mask: bytes) -> bytes:
+    """A masked client frame built by hand (RFC 6455 §5.2), independent of frames.py."""
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@given(messages=st.lists(st.tuples(st.binary(max_size=3000), st.booleans(), st.booleans(),
+                                   st.integers(1, 5)), min_size=1, max_size=8),
+       cuts=st.lists(st.integers(0, 100_000), max_size=12), ping_every=st.integers(1, 4))
+@SLOW
+def test_receiver_inflates_fragmented_messages_however_chopped(
+        messages: list[tuple[bytes, bool, bool, int]], cuts: list[int], ping_every: int
+        ) -> None:
+    """zlib-compressed messages (and uncompressed ones) cut into 1-5 frames, RSV1 on the
+    first only, pings between fragments, the whole stream fed in arbitrary pieces: the
+    Receiver gives back exactly the messages, and then a fresh stream byte by byte too."""
+    from websocket.messages import Message, Ping, Receiver
+    wire = b""
+    expected: list[object] = []
+    for i, (data, compress, text, parts) in enumerate(messages):
+        body = data.hex().encode() if text else data  # text: valid UTF-8
+        payload = body
+        if compress:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, -15)  # a fresh one: §7.1.1.2
+            payload = (compressor.compress(body) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        step = max(1, -(-len(payload) // parts))
+        chunks = [payload[j:j + step] for j in range(0, len(payload), step)] or [b""]
+        for j, chunk in enumerate(chunks):
+            wire += _client_frame(0 if j else (1 if text else 2), chunk,
+                                  fin=j == len(chunks) - 1, rsv1=compress and j == 0,
+                                  mask=bytes([i, j, 7, 9]))
+            if (i + j) % ping_every == 0 and j < len(chunks) - 1:
+                wire += _client_frame(9, b"p", True, False, b"\x01\x02\x03\x04")
+                expected.append(Ping(b"p"))
+        expected.append(Message(body.decode() if text else body))
+    for pieces in (_chop(wire, cuts), [wire[k:k + 1] for k in range(len(wire))]):
+        receiver = Receiver(deflate=negotiate("permessage-deflate"))
+        buf = bytearray()
+        events: list[object] = []
+        for piece in pieces:
+            buf += piece
+            events += receiver.receive(buf)
+        assert events == expected
+        assert receiver.inflater is None  # none held between messages

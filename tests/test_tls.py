@@ -256,6 +256,14 @@ def test_tls_1_2_is_accepted_by_default(start_server: Start, certs: Certificates
         assert c.recv_message() == "tls 1.2"
 
 
+def test_wss_with_the_select_selector(start_server: Start, certs: Certificates) -> None:
+    server = start_server(*tls_args(certs, "--selector", "select"))
+    a, b = joined_tls(server.port, certs, 2)
+    a.send_text("select() and TLS")
+    assert b.recv_message() == "select() and TLS"
+    assert "SelectSelector" in server.log
+
+
 def test_certificate_and_key_in_one_file(start_server: Start,
                                          certs: Certificates) -> None:
     server = start_server("--certfile", str(certs.combined))
@@ -497,6 +505,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     ("garbage key", "holds no PEM private key"),
     ("wrong key", "does not match the certificate"),
     ("key without cert", "--keyfile needs --certfile"),
+    ("tls-min without cert", "--tls-min needs --certfile"),
     ("bad tls-min", "invalid choice"),
 ])
 def test_bad_certificate_or_key_is_one_line_and_status_1(
@@ -510,6 +519,7 @@ def test_bad_certificate_or_key_is_one_line_and_status_1(
         "garbage key": ("--certfile", str(c.cert), "--keyfile", str(c.garbage)),
         "wrong key": ("--certfile", str(c.cert), "--keyfile", str(c.wrong_key)),
         "key without cert": ("--keyfile", str(c.key)),
+        "tls-min without cert": ("--tls-min", "1.3"),
         "bad tls-min": ("--certfile", str(c.cert), "--keyfile", str(c.key), "--tls-min", "1.1"),
     }[case]
     result = run(*args)

@@ -19,14 +19,26 @@ and `leave()`s it when it is not; `broadcast()` encodes a message once per proto
 generation and queues the same bytes for every recipient. The server calls `queue()` for
 every other frame, and `release()` before the loop sleeps. Which users are held and why is
 recorded on their connections (`Connection.hold`); this module decides.
+
+permessage-deflate (RFC 7692; the design and its numbers: docs/compression.md): the users
+that agreed to it are members of one `RoomStream` per room (today one room, `EVERYONE`;
+rooms will key their own). A broadcast is compressed once per stream, never once per
+recipient: the members that follow the stream get its bytes, the others stand-alone bytes
+(one compression per window size), users without compression the plain frame. Messages
+under the policy's `min_size` go uncompressed to all. A member excluded from a broadcast
+cannot follow the stream past it, so it gets stand-alone bytes until the next keyframe.
+Direct messages (`send`) go uncompressed to a follower (a compressed message outside the
+stream would break its window), stand-alone to the others. No per-user compressor exists.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
+from typing import cast
 
 from .connection import Connection
-from .frames import Opcode, frame_parts
+from .deflate import Agreed, DeflatePolicy, RoomStream
+from .frames import RSV1, Opcode, frame_parts
 from .limits import BEHIND_TIMEOUT, FRAME_COST, STALL_TIMEOUT
 from .loop import Loop, Timer
 
@@ -38,12 +50,16 @@ RECHECK = 0.05  # seconds between checks while users wait for one that is behind
 HOLD_THROTTLED = 1  # its messages reached users that are behind: wait for them
 HOLD_BEHIND = 2  # its own output is backed up: read again once it drains
 
+# The key of the one compressed stream everybody shares until there are rooms.
+EVERYONE = "everyone"
+
 
 class Delivery:
     """The queues' policy for one server; see the module docstring."""
 
     def __init__(self, loop: Loop, max_buffer: int,
-                 on_overflow: Callable[[Connection], None]) -> None:
+                 on_overflow: Callable[[Connection], None],
+                 deflate: DeflatePolicy | None = None) -> None:
         self.loop = loop
         self.max_buffer = max_buffer
         self.behind_mark = max_buffer // 4  # a backlog over this: the user is behind
@@ -53,6 +69,11 @@ class Delivery:
         # drafts' users (text only) 0x00 ... 0xFF.
         self.rfc6455: dict[Connection, None] = {}
         self.hixie: dict[Connection, None] = {}
+        # RFC 6455 users that agreed permessage-deflate (also in rfc6455), and the streams
+        # their broadcasts are compressed in, by room.
+        self.deflate = deflate
+        self.compressed: dict[Connection, str] = {}  # user -> the key of its stream
+        self.streams: dict[str, RoomStream] = {}
         self.behind: dict[Connection, None] = {}
         self.throttled: dict[Connection, None] = {}
         # Set while the server handles one user's input whenever a frame it causes reaches
@@ -62,9 +83,17 @@ class Delivery:
         self._recheck: Timer | None = None
         self.trace = False  # log every frame queued (-v)
 
-    def join(self, conn: Connection, rfc6455: bool) -> None:
-        """The user's WebSocket is open: it gets broadcasts from now on."""
+    def join(self, conn: Connection, rfc6455: bool, deflate: Agreed | None = None,
+             room: str = EVERYONE) -> None:
+        """The user's WebSocket is open: it gets broadcasts from now on; compressed ones
+        (room's stream) when it agreed permessage-deflate with these parameters."""
         (self.rfc6455 if rfc6455 else self.hixie)[conn] = None
+        if deflate is not None and rfc6455:
+            stream = self.streams.get(room)
+            if stream is None:
+                stream = self.streams[room] = RoomStream(self.deflate or DeflatePolicy())
+            stream.join(conn, deflate)
+            self.compressed[conn] = room
 
     def broadcast(self, message: str | bytes, excluded: Collection[Connection] = ()) -> int:
         """Queue `message` for every user that joined (but `excluded`); return how many.
@@ -76,17 +105,28 @@ class Delivery:
         opcode = Opcode.TEXT if is_text else Opcode.BINARY
         conns = ([conn for conn in self.rfc6455 if conn not in excluded] if excluded
                  else list(self.rfc6455))
-        if self.trace:
-            for conn in conns:
-                log.debug("user %d > %s %d bytes", conn.user.id, opcode.name, len(payload))
-        parts = frame_parts(opcode, payload)  # large payloads: a header, then the payload
-        if len(parts) == 1:
-            delivered = self.fan_out(conns, parts[0])
+        stream = self.streams.get(EVERYONE) if self.compressed else None
+        if stream is not None:
+            for conn in excluded:  # they miss this message: they cannot follow the stream
+                if conn in self.compressed:
+                    stream.miss(conn)
+        # RFC 7692 §7.2.1: compressed once for the stream, once per other window size.
+        room_message = stream.compress(payload) if stream is not None else None
+        if room_message is None:
+            self._trace(conns, opcode, len(payload))
+            delivered = self.fan_out_parts(conns, frame_parts(opcode, payload))
         else:
-            for conn in conns:
-                for part in parts:
-                    self.queue(conn, part)
-            delivered = len(conns)
+            compressed = self.compressed
+            plain = [conn for conn in conns if conn not in compressed]
+            self._trace(plain, opcode, len(payload))
+            delivered = self.fan_out_parts(plain, frame_parts(opcode, payload))
+            for data, members in room_message.groups():
+                group = cast(list[Connection],  # the members are the connections joined
+                             [conn for conn in members if conn not in excluded] if excluded
+                             else list(members))
+                self._trace(group, opcode, len(payload), len(data))
+                # §6: RSV1 on the (first and only) frame of a compressed message.
+                delivered += self.fan_out_parts(group, frame_parts(opcode | RSV1, data))
         if self.hixie:
             if not is_text:
                 log.debug("%d draft-75/76 user(s) cannot receive binary messages; skipped",
@@ -98,6 +138,13 @@ class Delivery:
                     self.queue(conn, hixie)
                     delivered += 1
         return delivered
+
+    def _trace(self, conns: list[Connection], opcode: Opcode, size: int,
+               compressed: int | None = None) -> None:
+        if self.trace:
+            how = "" if compressed is None else f", compressed to {compressed}"
+            for conn in conns:
+                log.debug("user %d > %s %d bytes%s", conn.user.id, opcode.name, size, how)
 
     # -- queueing ----------------------------------------------------------------------------
 
@@ -117,12 +164,23 @@ class Delivery:
 
     def send(self, conn: Connection, message: str | bytes, rfc6455: bool) -> bool:
         """Queue one message for one user, framed for its protocol; False for a binary
-        message to a draft-75/76 user, which has no way to receive one."""
+        message to a draft-75/76 user, which has no way to receive one. A compressing
+        user gets stand-alone compressed bytes, or the plain frame if it follows its
+        room's stream (see the module docstring)."""
         if rfc6455:
-            if isinstance(message, str):
-                self.queue_frame(conn, Opcode.TEXT, message.encode("utf-8"))
-            else:
-                self.queue_frame(conn, Opcode.BINARY, bytes(message))
+            opcode = Opcode.TEXT if isinstance(message, str) else Opcode.BINARY
+            payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+            room = self.compressed.get(conn)
+            if room is not None:
+                data = self.streams[room].compress_direct(conn, payload)
+                if data is not None:
+                    if self.trace:
+                        log.debug("user %d > %s %d bytes, compressed to %d", conn.user.id,
+                                  opcode.name, len(payload), len(data))
+                    for part in frame_parts(opcode | RSV1, data):
+                        self.queue(conn, part)
+                    return True
+            self.queue_frame(conn, opcode, payload)
             return True
         if isinstance(message, str):
             self.queue(conn, b"\x00" + message.encode("utf-8") + b"\xff")  # draft-76 §4.2
@@ -137,6 +195,15 @@ class Delivery:
             log.debug("user %d > %s %d bytes", conn.user.id, opcode.name, len(payload))
         for part in frame_parts(opcode, payload):
             self.queue(conn, part, in_chat)
+
+    def fan_out_parts(self, conns: list[Connection], parts: tuple[bytes, ...]) -> int:
+        """Queue one frame, as `frame_parts` made it, for every connection."""
+        if len(parts) == 1:
+            return self.fan_out(conns, parts[0])
+        for conn in conns:
+            for part in parts:
+                self.queue(conn, part)
+        return len(conns)
 
     def fan_out(self, conns: list[Connection], frame: bytes) -> int:
         """Queue one shared `frame` for every connection; return how many got it.
@@ -213,6 +280,9 @@ class Delivery:
         and waits for nobody. (If it is behind, its own input still waits to drain.)"""
         self.rfc6455.pop(conn, None)
         self.hixie.pop(conn, None)
+        room = self.compressed.pop(conn, None)
+        if room is not None:
+            self.streams[room].leave(conn)
         self.behind.pop(conn, None)
         if self.throttled.pop(conn, None) is not None or conn.hold & HOLD_THROTTLED:
             conn.release_input(HOLD_THROTTLED)

@@ -73,6 +73,8 @@ def describe_close_code(code: int) -> str:
 # RFC 6455 §5.2 Base Framing Protocol: the bits of the first two bytes.
 FIN = 0x80
 RSV_BITS = 0x70
+# RFC 7692 §6: permessage-deflate's "Per-Message Compressed" bit, on a message's first frame.
+RSV1 = 0x40
 OPCODE_BITS = 0x0F
 MASK_BIT = 0x80
 LENGTH_BITS = 0x7F
@@ -94,6 +96,7 @@ class Header(NamedTuple):
     length: int  # payload length in bytes
     mask: bytes | None  # the 4-byte masking key, or None when unmasked
     size: int  # how many bytes the header itself took
+    compressed: bool = False  # RSV1 with permessage-deflate: the message is compressed
 
 
 @dataclass(frozen=True)
@@ -106,20 +109,33 @@ class Frame:
 
 
 def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0,
-                 require_mask: bool = True) -> Header | None:
+                 require_mask: bool = True, allow_rsv1: bool = False) -> Header | None:
     """Parse the frame header starting at `buf[pos]`.
 
+    `allow_rsv1`: permessage-deflate was negotiated, so RSV1 may mark the first frame of a
+    compressed data message (RFC 7692 §6); `Header.compressed` says so.
+
     Returns None while the header is incomplete. Raises ProtocolError (1002) for anything
-    §5.2 and §5.5 forbid, as soon as the bytes that show it have arrived.
+    §5.2 and §5.5 (and RFC 7692 §6.1) forbid, as soon as the bytes that show it have arrived.
     """
     available = len(buf) - pos
     if available < 2:
         return None
     first, second = buf[pos], buf[pos + 1]
-    if first & RSV_BITS:
-        # §5.2: "MUST be 0 unless an extension is negotiated" (we negotiate none).
-        raise ProtocolError("reserved bits set without an extension")
     opcode = KNOWN_OPCODES.get(first & OPCODE_BITS)
+    compressed = False
+    if first & RSV_BITS:
+        # §5.2: "MUST be 0 unless an extension is negotiated that defines meanings for
+        # non-zero values"; permessage-deflate defines RSV1 only.
+        if first & RSV_BITS != RSV1 or not allow_rsv1:
+            raise ProtocolError("reserved bits set without an extension that defines them")
+        # RFC 7692 §6.1: RSV1 set on a control frame or on a non-first fragment of a data
+        # message: "the client or server MUST _Fail the WebSocket Connection_".
+        if opcode is not None and opcode >= Opcode.CLOSE:
+            raise ProtocolError("RSV1 (compressed) set on a control frame")
+        if opcode is Opcode.CONTINUATION:
+            raise ProtocolError("RSV1 (compressed) set on a continuation frame")
+        compressed = True
     if opcode is None:
         # §5.2: "If an unknown opcode is received, the receiving endpoint MUST _Fail_".
         raise ProtocolError(f"reserved opcode {first & OPCODE_BITS:#x}")
@@ -155,7 +171,7 @@ def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0,
             return None
         mask = bytes(buf[pos + size:pos + size + 4])
         size += 4
-    return Header(fin, opcode, length, mask, size)
+    return Header(fin, opcode, length, mask, size, compressed)
 
 
 # 256 translation tables, one per key byte: table[k][b] == b ^ k.

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from . import legacy
+from .deflate import Agreed, DeflatePolicy, negotiate
 from .errors import HttpError
 
 # RFC 6455 §1.3: "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", concatenated with the client's key.
@@ -339,6 +340,7 @@ class Upgrade:
     host: str
     origin: str | None
     subprotocol: str | None = None  # RFC 6455 §1.9: the application protocol agreed on
+    deflate: Agreed | None = None  # RFC 7692: permessage-deflate's parameters, if agreed
 
 
 def accept_key(key: str) -> str:
@@ -359,7 +361,8 @@ def _check_key(key: str) -> None:
 
 def upgrade(request: Request, secure: bool = False,
             allowed_origins: frozenset[str] | None = None,
-            subprotocols: tuple[str, ...] = ()) -> Upgrade:
+            subprotocols: tuple[str, ...] = (),
+            deflate: DeflatePolicy | None = None) -> Upgrade:
     """Answer a WebSocket upgrade request in the protocol generation it speaks.
 
     The generation is chosen from the headers alone:
@@ -368,6 +371,10 @@ def upgrade(request: Request, secure: bool = False,
       - neither: draft-75.
     `subprotocols` lists the application protocols the server speaks, in its order of
     preference; the first one the client also offers is selected (RFC 6455 §4.2.2 item 5.5).
+    `deflate`: permessage-deflate is on, with this policy: the first offer in
+    Sec-WebSocket-Extensions that it can honour is accepted (RFC 7692 §5, §7.1) and answered;
+    a header that does not follow RFC 6455 §9.1 is a 400. None: extensions are ignored.
+    Draft-75/76 have no extensions.
 
     The host (in the answers of draft-75/76 and in `Upgrade.host`) is `request.host`: the
     authority of an absolute-form target, else the Host header (RFC 9112 §3.2.2).
@@ -401,7 +408,7 @@ def upgrade(request: Request, secure: bool = False,
     key = request.header("Sec-WebSocket-Key")
     scheme = "wss" if secure else "ws"
     if version is not None:
-        return _upgrade_rfc6455(request, version, key, host, origin, subprotocols)
+        return _upgrade_rfc6455(request, version, key, host, origin, subprotocols, deflate)
     if key is not None:
         raise HttpError(400, "Sec-WebSocket-Key without Sec-WebSocket-Version")
     key1 = request.header("Sec-WebSocket-Key1")
@@ -428,7 +435,8 @@ def select_subprotocol(request: Request, supported: tuple[str, ...]) -> str | No
 
 
 def _upgrade_rfc6455(request: Request, version: str, key: str | None, host: str,
-                     origin: str | None, subprotocols: tuple[str, ...] = ()) -> Upgrade:
+                     origin: str | None, subprotocols: tuple[str, ...] = (),
+                     deflate: DeflatePolicy | None = None) -> Upgrade:
     if request.count("Sec-WebSocket-Version") != 1 or version.strip() != "13":
         # RFC 6455 §4.2.2 item 4: answer with the versions we speak.
         raise HttpError(426, f"unsupported WebSocket version {version!r}; this server speaks 13",
@@ -439,15 +447,20 @@ def _upgrade_rfc6455(request: Request, version: str, key: str | None, host: str,
         raise HttpError(400, "repeated Sec-WebSocket-Key")
     _check_key(key)
     chosen = select_subprotocol(request, subprotocols)
+    # RFC 6455 §9.1: repeated Sec-WebSocket-Extensions headers are one list (`header` joins
+    # them). RFC 7692 §5: the first acceptable permessage-deflate offer, or none.
+    agreed = (negotiate(request.header("Sec-WebSocket-Extensions"), deflate)
+              if deflate is not None else None)
     response = (
         "HTTP/1.1 101 Switching Protocols\r\n"
         "Upgrade: websocket\r\n"
         "Connection: Upgrade\r\n"
         f"Sec-WebSocket-Accept: {accept_key(key)}\r\n"
         + (f"Sec-WebSocket-Protocol: {chosen}\r\n" if chosen else "")
+        + (f"Sec-WebSocket-Extensions: {agreed.response}\r\n" if agreed else "")
         + "\r\n"
     ).encode("ascii")
-    return Upgrade(RFC6455, response, request.target, host, origin, chosen)
+    return Upgrade(RFC6455, response, request.target, host, origin, chosen, agreed)
 
 
 REASONS = {

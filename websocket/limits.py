@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "max_buffer": 4 << 20,  # bytes of unsent output per user before it is dropped
     "max_input_memory": DEFAULT_MAX_INPUT_MEMORY,  # bytes of unfinished messages, all users
     "allowed_origins": None,  # pages (origins) whose users may join; None: any, as the article
+    "compression": True,  # permessage-deflate (RFC 7692) for clients that offer it
     "paths": None,  # request paths that may upgrade (--path); None: any
     "trust_proxy": False,  # take the client address from the nearest proxy's header
     "idle_timeout": 0.0,  # close (1000) a user that sent no message for this long; 0: off

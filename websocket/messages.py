@@ -6,7 +6,11 @@ returns events; it never waits for a whole frame before acting on what it has al
 - a frame header that announces a message over the limit fails at once (1009), before any
   of the payload is buffered;
 - the payload of a text frame goes through an incremental UTF-8 decoder as it arrives, so
-  invalid UTF-8 fails (1007) as soon as the bad byte is in, even mid-frame.
+  invalid UTF-8 fails (1007) as soon as the bad byte is in, even mid-frame;
+- with permessage-deflate (RFC 7692), a compressed message (RSV1 on its first frame) is
+  inflated as its pieces arrive, the limit checked on the inflated size while inflating
+  (1009 before the memory is spent) and bad data failing with 1007; the inflated bytes
+  count against the shared `InputBudget` too.
 
 The events are shared with the draft-75/76 receiver in `legacy.py`.
 """
@@ -16,6 +20,8 @@ import codecs
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .deflate import Agreed
+from .deflate_streams import Inflater
 from .errors import InvalidPayload, MessageTooBig, ProtocolError, TryAgainLater
 from .frames import Opcode, apply_mask, parse_close, parse_header, unmask_in_place
 
@@ -24,6 +30,14 @@ DEFAULT_MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB, as websockets' default max_size
 # few hundred users may each be in the middle of a 1 MiB message at once, not 10,000.
 DEFAULT_MAX_INPUT_MEMORY = 256 << 20
 SMALL_PIECES = 4096  # fragments smaller than this are joined as they arrive
+
+
+# A compressed message's frames may announce a little more than --max-message-size, which
+# bounds the *inflated* size: stored (incompressible) DEFLATE blocks add 5 bytes per 65,535
+# (RFC 1951 §3.2.4), far less than this slack of 1/1024 plus 64 bytes.
+def compressed_wire_limit(max_message_size: int) -> int:
+    """The most compressed bytes a message within `max_message_size` may take."""
+    return max_message_size + (max_message_size >> 10) + 64
 
 
 class InputBudget:
@@ -155,18 +169,29 @@ class Receiver:
     """Turns the bytes a client sends into events, for one RFC 6455 connection."""
 
     __slots__ = ("max_message_size", "require_mask", "budget", "closed", "frames", "on_frame",
-                 "in_message", "message_serial", "remaining", "_fin", "_mask", "_offset",
-                 "_in_frame", "_message_opcode", "_message_size", "_parts", "_reserved", "_text")
+                 "in_message", "message_serial", "remaining", "inflater", "deflate", "_fin",
+                 "_mask", "_offset", "_in_frame", "_message_opcode", "_message_size", "_parts",
+                 "_reserved", "_text", "_compressed", "frame_compressed")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 require_mask: bool = True, budget: InputBudget | None = None) -> None:
+                 require_mask: bool = True, budget: InputBudget | None = None,
+                 inflater: Inflater | None = None, deflate: Agreed | None = None) -> None:
         self.max_message_size = max_message_size
         self.require_mask = require_mask
         self.budget = budget  # shared with every other receiver (--max-input-memory)
+        # permessage-deflate was agreed: RSV1 marks compressed messages, inflated by this
+        # (its max_size is the message limit). None: RSV1 is a protocol error (1002),
+        # unless `deflate` is given: then an Inflater for these parameters is made when a
+        # compressed message begins, and with client_no_context_takeover dropped when it
+        # ends, so that an idle user holds none (RFC 7692 §7.1.1.2).
+        self.inflater = inflater
+        self.deflate = deflate
+        self._compressed = False  # the message in progress is compressed
         self.closed = False  # a close frame was received: §5.5.1 nothing after it counts
         self.frames = 0  # frame headers parsed so far (the caller's measure of work done)
         # Called with (opcode, fin, length) for every frame header, when set (for -v logs).
         self.on_frame: Callable[[Opcode, bool, int], object] | None = None
+        self.frame_compressed = False  # RSV1 on that frame (set only while on_frame is)
         # The frame whose payload is still arriving, and how much of it has been read.
         self._fin = True
         self._mask: bytes | None = None
@@ -196,6 +221,10 @@ class Receiver:
         self._message_opcode = None
         self._in_frame = False
         self.in_message = False
+        if self._compressed and self.inflater is not None:
+            self.inflater.end_message()  # its zlib object is dropped (no context takeover)
+            self._inflated()
+        self._compressed = False
 
     def receive(self, buf: bytearray, events: list[Event] | None = None,
                 max_frames: int = 1 << 62) -> list[Event]:
@@ -214,17 +243,19 @@ class Receiver:
         pos = 0
         end = len(buf)
         stop_at = self.frames + max_frames
+        allow_rsv1 = self.inflater is not None or self.deflate is not None
         try:
             while pos < end and not self.closed:
                 if not self._in_frame:
                     if self.frames >= stop_at:
                         break
-                    header = parse_header(buf, pos, self.require_mask)
+                    header = parse_header(buf, pos, self.require_mask, allow_rsv1)
                     if header is None:
                         break
                     self.frames += 1
                     opcode, length = header.opcode, header.length
                     if self.on_frame is not None:
+                        self.frame_compressed = header.compressed
                         self.on_frame(opcode, header.fin, length)
                     if opcode >= Opcode.CLOSE:
                         # Control frames (§5.5) are small: wait for all of it, then act.
@@ -238,7 +269,8 @@ class Receiver:
                             control = bytes(apply_mask(control, header.mask))
                         events.append(self._control(opcode, control))
                         continue
-                    self._start_frame(opcode, header.fin, length)
+                    compressed = header.compressed
+                    self._start_frame(opcode, length, compressed)
                     pos += header.size
                     if (self._message_opcode is None and header.fin
                             and end - pos >= length):
@@ -248,9 +280,12 @@ class Receiver:
                         else:
                             payload = bytes(buf[pos:pos + length])
                         pos += length
+                        if compressed:
+                            payload = self._inflate_whole(payload)
                         events.append(Message(self._whole(opcode, payload)))
                         continue
-                    self._begin_fragment(opcode, header.fin, length, header.mask)
+                    self._begin_fragment(opcode, header.fin, length, header.mask,
+                                         compressed)
                 # Payload of a data frame, possibly only part of it.
                 take = min(self.remaining, end - pos)
                 self._take_payload(buf, pos, take, events)
@@ -274,7 +309,9 @@ class Receiver:
             piece = view[:size]
             self._offset += size
             self.remaining -= size
-            if self._text is not None:
+            if self._compressed:
+                self._keep(self._inflate_piece(piece))
+            elif self._text is not None:
                 try:  # decoded into a new str: nothing refers to `data` afterwards
                     self._text.add(piece)
                 except UnicodeDecodeError:
@@ -301,22 +338,27 @@ class Receiver:
             if self._fin:
                 events.append(Message(self._finish()))
 
-    def _start_frame(self, opcode: Opcode, fin: bool, length: int) -> None:
-        """Check a data frame's header against the message in progress (§5.4) and limits."""
+    def _start_frame(self, opcode: Opcode, length: int, compressed: bool) -> None:
+        """Check a data frame's header against the message in progress (§5.4) and limits.
+        A compressed message's frames are checked against `compressed_wire_limit` here,
+        its inflated size by the Inflater as it inflates."""
         if opcode == Opcode.CONTINUATION:
             if self._message_opcode is None:
                 raise ProtocolError("continuation frame without a message to continue")
+            compressed = self._compressed
         elif self._message_opcode is not None:
             raise ProtocolError("new data frame while a fragmented message is unfinished")
-        if self._message_size + length > self.max_message_size:
+        limit = (compressed_wire_limit(self.max_message_size) if compressed
+                 else self.max_message_size)
+        if self._message_size + length > limit:
             # Checked on the header, before a byte of the payload is kept.
             raise MessageTooBig(
                 f"message over the {self.max_message_size}-byte limit "
                 f"({self._message_size + length} bytes announced)")
 
     def _begin_fragment(self, opcode: Opcode, fin: bool, length: int,
-                        mask: bytes | None) -> None:
-        if self.budget is not None and length:
+                        mask: bytes | None, compressed: bool = False) -> None:
+        if self.budget is not None and length:  # (inline: once per fragment)
             if not self.budget.take(length):
                 raise TryAgainLater(
                     f"the server holds {self.budget.held} bytes of unfinished messages "
@@ -330,12 +372,63 @@ class Receiver:
         self._offset = 0
         if opcode != Opcode.CONTINUATION:
             self._message_opcode = opcode
+            self._compressed = compressed
             self.message_serial += 1
             if opcode == Opcode.TEXT:
                 self._text = TextBuilder()
         self._message_size += length
 
+    def _reserve(self, size: int, what: str) -> None:
+        """Count `size` more bytes of this message against the shared budget (1013)."""
+        if self.budget is not None and size:
+            if not self.budget.take(size):
+                raise TryAgainLater(
+                    f"the server holds {self.budget.held} bytes of unfinished messages "
+                    f"(limit {self.budget.limit}); this {size}-byte {what} must wait")
+            self._reserved += size
+
+    def _inflate_whole(self, payload: bytes | bytearray) -> bytes:
+        """A whole compressed message, inflated (RFC 7692 §7.2.2)."""
+        inflated = self._inflater().feed(payload, final=True)
+        self._inflated()
+        return inflated
+
+    def _inflate_piece(self, piece: bytes | bytearray | memoryview) -> bytes:
+        """The next piece of a compressed message, inflated; its last piece (the end of
+        the final frame) with the `00 00 ff ff` tail restored (RFC 7692 §7.2.2). The
+        inflated bytes are held until the message ends, so they count against the budget."""
+        final = self._fin and not self.remaining
+        inflated = self._inflater().feed(piece, final=final)
+        if final:
+            self._inflated()
+        self._reserve(len(inflated), "inflated piece")
+        return inflated
+
+    def _inflater(self) -> Inflater:
+        inflater = self.inflater
+        if inflater is None:
+            assert self.deflate is not None  # parse_header allowed RSV1 only with one
+            inflater = self.inflater = self.deflate.inflater(self.max_message_size)
+        return inflater
+
+    def _inflated(self) -> None:
+        """A compressed message is over: an Inflater made for it alone goes."""
+        if self.deflate is not None and self.deflate.client_no_context_takeover:
+            self.inflater = None
+
     def _add(self, chunk: bytes | bytearray) -> None:
+        # (the same as _keep, inline: this runs once per fragment)
+        if self._compressed:
+            chunk = self._inflate_piece(chunk)
+        if self._text is not None:
+            try:
+                self._text.add(chunk)
+            except UnicodeDecodeError:
+                raise InvalidPayload("text message is not valid UTF-8") from None
+        else:
+            add_piece(self._parts, chunk)
+
+    def _keep(self, chunk: bytes | bytearray) -> None:
         if self._text is not None:
             try:
                 self._text.add(chunk)
@@ -361,6 +454,7 @@ class Receiver:
         self._message_size = 0
         self._parts = []
         self._text = None
+        self._compressed = False
         return data
 
     @staticmethod

@@ -30,6 +30,7 @@ from . import access, handshake, legacy, limits, ops
 from .api import CallbackAPI
 from .callbacks import Callbacks, ScriptTimers, ScriptWatcher, load
 from .connection import Connection
+from .deflate import Agreed, DeflatePolicy
 from .delivery import HOLD_THROTTLED, Delivery
 from .errors import HttpError, InternalError, PolicyViolation, ProtocolError
 from .frames import CloseCode, Opcode, describe_close_code, encode_close
@@ -109,8 +110,11 @@ class Server(CallbackAPI):
         self.metrics = ServerMetrics()  # counted always (plain arithmetic), shown on request
         self.client_dir = Path(client_dir)
         self.use_select = selector == "select"
+        # RFC 7692 permessage-deflate, unless --no-compression (docs/compression.md).
+        self.deflate: DeflatePolicy | None = DeflatePolicy() if settings["compression"] else None
+        self._agreements: dict[Agreed, Agreed] = {}  # one object per kind of agreement
         self.loop = Loop(selector)
-        self.delivery = Delivery(self.loop, self.max_buffer, self._overflow)
+        self.delivery = Delivery(self.loop, self.max_buffer, self._overflow, self.deflate)
         self.loop.before_sleep(self.delivery.release)
         self.listener: Listener | None = None
         # TLS (tls.py): with a context, every connection is https:// or wss://.
@@ -363,7 +367,8 @@ class Server(CallbackAPI):
             access.check_path(request.target, self.paths)  # --path: 404 elsewhere
         upgrade = handshake.upgrade(request, secure=self.secure,
                                     allowed_origins=self.allowed_origins,
-                                    subprotocols=self.callbacks.subprotocols)
+                                    subprotocols=self.callbacks.subprotocols,
+                                    deflate=None if wire else self.deflate)
         if wire:
             self._watch_wire(user, upgrade)
             return
@@ -378,12 +383,20 @@ class Server(CallbackAPI):
         user.subprotocol = upgrade.subprotocol
         user.headers = request.headers
         receiver: Receiver | HixieReceiver
+        agreed = upgrade.deflate
+        if agreed is not None:
+            agreed = self._agreements.setdefault(agreed, agreed)
+            if self._debug:
+                log.debug("user %d: permessage-deflate agreed: %s", user.id, agreed.response)
         if upgrade.protocol == handshake.RFC6455:
-            receiver = Receiver(self.max_message_size, budget=self.input_budget)
+            receiver = Receiver(self.max_message_size, budget=self.input_budget,
+                                deflate=agreed)
             if self._trace:
+                rfc_receiver = receiver
                 receiver.on_frame = lambda opcode, fin, length: log.debug(
-                    "user %d < %s%s %d bytes", user.id, opcode.name, "" if fin else " (more)",
-                    length)
+                    "user %d < %s%s%s %d bytes", user.id, opcode.name,
+                    " (compressed)" if rfc_receiver.frame_compressed else "",
+                    "" if fin else " (more)", length)
         else:
             receiver = HixieReceiver(self.max_message_size, budget=self.input_budget)
             if self._trace:
@@ -396,7 +409,8 @@ class Server(CallbackAPI):
         self._open[user.id] = user
         self.metrics.users_open[upgrade.protocol] += 1
         self.delivery.queue(user.conn, upgrade.response, in_chat=False)
-        self.delivery.join(user.conn, rfc6455=upgrade.protocol == handshake.RFC6455)
+        self.delivery.join(user.conn, rfc6455=upgrade.protocol == handshake.RFC6455,
+                           deflate=agreed)
         via = "" if user.via is None else f" via {format_peer(user.via)}"
         log.info("user %d (%s%s) joined: %s, resource %s, origin %s", user.id, user.peer, via,
                  _PROTOCOL_NAMES[upgrade.protocol], user.resource, user.origin or "-")

@@ -23,6 +23,9 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("chat", "echo"), default="chat")
     parser.add_argument("--certfile", help="serve wss:// with this certificate (PEM)")
     parser.add_argument("--keyfile", help="... and this key (PEM)")
+    parser.add_argument("--deflate", action="store_true",
+                        help="permessage-deflate as the library does it by default (only the "
+                        "websockets adapter knows it)")
     return parser.parse_args()
 
 

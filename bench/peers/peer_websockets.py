@@ -1,7 +1,9 @@
 """Benchmark adapter: the `websockets` library (asyncio), chat fan-out with its `broadcast()`.
 
-Compression is off (permessage-deflate would measure zlib, not the server), keepalive pings are
-off (they would be extra frames), and incoming messages may be up to 16 MiB. wss://: its `ssl=`.
+Compression is off (permessage-deflate would measure zlib, not the server) unless --deflate:
+then it is websockets' default (`compression="deflate"`: a compressor and an inflater per
+connection, context takeover, 12-bit windows). Keepalive pings are off (they would be extra
+frames), and incoming messages may be up to 16 MiB. wss://: its `ssl=`.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ async def main() -> None:
             pass
 
     handler = chat if args.mode == "chat" else echo
-    async with serve(handler, args.host, args.port, compression=None, ping_interval=None,
+    compression = "deflate" if args.deflate else None
+    async with serve(handler, args.host, args.port, compression=compression, ping_interval=None,
                      max_size=MAX_MESSAGE, backlog=BACKLOG,
                      ssl=server_context(args)) as server:
         port = next(iter(server.sockets)).getsockname()[1]
