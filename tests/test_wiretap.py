@@ -444,3 +444,42 @@ def test_trace_over_a_real_wss_connection(start_server: Callable[..., ServerProc
     masked = block_of(server, "client->server  RFC 6455 frame, 11 bytes")
     assert "unmasked  00000000  48 65 6c 6c 6f" in masked
     assert "header    81 05" in block_of(server, "server->client  RFC 6455 frame, 7 bytes")
+
+
+def test_trace_of_the_servers_own_tls_shows_the_decrypted_bytes(
+        start_server: Callable[..., ServerProcess], certificates: Certificates) -> None:
+    server = start_server("--trace", "--certfile", str(certificates.cert),
+                          "--keyfile", str(certificates.key))
+    with connect(f"wss://localhost:{server.port}/",
+                 ssl_context=certificates.client_context()) as alice:
+        alice.send("Hello over TLS")
+        assert alice.recv(TIMEOUT) == "Hello over TLS"
+    tls = block_of(server, " TLS  TLSv1.")
+    assert tls.endswith(": the bytes below are shown decrypted")
+    assert "| GET / HTTP/1.1" in block_of(server, "client->server  HTTP request head")
+    assert "|Hello over TLS|" in block_of(server, "client->server  RFC 6455 frame, 20 bytes")
+    assert "|Hello over TLS|" in block_of(server, "server->client  RFC 6455 frame, 16 bytes")
+    log = server.log
+    assert log.index(" TLS  TLSv1.") < log.index("HTTP request head")
+
+
+def test_compressed_messages_show_both_sizes(start_server: Callable[..., ServerProcess]
+                                             ) -> None:
+    """permessage-deflate (the server negotiates it): the trace inflates what crosses and
+    ends each compressed message with its size on the wire and inflated."""
+    server = start_server("--trace", "--callback", "echo")
+    text = "the same words again and again " * 20  # 620 bytes that compress well
+    with connect(server.ws_url, compression=True) as alice:
+        assert alice.deflate is not None
+        alice.send(text)
+        assert alice.recv(TIMEOUT) == text
+    response = block_of(server, "server->client  HTTP response head")
+    assert "| Sec-WebSocket-Extensions: permessage-deflate" in response
+    frame_in = block_of(server, "client->server  RFC 6455 frame")
+    assert "RSV1 1" in frame_in and "the payload is DEFLATE data" in frame_in
+    assert "note" not in frame_in  # RSV1 is allowed once agreed
+    for direction in ("client->server", "server->client"):
+        note = block_of(server, f"{direction}  permessage-deflate: ")
+        wire = int(note.split("permessage-deflate: ")[1].split(" ")[0])
+        assert f"{wire} bytes on the wire, 620 bytes inflated (RFC 7692)" in note
+        assert wire < 100 and "|the same words a|" in note
