@@ -57,7 +57,11 @@ def test_wire_page_shows_a_chat_message_crossing(start_server: Callable[..., Ser
     # "alice: hi wire" is 14 bytes: one hexdump row, its text column between bars.
     wire_shows(wire, ".in", "|alice: hi wire|")  # masked by the browser, unmasked beside
     wire_shows(wire, ".in", "MASK 1, key ")
-    wire_shows(wire, ".out", "|alice: hi wire|")  # and back to every user, unmasked
+    # Back to every user, unmasked. The page speaks the chat's own subprotocol (rooms.py:
+    # message ids and presence as JSON), so it gets {"text":"alice: hi wire"}: 25 bytes,
+    # two hexdump rows of 16 and 9.
+    wire_shows(wire, ".out", '|{"text":"alice: |')
+    wire_shows(wire, ".out", '|hi wire"}|')
     # The connection filter: only the chat page's connection is listed (never the wire's).
     options = wire.locator("#filter option").all_text_contents()
     assert options[0] == "all" and len(options) >= 2
