@@ -12,8 +12,12 @@ the chat's own work, which this module does for every connection it owns:
     send          -> frames queued on the user's connection, flushed before the loop sleeps
     errors        -> `_fail`, the one place a protocol error becomes a close code or an
                      HTTP status; only that user is dropped
-    keepalive, the message and idle timeouts. The API that callbacks use (send,
-    broadcast, timers...) is api.py's `CallbackAPI`, which `Server` inherits.
+    keepalive, the message and idle timeouts.
+
+`Server` is one class in four modules, each read on its own: this one (start, stop, the
+connections' events, messages, closing), handshaking.py's `Handshakes` (the opening
+handshake and the page), sweeps.py's `Timers` (deadlines, keepalive, idle users, --reload)
+and api.py's `CallbackAPI` (what callbacks call: send, broadcast, timers...).
 """
 from __future__ import annotations
 
@@ -26,47 +30,38 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from . import access, handshake, legacy, limits, ops
-from .api import CallbackAPI
+from . import handshake, legacy, limits
 from .callbacks import Callbacks, ScriptTimers, ScriptWatcher, load
 from .connection import Connection
 from .deflate import Agreed, DeflatePolicy
-from .delivery import HOLD_THROTTLED, Delivery
-from .errors import HttpError, InternalError, PolicyViolation, ProtocolError
+from .delivery import Delivery
+from .errors import HttpError, InternalError, ProtocolError
 from .frames import CloseCode, Opcode, describe_close_code, encode_close
+from .handshaking import Handshakes
 from .history import History
-from .http import serve
-from .legacy import HixieReceiver
 from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 from .metrics import ServerMetrics
 from .redis_link import RedisLink, RedisURLError, parse_redis_url
-from .rooms import MAX_ROOM_LENGTH, TAGGED, Rooms, room_of
+from .rooms import Rooms
+from .sweeps import HOLD_HTTP
 from .tls import TlsAcceptor, TlsConnection
 from .trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
-from .user import User, UserState, format_peer
-from .wire import WireHub, is_wire_request, page_request, parse_networks
+from .user import User, UserState
+from .wire import WireHub, parse_networks
 from .wiretap import Tracer
 
 log = logging.getLogger("websocket")
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
 TOO_SLOW = CloseCode.POLICY_VIOLATION  # for a user whose unsent output exceeds max_buffer
-HOLD_HTTP = 4  # an HTTP answer is being sent: the next request waits for it (RFC 9112 §9.3)
-
-_PROTOCOL_NAMES = {
-    handshake.RFC6455: "RFC 6455",
-    handshake.HIXIE76: "draft-76 (hixie-76)",
-    handshake.HIXIE75: "draft-75 (hixie-75)",
-}
-
 
 class ServerError(Exception):
     """The server cannot start (address in use, bad address...); one line for the CLI."""
 
 
-class Server(CallbackAPI):
+class Server(Handshakes):
     """A WebSocket chat server: `Server(address, port).serve_forever()`.
 
     Methods for callbacks: `get_users(room=None)`, `send(user, message)`,
@@ -331,168 +326,7 @@ class Server(CallbackAPI):
             log.exception("could not close user %d cleanly", user.id)
             conn.close("internal error")
 
-    # -- handshakes and messages ----------------------------------------------------------
-
-    def _handshake(self, user: User) -> None:
-        """Parse requests as they complete (`doHandshake`): upgrade, or serve the page.
-
-        One request at a time (RFC 9112 §9.3): the next is not even parsed until the
-        answer to this one has been sent, so pipelined requests cannot pile up answers.
-        """
-        conn = user.conn
-        while (user.state is UserState.HANDSHAKE and conn.inbuf and not conn.closing
-               and not conn.hold):
-            try:
-                parsed = handshake.parse_request(conn.inbuf, self.max_request_size)
-            except HttpError as exc:
-                self._fail(user, exc)
-                return
-            if parsed is None:
-                return
-            request, consumed = parsed
-            if self.tracer is not None and conn.tap is None and not self._is_wire(request):
-                self.tracer.attach(user)  # from the first byte, this request included
-            del conn.inbuf[:consumed]
-            if self.trust_proxy:
-                self._take_proxy_address(user, request)
-            try:
-                if request.is_upgrade:
-                    self._upgrade(user, request)
-                else:
-                    self._serve_http(user, request)
-            except HttpError as exc:
-                self._fail(user, exc, head_only=request.method == "HEAD")
-                return
-        if user.state is UserState.OPEN and conn.inbuf:
-            self._receive(user)  # frames that came in the same packet as the request
-
-    def _take_proxy_address(self, user: User, request: handshake.Request) -> None:
-        """--trust-proxy: the client's address as the nearest proxy reports it (proxy.py),
-        for the log and `user.address`; the socket's stays in `user.via`."""
-        address, present = access.client_address(request.headers)
-        if user.via is None:
-            user.via = user.address
-        if address is not None:
-            user.address = address
-        else:
-            user.address = user.via
-            if present:
-                log.info("user %d (%s): unusable Forwarded / X-Forwarded-For header; using "
-                         "the socket's address", user.id, user.peer)
-
-    def _upgrade(self, user: User, request: handshake.Request) -> None:
-        wire = self._is_wire(request)  # /wire is not a chat path: --path does not apply
-        if not wire:
-            access.check_path(request.target, self.paths)  # --path: 404 elsewhere
-        # The chat page's own, for message ids and presence (rooms.py), after the script's.
-        subprotocols = self.callbacks.subprotocols + (() if wire else (TAGGED,))
-        upgrade = handshake.upgrade(request, secure=self.secure,
-                                    allowed_origins=self.allowed_origins,
-                                    subprotocols=subprotocols,
-                                    deflate=None if wire else self.deflate)
-        if wire:
-            self._watch_wire(user, upgrade)
-            return
-        if len(self._open) >= self.max_connections:
-            raise HttpError(503, f"server full ({self.max_connections} users)")
-        if self.callbacks.on_request is not None:
-            self._check_request(user, request, upgrade)
-        user.protocol = upgrade.protocol
-        user.resource = upgrade.resource
-        user.host = upgrade.host
-        user.origin = upgrade.origin
-        user.subprotocol = upgrade.subprotocol
-        user.headers = request.headers
-        user.room = room_of(upgrade.resource)
-        if len(user.room) > MAX_ROOM_LENGTH:
-            raise HttpError(400, f"room name (the path) longer than {MAX_ROOM_LENGTH} characters")
-        receiver: Receiver | HixieReceiver
-        agreed = upgrade.deflate
-        if agreed is not None:
-            agreed = self._agreements.setdefault(agreed, agreed)
-            if self._debug:
-                log.debug("user %d: permessage-deflate agreed: %s", user.id, agreed.response)
-        if upgrade.protocol == handshake.RFC6455:
-            receiver = Receiver(self.max_message_size, budget=self.input_budget,
-                                deflate=agreed)
-            if self._trace:
-                rfc_receiver = receiver
-                receiver.on_frame = lambda opcode, fin, length: log.debug(
-                    "user %d < %s%s%s %d bytes", user.id, opcode.name,
-                    " (compressed)" if rfc_receiver.frame_compressed else "",
-                    "" if fin else " (more)", length)
-        else:
-            receiver = HixieReceiver(self.max_message_size, budget=self.input_budget)
-            if self._trace:
-                receiver.on_frame = lambda kind, length: log.debug(
-                    "user %d < hixie frame %#04x %d bytes", user.id, kind, length)
-        user.receiver = receiver
-        user.state = UserState.OPEN
-        user.conn.cancel_timer()
-        user.last_action = time.monotonic()
-        self._open[user.id] = user
-        self.metrics.users_open[upgrade.protocol] += 1
-        self.delivery.queue(user.conn, upgrade.response, in_chat=False)
-        user.deflate = agreed
-        self._rooms.enter(user)  # its room's history, then its broadcasts
-        via = "" if user.via is None else f" via {format_peer(user.via)}"
-        log.info("user %d (%s%s) joined: %s, resource %s, origin %s", user.id, user.peer, via,
-                 _PROTOCOL_NAMES[upgrade.protocol], user.resource, user.origin or "-")
-        hook = self.callbacks.on_connect
-        if hook is not None:
-            self._call(hook, user, self)
-
-    def _is_wire(self, request: handshake.Request) -> bool:
-        """A request for the /wire page or its stream, with --trace-page on."""
-        return self.wire is not None and is_wire_request(request)
-
-    def _watch_wire(self, user: User, upgrade: handshake.Upgrade) -> None:
-        """The /wire stream: the connection becomes a viewer's (wire.py), not a user's."""
-        assert self.wire is not None
-        self.wire.check_viewer(upgrade, user.address)  # raises HttpError (403...)
-        self._users.pop(user.id, None)
-        self.delivery.forget(user.conn)
-        user.state = UserState.OPEN
-        self.wire.adopt(user.conn, upgrade.response, user.peer)
-
-    def _check_request(self, user: User, request: handshake.Request,
-                       upgrade: handshake.Upgrade) -> None:
-        """The script's on_request(request, server), before the 101 (access.ask)."""
-        assert self.callbacks.on_request is not None
-        seen = access.UpgradeRequest.from_request(request.target, request.headers,
-                                                  user.address, upgrade.origin, upgrade.host)
-        started = time.perf_counter()
-        refusal, failure = access.ask(self.callbacks.on_request, seen, self)
-        self.metrics.callback_seconds += time.perf_counter() - started
-        if isinstance(failure, BaseException):
-            log.error("user %d (%s): on_request() raised; refusing with 500", user.id,
-                      user.peer, exc_info=failure)
-        elif failure is not None:
-            log.error("user %d (%s): %s; refusing with 500", user.id, user.peer, failure)
-        if refusal is not None:
-            raise refusal
-
-    def _serve_http(self, user: User, request: handshake.Request) -> None:
-        response = ops.answer(request, self._render_metrics if self.metrics_enabled else None)
-        if response is None and is_wire_request(request):
-            # The /wire page's files: with --trace-page only, to those who may watch, and
-            # from client/ whatever the script's PAGES.
-            response = serve(page_request(self.wire, request, user.address), self.client_dir)
-        if response is None:
-            response = serve(request, self.callbacks.pages or self.client_dir, self.page_path)
-        if self._debug:
-            log.debug("user %d (%s): %s %s -> %d", user.id, user.peer, request.method,
-                      request.target, response.status)
-        conn = user.conn
-        self.delivery.queue(conn, response.data, in_chat=False)
-        if response.keep_alive:
-            # Until the answer is sent (see `flushed`); a client that leaves it unread that
-            # long is closed.
-            conn.set_timer(self.handshake_timeout, self._deadline, user)
-            conn.notify = True
-            conn.hold_input(HOLD_HTTP)
-        else:
-            conn.close_after_flush(self.handshake_timeout)
+    # -- messages ------------------------------------------------------------------------
 
     def _receive(self, user: User, payload: tuple[bytearray, int] | None = None) -> None:
         """Frames to events to actions (the article's `process` call, and more).
@@ -684,83 +518,3 @@ class Server(CallbackAPI):
 
     def _queue_frame(self, user: User, opcode: Opcode, payload: bytes) -> None:
         self.delivery.queue_frame(user.conn, opcode, payload, user.state is UserState.OPEN)
-
-    # -- timers ------------------------------------------------------------------------------
-
-    def _deadline(self, user: User) -> None:
-        """The user's connection timer is due (handshake, keep-alive, or close answer)."""
-        conn = user.conn
-        conn.timer = None
-        if user.state is UserState.HANDSHAKE:
-            if conn.hold & HOLD_HTTP:
-                # Our answer has waited that long for the client to read it.
-                conn.close("did not read our answer in time")
-            elif conn.inbuf:
-                self._fail(user, HttpError(408, f"request not complete within "
-                                                f"{self.handshake_timeout:g} s"))
-            else:
-                conn.close("idle")
-        elif user.state is UserState.CLOSING:
-            if user.close_code is not None and user.close_reason:
-                user.close_reason += " (no answer to our close)"
-            conn.close("no close frame in answer to ours")
-
-    def _message_expired(self, user: User) -> None:
-        """--message-timeout: the user's timer is due. Fail a message begun that long ago
-        and still unfinished (1008); for a later one, check again when its time is up."""
-        user.message_timer = None
-        receiver = user.receiver
-        if (user.state is not UserState.OPEN or receiver is None or not receiver.in_message
-                or receiver.closed or receiver.message_serial != user.message_serial):
-            return  # no message in progress (a new one starts the timer again)
-        due = user.message_started + self.message_timeout
-        if due > time.monotonic():
-            user.message_timer = self.loop.call_at(due, self._message_expired, user)
-            return
-        self._fail(user, PolicyViolation(
-            f"message not finished within {self.message_timeout:g} s"))
-
-    def _reload(self, script: ScriptWatcher) -> None:
-        """--reload: if the script's file changed, load it and let it take over. Users stay
-        connected (their `data` too); the old script's timers are cancelled and the new
-        `on_start` is called. A version that fails to load leaves the old one running."""
-        fresh = script.reload()
-        if fresh is None:
-            return  # unchanged, or failed to load (logged)
-        self._script_timers.cancel_all()
-        self.callbacks = fresh
-        log.info("reloaded %s; %d user(s) stay connected", fresh.name, len(self._open))
-        if fresh.on_start is not None:
-            self._call(fresh.on_start, self)
-
-    def _sweep_idle_users(self) -> None:
-        """--idle-timeout: close (1000) users that sent no message for that long. One pass
-        over the users every idle_sweep_interval(); a message costs nothing (it only sets
-        `last_action`, as it always did). A user whose input we hold is not idle."""
-        now = time.monotonic()
-        limit = self.idle_timeout
-        for user in list(self._open.values()):
-            if now - user.last_action >= limit and not user.conn.hold:
-                log.info("user %d (%s): no message for %g s; closing it", user.id, user.peer,
-                         limit)
-                # RFC 6455 §7.4.1: 1000 "the purpose for which the connection was
-                # established has been fulfilled" (it is not an error of the peer's).
-                self._send_close(user, CloseCode.NORMAL, f"idle for {limit:g} s")
-
-    def _sweep_silent_users(self) -> None:
-        """Keepalive (RFC 6455 §5.5.2): ping users silent for `ping_interval`, drop them
-        (1011) when still silent after twice that. A peer that vanished without a FIN (a
-        pulled cable, a sleeping laptop) is found this way instead of holding its slot.
-        Draft-75/76 have no ping: their users are left alone.
-        """
-        now = time.monotonic()
-        for user in list(self._open.values()):
-            if user.protocol != handshake.RFC6455 or user.conn.hold & HOLD_THROTTLED:
-                continue  # no pings in the drafts; a held user's silence is ours
-            silent = now - user.last_seen
-            if silent >= 2 * self.ping_interval:
-                self._fail(user, InternalError(
-                    f"no answer to a ping for {silent:.0f} s (keepalive timeout)"))
-            elif silent >= self.ping_interval and not user.pinged:
-                user.pinged = True
-                self._queue_frame(user, Opcode.PING, b"keepalive")
