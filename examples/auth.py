@@ -12,9 +12,13 @@ named `token`, or, for a client that can do neither (the chat page), as its firs
                     LOGIN_TIME seconds) it is closed with 1008 (policy violation, RFC 6455
                     §7.4.1), and at once if its URL or cookie held a wrong token
 
-The URL and the cookie are checked as the user joins (on_connect: the handshake's resource
-and headers are on the user). Tokens are compared in constant time (hmac.compare_digest).
-Without TLS a token crosses the network in the clear: behind nginx or with wss:// only.
+A token that is presented but wrong is refused at the handshake, before the 101, by
+`on_request` (HTTP 401: the client learns it at once, and the chat never sees it). A valid
+one is looked up again as the user joins (on_connect: the handshake's resource and headers
+are on the user). Tokens are compared in constant time (hmac.compare_digest). Without TLS a
+token crosses the network in the clear: behind nginx or with wss:// only. A cookie is sent
+by the browser whichever page opens the WebSocket (cross-site WebSocket hijacking): run with
+`--allow-origin` naming the chat's own page when tokens travel in cookies.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:  # for the type hints only: a script needs nothing from the server
+    from websocket.access import UpgradeRequest
     from websocket.callbacks import Server
     from websocket.user import User
 
@@ -68,6 +73,16 @@ def guests_may_read() -> bool:
 LOGIN_TIME = 10  # seconds a refused-unless-logged-in user has for its /login
 
 
+def on_request(request: UpgradeRequest, server: Server) -> tuple[int, str] | None:
+    """Before the 101: refuse a wrong token with 401; let the others in (a valid token,
+    or none: a guest, who may read or /login as AUTH_GUESTS says)."""
+    token = request.query.get("token") or request.cookies.get("token", "")
+    if token and who_has(token) is None:
+        server.log(f"{request.address[0]}: a wrong token, refused with 401")
+        return 401, "a valid token is needed"
+    return None
+
+
 def on_connect(user: User, server: Server) -> None:
     token = presented_token(user)
     name = who_has(token)
@@ -75,8 +90,6 @@ def on_connect(user: User, server: Server) -> None:
         welcome(user, name, server)
     elif guests_may_read():
         server.send(user, "* you may read; to post, send /login TOKEN")
-    elif token:
-        refuse(user, server)  # a wrong token: no second chance
     else:
         server.send(user, "* send /login TOKEN first")
         server.call_later(LOGIN_TIME, refuse, user, server)

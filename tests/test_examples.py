@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, ServerProcess
 from wsclient import Client
 
-from websocket.client import Connection, ConnectionClosed, connect
+from websocket.client import Connection, ConnectionClosed, HandshakeFailed, connect
 
 Start = Callable[..., ServerProcess]
 EXAMPLES = ROOT / "examples"
@@ -154,18 +154,21 @@ def test_auth_refuses_guests_when_configured(start_server: Start,
     server = start_server("--callback", example("auth.py"))
     with user(server, "/?token=s3cret") as alice:
         assert alice.recv(WAIT) == "* welcome alice, you may post"
-        cases: list[tuple[str, tuple[tuple[str, str], ...], str | None]] = [
-            ("/?token=nope", (), None),  # a wrong token in the URL: closed at once
-            ("/", (("Cookie", "token=nope"),), None),  # ... or in a cookie
-            ("/", (), "hello"),  # no token: the first message must be a /login
-            ("/", (("Cookie", 'token="unterminated'),), "/login nope"),
+        for path, headers in (("/?token=nope", ()), ("/", (("Cookie", "token=nope"),)),
+                              ("/", (("Cookie", 'token="unterminated'),))):
+            # A wrong token in the URL or a cookie: refused at the handshake (on_request).
+            with pytest.raises(HandshakeFailed) as failed:
+                connect(f"ws://127.0.0.1:{server.port}{path}", headers=headers, timeout=WAIT)
+            assert failed.value.status == 401
+            server.wait_for_log(r"a wrong token, refused with 401")
+        cases: list[tuple[tuple[tuple[str, str], ...], str]] = [
+            ((), "hello"),  # no token: the first message must be a /login
+            ((("Cookie", "theme=dark"),), "/login nope"),  # ... and be a valid one
         ]
-        for path, headers, first in cases:
-            guest = connect(f"ws://127.0.0.1:{server.port}{path}", headers=headers,
-                            timeout=WAIT)
-            if first is not None:
-                assert guest.recv(WAIT) == "* send /login TOKEN first"
-                guest.send(first)
+        for headers, first in cases:
+            guest = connect(f"ws://127.0.0.1:{server.port}/", headers=headers, timeout=WAIT)
+            assert guest.recv(WAIT) == "* send /login TOKEN first"
+            guest.send(first)
             with pytest.raises(ConnectionClosed) as closed:
                 guest.recv(WAIT)
             assert (closed.value.code, closed.value.reason) == (1008, "a valid token is needed")
