@@ -16,6 +16,9 @@ from collections.abc import Callable
 from websocket.callbacks import CallbackError, load
 from websocket.limits import DEFAULTS
 from websocket.server import Server, ServerError
+from websocket.tls import TlsConfigError, load_context
+from websocket.trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
+from websocket.wire import parse_networks
 
 log = logging.getLogger("websocket")
 RELOAD_INTERVAL = 1.0  # --reload: seconds between two looks at the script's file
@@ -46,6 +49,24 @@ def positive(kind: type) -> Callable[[str], object]:
             raise argparse.ArgumentTypeError("must be greater than 0")
         return value
     return convert
+
+
+def non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def network(text: str) -> str:
+    try:
+        parse_networks([text])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address or network: {text!r}") from None
+    return text
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -130,6 +151,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="readiness API: 'default' is the best the system has (epoll on "
                         "Linux); 'select' is plain select() as the article (at most ~1000 "
                         "users)")
+    parser.add_argument("--certfile", metavar="PEM",
+                        help="serve https:// and wss:// (TLS) with this certificate, followed "
+                        "by its intermediates (e.g. certbot's fullchain.pem)")
+    parser.add_argument("--keyfile", metavar="PEM",
+                        help="the certificate's private key (default: in --certfile too)")
+    parser.add_argument("--tls-min", choices=("1.2", "1.3"),
+                        help="oldest TLS version accepted (default: 1.2)")
+    parser.add_argument("--trace", action="store_true",
+                        help="log every connection's HTTP request and response and every "
+                        "frame both ways as an annotated hex dump (stderr)")
+    parser.add_argument("--trace-bytes", type=non_negative, metavar="N",
+                        default=DEFAULT_TRACE_BYTES,
+                        help="payload bytes shown per frame by --trace and /wire (default: "
+                        "%(default)d)")
+    parser.add_argument("--trace-page", action="store_true",
+                        help="serve /wire, a page showing the same trace live, to loopback "
+                        "addresses (and --trace-page-from); others get HTTP 403")
+    parser.add_argument("--trace-page-from", action="append", metavar="ADDR", default=[],
+                        type=network,
+                        help="also let this address or network (10.0.0.0/24) watch /wire; "
+                        "repeatable")
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true",
                           help="log every message and frame (direction, opcode, length)")
@@ -200,8 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server.py: error: bad port {args.port!r}: use a number from 0 to 65535",
               file=sys.stderr)
         return 1
+    for option, value in (("--keyfile", args.keyfile), ("--tls-min", args.tls_min)):
+        if value and not args.certfile:
+            print(f"server.py: error: {option} needs --certfile", file=sys.stderr)
+            return 1
     keep_freed_memory()
     try:
+        context = (load_context(args.certfile, args.keyfile, args.tls_min or "1.2")
+                   if args.certfile else None)
         callbacks = load(args.callback)
         if args.reload and callbacks.source is None:
             raise CallbackError("--reload needs --callback SCRIPT.py")
@@ -217,25 +265,35 @@ def main(argv: list[str] | None = None) -> int:
                         allowed_origins=args.allowed_origins, paths=args.paths,
                         trust_proxy=args.trust_proxy,
                         idle_timeout=args.idle_timeout or 0.0, metrics=args.metrics,
+                        ssl_context=context,
+                        trace=args.trace, trace_bytes=args.trace_bytes,
+                        trace_page=args.trace_page, trace_page_from=args.trace_page_from,
                         compression=args.compression)
         server.listen()
-    except (CallbackError, ServerError) as exc:
+    except (CallbackError, ServerError, TlsConfigError) as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 1
     host = url_host(args.address)
     log.info("Server started : %s", time.strftime("%Y-%m-%d %H:%M:%S"))
     log.info("Listening on   : %s port %d (%s)", args.address, server.port,
              describe_address(args.address))
-    log.info("Chat page      : http://%s:%d/", host, server.port)
+    secure = "s" if context is not None else ""
+    log.info("Chat page      : http%s://%s:%d/", secure, host, server.port)
     for path in args.paths or ["/"]:
-        log.info("WebSocket URL  : ws://%s:%d%s", host, server.port, path)
+        log.info("WebSocket URL  : ws%s://%s:%d%s", secure, host, server.port, path)
+    if context is not None:
+        log.info("TLS            : %s, TLS %s and newer", args.certfile, args.tls_min or "1.2")
     if args.metrics:
-        log.info("Metrics        : http://%s:%d/metrics", host, server.port)
+        log.info("Metrics        : http%s://%s:%d/metrics", secure, host, server.port)
     log.info("Callback       : %s%s; selector: %s; compression: %s", callbacks.name,
              " (reloaded when it changes)" if args.reload else "", server.selector_name,
              "permessage-deflate" if args.compression else "off")
     if callbacks.pages is not None:
         log.info("Pages          : %s (instead of client/)", callbacks.pages)
+    if args.trace_page:
+        log.info("Wire page      : http://%s:%d/wire (the trace, live)", host, server.port)
+    elif args.trace_page_from:
+        log.warning("--trace-page-from does nothing without --trace-page")
     log.info("CTRL-C to quit")
     # From here on the loop handles Ctrl-C and SIGTERM (a graceful shutdown; twice: at
     # once). Outside it they are ignored, so a second one that comes while the process

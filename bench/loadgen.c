@@ -11,6 +11,10 @@
  *     frame whose payload length is the benchmark's message size; payload bytes are never read
  *     (long payloads, and everything in --proto raw, are discarded in the kernel: MSG_TRUNC).
  *   - in --proto raw (the framing-free relay) a delivery is `--size` bytes of the byte stream.
+ *   - --tls: every connection speaks TLS (OpenSSL, the certificate is not checked: the same
+ *     one is given to every target), wss://. Each socket has one SSL object; its handshake is
+ *     driven by readiness like everything else; writes are partial-write SSL_write()s from the
+ *     same burst buffer; reads decrypt every byte (no MSG_TRUNC), up to 16 records a wake-up.
  *
  *   - it polls at most every --poll-us microseconds (200) when little is ready, so that
  *     wake-ups are shared by many deliveries; this adds at most that much to a latency.
@@ -60,6 +64,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -74,7 +80,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-enum { ST_FREE, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_DEAD };
+enum { ST_FREE, ST_CONNECTING, ST_TLS, ST_HANDSHAKE, ST_OPEN, ST_DEAD };
 enum { F_CONNECT, F_HTTP, F_EOF_HS, F_RESET_HS, F_TIMEOUT, F_BAD_ACCEPT, F_CLOSED_OPEN, F_NREASONS };
 static const char *reason_names[F_NREASONS] = {
     "connect_error", "http_refused", "closed_before_101", "reset_before_101",
@@ -84,6 +90,7 @@ enum { PH_CONNECT, PH_SYNC, PH_RUN, PH_DONE };
 
 struct conn {
     int fd;
+    SSL *ssl;          /* --tls: this connection's TLS state (NULL: plain TCP) */
     uint8_t state;
     uint8_t want_out;
     uint8_t hlen, hneed;
@@ -119,6 +126,8 @@ static const char *opt_host = "127.0.0.1";
 static int opt_port = 0;
 static const char *opt_path = "/";
 static int opt_raw = 0;
+static int opt_tls = 0;
+static SSL_CTX *tls_ctx;
 static const char *opt_mode = "echo";
 static int opt_conns = 10;
 static int opt_senders = 1;
@@ -359,6 +368,10 @@ static void kill_conn(struct conn *c, int reason) {
         n_failed++;
     }
     c->state = ST_DEAD;
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
     if (c->fd >= 0) {
         struct linger lg = {1, 0}; /* abortive close: no TIME_WAIT pile-up between runs */
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -406,11 +419,37 @@ static void start_connect(struct conn *c) {
     ep_set(c, EPOLLOUT, EPOLL_CTL_ADD);
 }
 
+/* send()/recv() on the socket, or through TLS: the same results (EAGAIN when OpenSSL wants
+   to wait for the socket, whichever way). */
+static ssize_t io_send(struct conn *c, const void *buf, size_t len) {
+    if (!c->ssl) return send(c->fd, buf, len, MSG_NOSIGNAL);
+    int n = SSL_write(c->ssl, buf, len > (1u << 30) ? (int)(1u << 30) : (int)len);
+    if (n > 0) return n;
+    int e = SSL_get_error(c->ssl, n);
+    errno = (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) ? EAGAIN : ECONNRESET;
+    return -1;
+}
+
+static ssize_t io_recv(struct conn *c, void *buf, size_t len) {
+    if (!c->ssl) return recv(c->fd, buf, len, 0);
+    int n = SSL_read(c->ssl, buf, len > (1u << 30) ? (int)(1u << 30) : (int)len);
+    if (n > 0) return n;
+    int e = SSL_get_error(c->ssl, n);
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    ERR_clear_error();
+    errno = ECONNRESET;
+    return -1;
+}
+
 static void flush(struct conn *c) {
     while (c->out_left) {
         size_t len = burst_len - c->out_pos;
         if (len > c->out_left) len = c->out_left;
-        ssize_t n = send(c->fd, burst + c->out_pos, len, MSG_NOSIGNAL);
+        ssize_t n = io_send(c, burst + c->out_pos, len);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 if (!c->want_out) {
@@ -427,7 +466,7 @@ static void flush(struct conn *c) {
         c->out_pos = (uint32_t)((c->out_pos + (size_t)n) % (opt_deflate ? burst_len : flen));
     }
     while (c->ooff < c->olen) {
-        ssize_t n = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+        ssize_t n = io_send(c, c->obuf + c->ooff, c->olen - c->ooff);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 if (!c->want_out) {
@@ -607,7 +646,7 @@ static void on_open(struct conn *c) {
 
 static void handle_handshake(struct conn *c) {
     if (!c->hsbuf) c->hsbuf = malloc(4096);
-    ssize_t n = recv(c->fd, c->hsbuf + c->hslen, 4095 - c->hslen, 0);
+    ssize_t n = io_recv(c, c->hsbuf + c->hslen, 4095 - c->hslen);
     if (n == 0) {
         kill_conn(c, F_EOF_HS);
         return;
@@ -651,7 +690,39 @@ static void handle_handshake(struct conn *c) {
     if (rest) parse_ws(c, tmp, rest);
 }
 
+/* The upgrade request, once the connection (and its TLS) is up. */
+static void send_upgrade(struct conn *c) {
+    size_t len;
+    const char *req = handshake_request(&len);
+    if (io_send(c, req, len) != (ssize_t)len) {
+        kill_conn(c, F_CONNECT);
+        return;
+    }
+    c->state = ST_HANDSHAKE;
+    ep_set(c, EPOLLIN, EPOLL_CTL_MOD);
+}
+
+/* --tls: one more round of the client's TLS handshake. */
+static void tls_step(struct conn *c) {
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        send_upgrade(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) ep_set(c, EPOLLIN, EPOLL_CTL_MOD);
+    else if (e == SSL_ERROR_WANT_WRITE) ep_set(c, EPOLLOUT, EPOLL_CTL_MOD);
+    else {
+        ERR_clear_error();
+        kill_conn(c, F_CONNECT);
+    }
+}
+
 static void handle_event(struct conn *c, uint32_t ev) {
+    if (c->state == ST_TLS) {
+        tls_step(c);
+        return;
+    }
     if (c->state == ST_CONNECTING) {
         int err = 0;
         socklen_t l = sizeof err;
@@ -665,19 +736,22 @@ static void handle_event(struct conn *c, uint32_t ev) {
             ep_set(c, EPOLLIN, EPOLL_CTL_MOD);
             return;
         }
-        size_t len;
-        const char *req = handshake_request(&len);
-        if (send(c->fd, req, len, MSG_NOSIGNAL) != (ssize_t)len) {
-            kill_conn(c, F_CONNECT);
+        if (opt_tls) {
+            c->ssl = SSL_new(tls_ctx);
+            if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) die("SSL_new failed");
+            SSL_set_connect_state(c->ssl);
+            c->state = ST_TLS;
+            tls_step(c);
             return;
         }
-        c->state = ST_HANDSHAKE;
-        ep_set(c, EPOLLIN, EPOLL_CTL_MOD);
+        send_upgrade(c);
         return;
     }
     if (c->state == ST_HANDSHAKE) {
         handle_handshake(c);
-        return;
+        /* TLS may hold decrypted frames that came with the 101: epoll cannot see them. */
+        if (!(c->ssl && c->state == ST_OPEN && SSL_pending(c->ssl) > 0)) return;
+        ev = EPOLLIN;
     }
     if (c->state != ST_OPEN) return;
     if (ev & EPOLLOUT) {
@@ -686,7 +760,7 @@ static void handle_event(struct conn *c, uint32_t ev) {
     }
     if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         ssize_t n;
-        if (opt_raw || (c->payload_left >= 4096 && !c->zcur)) {
+        if (!c->ssl && (opt_raw || (c->payload_left >= 4096 && !c->zcur))) {
             /* Bytes that are only counted are discarded in the kernel, never copied here
                (MSG_TRUNC on a TCP socket). */
             size_t want = opt_raw ? (size_t)1 << 22
@@ -699,6 +773,26 @@ static void handle_event(struct conn *c, uint32_t ev) {
                 pump(c, now());
                 return;
             }
+        } else if (c->ssl) {
+            /* SSL_read() gives one record at a time: take several per wake-up (what is left
+               is in the kernel, which epoll sees: rbuf is larger than any record). */
+            int got = 0;
+            for (int i = 0; i < 16; i++) {
+                n = io_recv(c, rbuf, sizeof rbuf);
+                if (n <= 0) break;
+                got = 1;
+                parse_ws(c, rbuf, (size_t)n);
+                if (c->got_close) {
+                    kill_conn(c, F_CLOSED_OPEN);
+                    return;
+                }
+            }
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                kill_conn(c, F_CLOSED_OPEN);
+                return;
+            }
+            if (got) pump(c, now());
+            return;
         } else {
             n = recv(c->fd, rbuf, sizeof rbuf, 0);
         }
@@ -1275,7 +1369,7 @@ static void print_common(double gen0, double gen1, double srv0, double srv1) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen --port P [--host 127.0.0.1] [--raw] --mode echo|fanout|idle|openloop\n"
+            "usage: loadgen --port P [--host 127.0.0.1] [--raw | --tls] --mode echo|fanout|idle|openloop\n"
             "  [--conns N] [--senders K] [--messages M] [--size BYTES] [--window W]\n"
             "  [--broadcasts B] [--pending C] [--allow-fail] [--timeout S]\n"
             "  [--connect-timeout S] [--server-pid PID] [--poll-us US] [--duration S]\n"
@@ -1293,6 +1387,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--port")) opt_port = atoi(ARG);
         else if (!strcmp(a, "--path")) opt_path = ARG;
         else if (!strcmp(a, "--raw")) opt_raw = 1;
+        else if (!strcmp(a, "--tls")) opt_tls = 1;
         else if (!strcmp(a, "--mode")) opt_mode = ARG;
         else if (!strcmp(a, "--conns")) opt_conns = atoi(ARG);
         else if (!strcmp(a, "--senders")) opt_senders = atoi(ARG);
@@ -1324,6 +1419,15 @@ int main(int argc, char **argv) {
         mode_idle = !strcmp(opt_mode, "idle"), mode_ol = !strcmp(opt_mode, "openloop");
     if (!mode_echo && !mode_fan && !mode_idle && !mode_ol) usage();
     if (mode_ol && opt_raw) die("openloop needs WebSocket framing (message ids): not --raw");
+    if (opt_tls && opt_raw) die("--tls and --raw: the raw relay speaks no TLS");
+    if (opt_tls) {
+        tls_ctx = SSL_CTX_new(TLS_client_method());
+        if (!tls_ctx) die("SSL_CTX_new failed");
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL); /* the benchmark's own certificate */
+        /* send()'s semantics: a write may take part of the buffer. */
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
     if (opt_deflate && (opt_raw || mode_ol || mode_echo))
         die("--deflate is for --mode fanout and idle, over WebSocket");
     if (mode_ol && (opt_step_s <= 0 || opt_drain_s < 0 || opt_max_fails < 1)) usage();
@@ -1430,7 +1534,7 @@ int main(int argc, char **argv) {
     if (min_got == UINT64_MAX) min_got = 0;
 
     printf("{\"mode\": \"%s\", \"proto\": \"%s\", \"size\": %ld, \"ok\": %s, ", opt_mode,
-           opt_raw ? "raw" : "ws", opt_size, ok ? "true" : "false");
+           opt_raw ? "raw" : opt_tls ? "wss" : "ws", opt_size, ok ? "true" : "false");
     print_common(gen0, gen1, srv0, srv1);
     printf(", \"connect_s\": %.4f, \"sync_rounds\": %d, \"other_frames\": %llu",
            t_connected - t0, sync_rounds, (unsigned long long)other);

@@ -47,7 +47,9 @@ RESULTS = BENCH / "results"
 DOC = ROOT / "docs" / "performance.md"
 PLOT = ROOT / "docs" / "fanout.png"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
-SCENARIOS = ("echo", "fanout", "idle", "large", "select", "openloop", "deflate")
+SCENARIOS = ("echo", "fanout", "idle", "large", "select", "openloop", "wss-echo", "wss-fanout",
+             "deflate")
+TLS_DIR = VENV / "tls"  # the one certificate every target serves wss:// with (made by openssl)
 # permessage-deflate (RFC 7692) negotiated by every client: the targets that can compress.
 DEFLATE_TARGETS = ("ours", "websockets")
 MiB = 1024 * 1024
@@ -66,6 +68,7 @@ class Plan:
     small: int = 32  # bytes of every small text message
     fanout_users: tuple[int, ...] = (10, 100, 1000)
     fanout_senders: int = 10
+    wss_users: int = 100  # wss-echo and wss-fanout: the echo and fan-out cases, over TLS
     fanout_window: int = 32  # a sender may be this many messages (x senders) ahead of itself
     fanout_deliveries: int = 400_000  # per run: users * senders * messages
     idle_users: tuple[int, ...] = (1000, 5000, 10000)
@@ -139,13 +142,31 @@ def ensure_loadgen() -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     try:
-        # zlib (-lz, Debian's zlib1g-dev): --deflate inflates what it receives
-        subprocess.run([cc, "-O2", "-Wall", "-o", str(tmp), str(LOADGEN_SRC), "-lz"],
-                       check=True)
+        # --tls needs OpenSSL (Debian: libssl-dev); --deflate inflates with zlib (zlib1g-dev).
+        subprocess.run([cc, "-O2", "-Wall", "-o", str(tmp), str(LOADGEN_SRC), "-lssl",
+                        "-lcrypto", "-lz"], check=True)
         os.replace(tmp, out)  # atomic: a concurrent run sees no half-written binary
     finally:
         tmp.unlink(missing_ok=True)
     return str(out)
+
+
+def ensure_certificate() -> tuple[str, str]:
+    """A self-signed EC P-256 certificate for 127.0.0.1 (once), the same file for every target.
+    The generator does not check it: what is measured is TLS's cost, not trust."""
+    cert, key = TLS_DIR / "cert.pem", TLS_DIR / "key.pem"
+    if cert.exists() and key.exists():
+        return str(cert), str(key)
+    openssl = shutil.which("openssl")
+    if not openssl:
+        sys.exit("bench: the wss scenarios need the openssl command (apt-get install openssl)")
+    TLS_DIR.mkdir(parents=True, exist_ok=True)
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "365", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return str(cert), str(key)
 
 
 def pick_cores() -> tuple[int | None, int | None]:
@@ -168,14 +189,17 @@ class Env:
     gen_cpu: int | None
     profile: str | None = None
     profile_dir: Path = RESULTS
+    tls: tuple[str, str] | None = None  # (certificate, key) for the wss scenarios
     runs: list[dict[str, Any]] = field(default_factory=list)
     ours_options: tuple[str, ...] = ()  # --ours-option: more options for our server
 
 
 def run_case(env: Env, target: Target, scenario: str, case: str, mode: str,
              gen_args: list[str], selector: str | None = None, repeat: int = 0,
-             timeout: float | None = None, deflate: bool = False) -> dict[str, Any]:
-    """Start `target` in `mode`, run the generator once, stop the target; return the result."""
+             timeout: float | None = None, tls: bool = False,
+             deflate: bool = False) -> dict[str, Any]:
+    """Start `target` in `mode`, run the generator once, stop the target; return the result.
+    `tls`: the target serves wss:// (env.tls) and the generator speaks TLS."""
     timeout = timeout or env.plan.timeout
     wrapper: list[str] = []
     prof_out: Path | None = None
@@ -186,7 +210,7 @@ def run_case(env: Env, target: Target, scenario: str, case: str, mode: str,
     port = free_port() if target is OURS else 0  # with -q our server does not log its port
     size = int(gen_args[gen_args.index("--size") + 1])
     argv = command(target, mode, python_for(target, env.venv_python), selector, wrapper, port,
-                   size, env.ours_options, deflate=deflate)
+                   size, env.tls if tls else None, env.ours_options, deflate=deflate)
     result: dict[str, Any] = {"target": target.name, "scenario": scenario, "case": case,
                               "repeat": repeat, "selector": selector}
     t0 = time.monotonic()
@@ -204,6 +228,8 @@ def run_case(env: Env, target: Target, scenario: str, case: str, mode: str,
                "--server-pid", str(server.pid), "--timeout", str(timeout), *gen_args]
         if target.proto == "raw":
             gen.append("--raw")
+        if tls:
+            gen.append("--tls")
         result["generator"] = " ".join(Path(gen[0]).name if i == 0 else a
                                        for i, a in enumerate(gen))
         pin = (lambda: os.sched_setaffinity(0, {env.gen_cpu})) if env.gen_cpu is not None \
@@ -295,6 +321,17 @@ def skipped(env: Env, target: Target, scenario: str, users: int) -> bool:
     return True
 
 
+def tls_missing(env: Env, target: Target, scenario: str, users: int) -> bool:
+    """Record (once) that `target` cannot serve wss:// at all, instead of running it."""
+    if target.tls:
+        return False
+    env.runs.append({"target": target.name, "scenario": scenario, "case": str(users),
+                     "repeat": 0, "ok": False, "skipped": True,
+                     "error": "n/a: it speaks no TLS"})
+    log(f"  {target.name:<24} {scenario:<7} {users:<12} n/a (no TLS)")
+    return True
+
+
 def echo_args(p: Plan) -> list[str]:
     return ["--mode", "echo", "--conns", str(p.echo_users), "--window", str(p.echo_window),
             "--messages", str(p.echo_messages), "--size", str(p.small),
@@ -349,6 +386,33 @@ def scenario_fanout(env: Env, targets: list[Target], users: list[int] | None) ->
                 continue
             for r in range(p.repeats):
                 res = run_case(env, t, "fanout", str(n), "chat", fanout_args(p, n), repeat=r)
+                progress(res, lambda x: f"{x['deliveries_per_s']:,.0f} deliveries/s  last after "
+                                        f"{x['t_last_s'] * 1e3:,.0f} ms")
+
+
+def scenario_wss_echo(env: Env, targets: list[Target], users: list[int] | None) -> None:
+    """The echo scenario over wss://, every target with the same certificate."""
+    p = replace(env.plan, echo_users=(users or [env.plan.wss_users])[0])
+    for t in targets:
+        if tls_missing(env, t, "wss-echo", p.echo_users):
+            continue
+        for r in range(p.repeats):
+            res = run_case(env, t, "wss-echo", str(p.echo_users), "echo", echo_args(p),
+                           repeat=r, tls=True)
+            progress(res, lambda x: f"{x['msgs_per_s']:,.0f} msg/s  p50 {x['lat_p50_ms']:.2f} ms"
+                                    f"  p99 {x['lat_p99_ms']:.2f} ms")
+
+
+def scenario_wss_fanout(env: Env, targets: list[Target], users: list[int] | None) -> None:
+    """The fan-out scenario over wss://, every target with the same certificate."""
+    p = env.plan
+    for n in users or [p.wss_users]:
+        for t in targets:
+            if skipped(env, t, "wss-fanout", n) or tls_missing(env, t, "wss-fanout", n):
+                continue
+            for r in range(p.repeats):
+                res = run_case(env, t, "wss-fanout", str(n), "chat", fanout_args(p, n),
+                               repeat=r, tls=True)
                 progress(res, lambda x: f"{x['deliveries_per_s']:,.0f} deliveries/s  last after "
                                         f"{x['t_last_s'] * 1e3:,.0f} ms")
 
@@ -517,6 +581,7 @@ def deflate_ok(r: dict[str, Any]) -> bool:
 RUNNERS: dict[str, Callable[[Env, list[Target], list[int] | None], None]] = {
     "echo": scenario_echo, "fanout": scenario_fanout, "idle": scenario_idle,
     "large": scenario_large, "select": scenario_select, "openloop": scenario_openloop,
+    "wss-echo": scenario_wss_echo, "wss-fanout": scenario_wss_fanout,
     "deflate": scenario_deflate}
 
 
@@ -560,6 +625,16 @@ def metrics(plan: Plan, runs: list[dict[str, Any]]) -> list[Metric]:
                        lambda r: r["deliveries_per_s"], True),
                 Metric("fanout", case, f"fan-out, {int(case):,} users: last user has the last "
                        "message after", "ms", lambda r: r["t_last_s"] * 1e3, False)]
+    for case in cases.get("wss-echo", []):
+        out += [Metric("wss-echo", case, f"wss:// echo, {case} connections", "msg/s",
+                       lambda r: r["msgs_per_s"], True),
+                Metric("wss-echo", case, "wss:// echo latency p99", "ms",
+                       lambda r: r["lat_p99_ms"], False)]
+    for case in sorted(cases.get("wss-fanout", []), key=int):
+        out += [Metric("wss-fanout", case, f"wss:// fan-out, {int(case):,} users",
+                       "deliveries/s", lambda r: r["deliveries_per_s"], True),
+                Metric("wss-fanout", case, f"wss:// fan-out, {int(case):,} users: last user has "
+                       "the last message after", "ms", lambda r: r["t_last_s"] * 1e3, False)]
     for case in sorted(cases.get("idle", []), key=int):
         out += [Metric("idle", case, f"idle, {int(case):,} users: RSS per user", "B",
                        lambda r: r["rss_per_user_b"], False),
@@ -770,7 +845,8 @@ def cpu_view(r: dict[str, Any]) -> tuple[str, float, float, float] | None:
     An open-loop run is judged at its capacity step (its highest passing rate): that is the
     load the headline number is about."""
     if not r.get("ok") or r["scenario"] not in ("echo", "fanout", "large", "select",
-                                                 "openloop", "deflate"):
+                                                 "openloop", "wss-echo", "wss-fanout",
+                                                 "deflate"):
         return None
     if r["scenario"] == "deflate" and not r["case"].startswith("fanout"):
         return None
@@ -829,6 +905,13 @@ def check_targets(runs: list[dict[str, Any]]) -> list[str]:
         ratio = a / b if a and b else None
         out.append(f"- fan-out at {int(n):,} users ≥ 2x websockets deliveries/s: "
                    f"{verdict(None if ratio is None else ratio >= 2)}"
+                   + (f" ({ratio:.2f}x)" if ratio else ""))
+    for n in sorted({r["case"] for r in runs if r["scenario"] == "wss-fanout"}, key=int):
+        a = med("wss-fanout", n, "ours", lambda r: r["deliveries_per_s"])
+        b = med("wss-fanout", n, "websockets", lambda r: r["deliveries_per_s"])
+        ratio = a / b if a and b else None
+        out.append(f"- wss:// fan-out at {int(n):,} users ≥ 2x websockets over wss:// "
+                   f"deliveries/s: {verdict(None if ratio is None else ratio >= 2)}"
                    + (f" ({ratio:.2f}x)" if ratio else ""))
     for case in sorted({r["case"] for r in runs if r["scenario"] == "echo"}):
         a = med("echo", case, "ours", lambda r: r["msgs_per_s"])
@@ -1026,7 +1109,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log("bench: fewer than 2 cores: server and generator are not pinned")
     env = Env(plan, venv_python, loadgen, server_cpu, gen_cpu, profile=args.profile,
-              ours_options=tuple(args.ours_option))
+              ours_options=tuple(args.ours_option),
+              tls=ensure_certificate() if any(s.startswith("wss") for s in scenarios) else None)
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     log(f"bench: {'quick' if args.quick else 'full'} run, targets: "

@@ -25,7 +25,7 @@ ROOT = BENCH.parent
 PEERS = BENCH / "peers"
 HOST = "127.0.0.1"
 
-OURS_READY = re.compile(r"Chat page\s*:\s*http://[^\s/]+:(\d+)/")
+OURS_READY = re.compile(r"Chat page\s*:\s*https?://[^\s/]+:(\d+)/")
 PEER_READY = re.compile(r"^LISTENING \S+:(\d+)$")
 
 
@@ -39,6 +39,7 @@ class Target:
     ready: re.Pattern[str]
     in_venv: bool  # run with bench/.venv's python (peers) or plain python3 (ours, relay)
     max_users: int = 0  # a hard limit of its design (0: none); more are not attempted
+    tls: bool = True  # it can serve wss:// (the wss scenarios)
 
 
 OURS = Target("ours", "ours", ROOT / "server.py", None, "ws", OURS_READY, False)
@@ -51,7 +52,8 @@ TARGETS: tuple[Target, ...] = (
     Target("simple-websocket-server", "simple-websocket-server",
            PEERS / "peer_simple_websocket_server.py", "simple_websocket_server", "ws",
            PEER_READY, True, max_users=1000),  # select(): no fd above FD_SETSIZE (1,024)
-    Target("raw-relay", "raw TCP relay", PEERS / "raw_relay.py", None, "raw", PEER_READY, False),
+    Target("raw-relay", "raw TCP relay", PEERS / "raw_relay.py", None, "raw", PEER_READY, False,
+           tls=False),
 )
 BY_NAME = {t.name: t for t in TARGETS}
 
@@ -68,23 +70,26 @@ def free_port() -> int:
 
 def command(target: Target, mode: str, python: str, selector: str | None = None,
             wrapper: Sequence[str] = (), port: int = 0, message_size: int = 0,
-            ours_options: Sequence[str] = (), deflate: bool = False) -> list[str]:
+            tls: tuple[str, str] | None = None, ours_options: Sequence[str] = (),
+            deflate: bool = False) -> list[str]:
     """The argv that starts `target` in `mode` ("chat" or "echo"); port 0 picks a free one.
 
-    `message_size` tells the framing-free relay how much to read per recv() (one message);
+    `message_size` tells the framing-free relay how much to read per recv() (one message).
+    `tls`: (certificate, key) files: serve wss:// (the same options for every target).
     `ours_options` are added to our server's options (bench/run.py --ours-option).
     `deflate`: permessage-deflate as the target does it by default (ours always agrees to it
     unless --no-compression; the websockets adapter turns it off otherwise).
     """
+    tls_args = ["--certfile", tls[0], "--keyfile", tls[1]] if tls else []
     if target is OURS:
-        argv = [python, *wrapper, str(target.script), HOST, str(port), *OURS_OPTIONS,
+        argv = [python, *wrapper, str(target.script), HOST, str(port), *OURS_OPTIONS, *tls_args,
                 *ours_options]
         if mode == "echo":
             argv += ["--callback", "echo"]
         if selector:
             argv += ["--selector", selector]
         return argv
-    argv = [python, *wrapper, str(target.script), HOST, "0", "--mode", mode]
+    argv = [python, *wrapper, str(target.script), HOST, "0", "--mode", mode, *tls_args]
     if deflate:
         argv.append("--deflate")
     if target.proto == "raw" and message_size:

@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "server.py"
-PAGE_URL = re.compile(r"Chat page\s*:\s*(http://(\S+):(\d+)/)")
+PAGE_URL = re.compile(r"Chat page\s*:\s*(https?://(\S+):(\d+)/)")
 
 
 class ServerProcess:
@@ -52,7 +52,8 @@ class ServerProcess:
         self.host = address
         self.port = int(match.group(3))
         host = f"[{address}]" if ":" in address else address
-        self.ws_url = f"ws://{host}:{self.port}/"
+        scheme = "wss" if self.page_url.startswith("https:") else "ws"
+        self.ws_url = f"{scheme}://{host}:{self.port}/"
 
     def _drain(self, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]

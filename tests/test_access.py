@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 from conftest import ServerProcess
+from hypothesis import given
+from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
-from wsclient import Client, close_payload, draft75_request
+from wsclient import Client, close_payload, draft75_request, wait_until
 
 from websocket.access import (
     MAX_REASON,
@@ -91,6 +93,17 @@ def test_refusals(result: object, status: int, reason: str) -> None:
     refusal = refusal_from(result)
     assert refusal is not None
     assert (refusal.status, refusal.reason) == (status, reason)
+
+
+@given(st.text(), st.lists(st.tuples(st.sampled_from(["Cookie", "cookie", "X"]), st.text())))
+def test_any_request_from_the_network_can_be_taken_apart(target: str,
+                                                         headers: list[tuple[str, str]]) -> None:
+    """The target and headers are the client's: taking them apart never raises."""
+    seen = UpgradeRequest.from_request("/" + target, tuple(headers), ("192.0.2.1", 1), None,
+                                       "h")
+    assert seen.path.startswith("/")
+    assert all(isinstance(value, str) for value in seen.cookies.values())
+    repr(seen)
 
 
 def test_none_accepts() -> None:
@@ -415,3 +428,34 @@ def test_the_readme_token_example_works(start_server: Start, tmp_path: Path) -> 
                  open_timeout=TIMEOUT, proxy=None) as alice:
         alice.send("hi")
         assert alice.recv(TIMEOUT) == "hi"
+
+
+def test_a_flood_of_refused_and_raising_upgrades_costs_nobody_else(hooked: ServerProcess) \
+        -> None:
+    """An attacker opens 60 connections at once, each sending an upgrade that on_request
+    refuses or raises on, in one packet, and never reads; a healthy user chats meanwhile."""
+    healthy = Client(hooked.port).handshake("/")
+    attackers = []
+    for n in range(60):
+        attacker = Client(hooked.port)
+        query = "?do=raise" if n % 3 == 0 else "?do=refuse"
+        request = attacker.upgrade_request("/" + query)[0]
+        attacker.send(request + request)  # a second one pipelined behind the first
+        attackers.append(attacker)
+    worst = 0.0
+    for n in range(100):
+        started = time.monotonic()
+        healthy.send_text(f"healthy {n}")
+        assert healthy.recv_message() == f"healthy {n}"  # every one, in order
+        worst = max(worst, time.monotonic() - started)
+    print(f"healthy user's worst round trip during the flood: {worst * 1000:.1f} ms")
+    for n, attacker in enumerate(attackers):
+        status, _, _ = attacker.http_response()
+        assert status == (500 if n % 3 == 0 else 403)
+        assert attacker.at_eof()  # one answer: the pipelined request is never parsed
+        attacker.close()
+    assert wait_until(lambda: hooked.log.count(
+        "HTTP 403: refused by the server's on_request check") == 40), hooked.log
+    assert wait_until(lambda: hooked.log.count("on_request() raised; refusing with 500") == 20)
+    assert worst < 2.0, worst  # nobody waited on the refusals (generous for a loaded CI)
+    healthy.close_handshake()

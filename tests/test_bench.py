@@ -52,12 +52,13 @@ def unavailable(target: Target) -> str | None:
     return None
 
 
-def start(target: Target, mode: str, deflate: bool = False) -> Running:
+def start(target: Target, mode: str, tls: tuple[str, str] | None = None,
+          deflate: bool = False) -> Running:
     reason = unavailable(target)
     if reason:
         pytest.skip(f"{target.name}: {reason}")
     port = free_port() if target is OURS else 0
-    argv = command(target, mode, sys.executable, port=port, deflate=deflate)
+    argv = command(target, mode, sys.executable, port=port, tls=tls, deflate=deflate)
     return Running(target, argv, timeout=20, port=port)
 
 
@@ -201,8 +202,10 @@ def loadgen(tmp_path_factory: pytest.TempPathFactory) -> str:
                         pytrace=False)
         pytest.skip(reason)
     out = tmp_path_factory.mktemp("loadgen") / "loadgen"
+    # As bench/run.py builds it: --tls needs OpenSSL (Debian: libssl-dev).
     subprocess.run([cc, "-O2", "-Wall", "-o", str(out),
-                    str(ROOT / "bench" / "loadgen.c"), "-lz"], check=True)  # zlib1g-dev
+                    str(ROOT / "bench" / "loadgen.c"), "-lssl", "-lcrypto", "-lz"],
+                   check=True)  # libssl-dev, zlib1g-dev
     return str(out)
 
 
@@ -244,6 +247,45 @@ def test_loadgen_counts_every_delivery(target: Target, loadgen: str,
     assert res["ok"] and res["messages"] == 4 * 50 and res["failed"] == 0
     assert 0 < res["lat_p50_ms"] <= res["lat_p99_ms"]
     big = drive(loadgen, echo, "--mode", "echo", "--conns", "1", "--window", "2",
+                "--messages", "3", "--size", str(1024 * 1024))
+    assert big["ok"] and big["messages"] == 3
+    assert echo.alive()
+
+
+TLS_TARGETS = [t for t in WS_TARGETS if t.tls]
+
+
+@pytest.mark.parametrize("target", TLS_TARGETS, ids=[t.name for t in TLS_TARGETS])
+def test_wss_targets_and_loadgen_over_tls(target: Target, loadgen: str, started: list[Running],
+                                          tmp_path: Path) -> None:
+    """The wss scenarios: every target serves wss:// with the one certificate (checked with
+    the websockets client, which trusts its CA), and the generator's --tls counts are exact."""
+    from tls import make_certificates, require_openssl
+    from websockets.sync.client import connect
+
+    require_openssl()
+    certs = make_certificates(tmp_path / "tls")
+    files = (str(certs.cert), str(certs.key))
+    chat = start(target, "chat", tls=files)
+    started.append(chat)
+    url = f"wss://localhost:{chat.port}/"
+    with contextlib.ExitStack() as stack:
+        users = [stack.enter_context(connect(url, ssl=certs.client_context(), open_timeout=10,
+                                             compression=None)) for _ in range(3)]
+        time.sleep(0.2)  # every user is in the chat before the message
+        users[0].send("over tls")
+        assert [u.recv(timeout=10) for u in users] == ["over tls"] * 3
+    fan = drive(loadgen, chat, "--tls", "--mode", "fanout", "--conns", "5", "--senders", "2",
+                "--messages", "30", "--window", "4", "--size", "40")
+    assert fan["ok"] and fan["proto"] == "wss" and fan["failed"] == 0
+    assert fan["min_user_got"] == 60 and fan["deliveries"] == 5 * 60
+    chat.stop()
+    echo = start(target, "echo", tls=files)
+    started.append(echo)
+    res = drive(loadgen, echo, "--tls", "--mode", "echo", "--conns", "4", "--window", "3",
+                "--messages", "50", "--size", "40")
+    assert res["ok"] and res["messages"] == 4 * 50 and res["failed"] == 0
+    big = drive(loadgen, echo, "--tls", "--mode", "echo", "--conns", "1", "--window", "2",
                 "--messages", "3", "--size", str(1024 * 1024))
     assert big["ok"] and big["messages"] == 3
     assert echo.alive()

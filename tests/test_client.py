@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+import select
 import selectors
 import shutil
 import signal
@@ -654,3 +655,51 @@ def test_wss_terminal(tls_echo_server: TlsTerminator, certificate: tuple[Path, P
     assert term.line() == "secret"
     assert term.finish() == 0
     assert "closed: the server answered 1000 (normal)" in term.stderr
+
+
+def test_wss_terminal_insecure_skips_the_certificate_check(
+        tls_echo_server: TlsTerminator, terminal: Callable[..., Terminal]) -> None:
+    term = terminal(tls_echo_server.url, "--insecure")  # the test certificate, unchecked
+    term.type("unchecked")
+    assert term.line() == "unchecked"
+    assert term.finish() == 0
+    assert "warning: --insecure: the server's certificate is not checked" in term.stderr
+
+
+def test_terminal_on_a_pty_ctrl_d_closes_with_1000(echo_server: ServerProcess) -> None:
+    """On a real terminal: lines typed with Enter are sent, Ctrl-D (0x04 at the start of a
+    line, which the tty turns into end-of-file) closes with 1000."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "websocket.client", echo_server.ws_url],
+                            stdin=follower, stdout=follower, stderr=follower, cwd=ROOT,
+                            close_fds=True)
+    os.close(follower)
+    seen = bytearray()
+
+    def wait_for(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while not done():
+            assert time.monotonic() < deadline, f"not there yet: {bytes(seen)!r}"
+            ready, _, _ = select.select([leader], [], [], 0.1)
+            if ready:
+                try:
+                    seen.extend(os.read(leader, 4096))
+                except OSError:  # EIO: the program has exited and closed the tty
+                    break
+        assert done(), f"not there: {bytes(seen)!r}"
+
+    line = "typed on a tty ✓".encode()
+    try:
+        wait_for(lambda: b"Ctrl-D closes" in seen)
+        os.write(leader, line + b"\n")
+        wait_for(lambda: seen.count(line) >= 2)  # the tty's echo, then the server's answer
+        os.write(leader, b"\x04")
+        wait_for(lambda: b"closed: the server answered 1000 (normal)" in seen)
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        os.close(leader)

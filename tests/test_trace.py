@@ -7,8 +7,11 @@ and in odd pieces, and must give the same blocks every time.
 from __future__ import annotations
 
 import hashlib
+import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from websocket import handshake, legacy
 from websocket.frames import encode_close, encode_frame
@@ -455,3 +458,121 @@ class TestConnectionTrace:
             compression_note(SERVER_TO_CLIENT, 7, 5, label="#4") == \
             ("#4 server->client  permessage-deflate: 7 bytes on the wire, 5 bytes inflated "
              "(RFC 7692)")
+
+
+# -- it never raises: whatever a peer sends, the trace cannot cost it its connection ----------
+
+_PREFIXES = [b"", RFC6455_REQUEST, DRAFT76_REQUEST,
+             b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.sampled_from(_PREFIXES), data=st.binary(max_size=600),
+       answer=st.binary(max_size=300), cuts=st.lists(st.integers(1, 40), min_size=1),
+       limit=st.integers(0, 70))
+def test_any_bytes_in_any_pieces_never_raise(prefix: bytes, data: bytes, answer: bytes,
+                                             cuts: list[int], limit: int) -> None:
+    trace = ConnectionTrace("#1", limit)
+    client = prefix + data
+    server = (server_answer(prefix) if prefix else b"") + answer
+    pos = [0, 0]
+    turn = 0
+    while pos[0] < len(client) or pos[1] < len(server):
+        size = cuts[turn % len(cuts)]
+        side = turn % 2
+        source = client if side == 0 else server
+        piece = source[pos[side]:pos[side] + size]
+        pos[side] += size
+        blocks = trace.client_bytes(piece) if side == 0 else trace.server_bytes(piece)
+        assert all(isinstance(block, str) and block for block in blocks)
+        turn += 1
+
+
+# -- compressed messages (RFC 7692): both sizes, from the trace's own inflater ---------------
+
+DEFLATE_RESPONSE = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                    b"Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10"
+                    b"\r\n\r\n")
+
+
+def rsv1(frame: bytes) -> bytes:
+    return bytes((frame[0] | 0x40,)) + frame[1:]
+
+
+def compressed_stream(*messages: bytes, window_bits: int = 15) -> list[bytes]:
+    """Each message compressed with zlib as a sender with context takeover would (§7.2.1)."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -window_bits)
+    out = []
+    for message in messages:
+        data = compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        assert data.endswith(b"\x00\x00\xff\xff")
+        out.append(data[:-4])
+    return out
+
+
+def deflate_trace(limit: int = 64) -> ConnectionTrace:
+    trace = ConnectionTrace("#5", limit)
+    assert len(trace.client_bytes(RFC6455_REQUEST)) == 1
+    assert len(trace.server_bytes(DEFLATE_RESPONSE)) == 1
+    return trace
+
+
+class TestCompressed:
+    def test_both_sizes_and_the_inflated_text(self) -> None:
+        text = "compressible text, " * 20
+        (payload,) = compressed_stream(text.encode(), window_bits=10)
+        trace = deflate_trace()
+        frame, note = trace.server_bytes(rsv1(encode_frame(1, payload)))
+        assert "RSV1 1" in frame and "note" not in frame
+        assert "the payload is DEFLATE data" in frame
+        assert note.split("\n")[0] == (
+            f"#5 server->client  permessage-deflate: {len(payload)} bytes on the wire, "
+            f"{len(text)} bytes inflated (RFC 7692)")
+        assert "|compressible tex|" in note
+        assert f"cut       {len(text) - 64} more inflated bytes not shown (limit 64)" in note
+
+    def test_context_takeover_fragments_and_pieces_of_one_byte(self) -> None:
+        first, second = compressed_stream(b"hello hello hello hello", b"hello hello hello")
+        client = (rsv1(encode_frame(1, first, mask=b"abcd"))
+                  + rsv1(encode_frame(1, second[:3], fin=False, mask=b"wxyz"))
+                  + encode_frame(9, b"ping between", mask=b"1234")  # §5.4: allowed
+                  + encode_frame(0, second[3:], mask=b"9876"))
+        trace = deflate_trace()
+        blocks = []
+        for byte in range(len(client)):
+            blocks += trace.client_bytes(client[byte:byte + 1])
+        notes = [block for block in blocks if "bytes inflated" in block]
+        assert [note.split("\n")[0].split("  ")[1] for note in notes] == [
+            f"permessage-deflate: {len(first)} bytes on the wire, 23 bytes inflated (RFC 7692)",
+            f"permessage-deflate: {len(second)} bytes on the wire, 17 bytes inflated (RFC 7692)"]
+        assert "|hello hello hell|" in notes[1]  # the second refers back into the first
+        assert len(second) < 10  # ... which is why it is so short
+        assert not any("note" in block for block in blocks)
+
+    def test_rules_broken_with_deflate_agreed(self) -> None:
+        trace = deflate_trace()
+        (payload,) = compressed_stream(b"x" * 50)
+        blocks = trace.server_bytes(rsv1(encode_frame(1, payload[:2], fin=False))
+                                    + rsv1(encode_frame(0, payload[2:]))
+                                    + bytes((0xa1, 0x00)))  # RSV2 on a text frame
+        assert "only a message's first frame may carry it (RFC 7692 §6.1)" in blocks[1]
+        assert "RSV bits set" in blocks[-1]
+
+    def test_without_agreement_rsv1_is_a_fault_and_nothing_is_inflated(self) -> None:
+        trace = ConnectionTrace("", 64)
+        trace.client_bytes(RFC6455_REQUEST)
+        trace.server_bytes(server_answer(RFC6455_REQUEST))
+        (block,) = trace.server_bytes(rsv1(encode_frame(1, b"\xca\x48\x05\x00")))
+        assert "RSV bits set: only an extension may set them" in block
+
+    def test_garbage_and_bombs_are_noted_not_followed(self,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        trace = deflate_trace()
+        blocks = trace.server_bytes(rsv1(encode_frame(2, b"\xff\xff\xff\xff")))
+        assert "does not inflate" in blocks[-1] and "1007" in blocks[-1]
+        monkeypatch.setattr("websocket.trace_deflate.MAX_INFLATE", 100_000)
+        trace = deflate_trace()
+        (bomb,) = compressed_stream(bytes(10_000_000))
+        blocks = trace.server_bytes(rsv1(encode_frame(2, bomb)))
+        assert "inflates to more than 100000 bytes: not followed" in blocks[-1]

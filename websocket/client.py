@@ -7,7 +7,8 @@ As a module, for tests, examples and scripts:
         print(ws.recv(timeout=5))
 
 As a program: `python3 -m websocket.client ws://127.0.0.1:8080/` sends each line typed and
-prints each message received; Ctrl-D closes with 1000 (`--help` lists the options).
+prints each message received; Ctrl-D closes with 1000 (`--help` lists the options). The
+program is `websocket.terminal`; the handshake's sans-I/O half is `websocket.client_handshake`.
 
 It speaks the client side of RFC 6455 only: every frame it sends is masked with a fresh
 random key (§5.3), it checks the server's Sec-WebSocket-Accept (§4.1), answers pings by
@@ -16,20 +17,21 @@ the server's, then wait for the server to end TCP). Server frames are taken apar
 project's own codecs (`messages.Receiver`, which joins fragments and checks UTF-8), so a
 server bug shared with them shows up in `tests/wsclient.py` instead, which parses by hand.
 
-Not here: draft-75/76 (only the server speaks them), permessage-deflate (`extensions`
-offers the header values and `Connection.extensions` holds what the server accepted, but
-nothing compresses yet: the hook for RFC 7692), proxies and redirects.
+permessage-deflate (RFC 7692) with `connect(..., compression=True)` (the terminal program
+offers it by default): messages of DEFAULT_MIN_SIZE bytes or more are sent compressed, and
+compressed messages from the server are inflated within `max_message_size`
+(client_deflate.py). Not here: draft-75/76 (only the server speaks them), proxies and
+redirects.
 
 Threads: read (`recv`, `wait_pong`, `close`) from one thread at a time; `send` and
-`ping` may come from another, a lock keeps frames whole. With wss://, reading and writing
-from two threads at once is not safe in OpenSSL, so the terminal program uses one thread
-and a selector.
+`ping` may come from another: a lock keeps each message's frames together (and a
+compressed stream in order), so a pong may wait for a message being sent. With wss://,
+reading and writing from two threads at once is not safe in OpenSSL, so the terminal
+program uses one thread and a selector.
 """
 from __future__ import annotations
 
-import argparse
 import base64
-import io
 import os
 import selectors
 import socket
@@ -37,42 +39,35 @@ import ssl
 import sys
 import threading
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 
+from .client_deflate import OFFER, RSV1, ClientAgreement, CompressedReader, agree
+from .client_handshake import (
+    DEFAULT_PORTS,
+    ClientError,
+    HandshakeFailed,
+    Response,
+    Target,
+    build_request,
+    check_response,
+    parse_response,
+    parse_url,
+)
+from .deflate import DEFAULT_MIN_SIZE, EXTENSION_NAME
 from .errors import ProtocolError
 from .frames import CloseCode, Opcode, describe_close_code, encode_close, encode_frame
-from .handshake import accept_key
 from .messages import Close, Event, Message, Ping, Pong, Receiver
 from .trace import DEFAULT_LIMIT, ConnectionTrace
 
-__all__ = ["ClientError", "Connection", "ConnectionClosed", "HandshakeFailed", "connect",
-           "main", "parse_url"]
+__all__ = ["DEFAULT_PORTS", "ClientError", "Connection", "ConnectionClosed", "HandshakeFailed",
+           "Response", "Target", "build_request", "check_response", "connect", "main",
+           "parse_response", "parse_url"]
 
 DEFAULT_MAX_MESSAGE_SIZE = 64 << 20  # a client is one user: generous, but bounded
 MAX_RESPONSE_HEAD = 64 * 1024  # the server's 101 answer is a few hundred bytes
 READ_SIZE = 256 * 1024
-DEFAULT_PORTS = {"ws": 80, "wss": 443}  # RFC 6455 §3
-
-
-class ClientError(Exception):
-    """Base class of what the client reports (socket errors stay OSError)."""
-
-
-class HandshakeFailed(ClientError):
-    """The server did not accept the opening handshake (RFC 6455 §4.1).
-
-    `status` is the HTTP status it answered, or None when the answer was not one.
-    """
-
-    def __init__(self, reason: str, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
 
 class ConnectionClosed(ClientError):
     """The connection is over: `code` and `reason` of the close (RFC 6455 §7.1.5, §7.1.6).
@@ -95,135 +90,6 @@ class ConnectionClosed(ClientError):
         return f"closed by the {self.by}: {what}" + (f" {self.reason!r}" if self.reason else "")
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where a ws:// or wss:// URL points (RFC 6455 §3)."""
-
-    secure: bool
-    host: str  # without brackets: what to connect to and what TLS checks
-    port: int
-    resource: str  # path and query: the request target
-    host_header: str  # host[:port] as the Host header wants it
-
-
-def parse_url(url: str) -> Target:
-    """Take a ws:// or wss:// URL apart (RFC 6455 §3).
-
-    Raises:
-        ValueError: another scheme, no host, a bad port, user information or a fragment
-            ("Fragment identifiers ... MUST NOT be used on these URIs").
-    """
-    parts = urllib.parse.urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS:
-        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
-    if parts.fragment or url.endswith("#"):
-        raise ValueError("a WebSocket URL has no #fragment (RFC 6455 §3)")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("user information in a WebSocket URL is not supported")
-    host = parts.hostname
-    if not host:
-        raise ValueError(f"no host in {url!r}")
-    port = parts.port or DEFAULT_PORTS[scheme]  # parts.port raises ValueError when bad
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    shown = f"[{host}]" if ":" in host else host
-    host_header = shown if port == DEFAULT_PORTS[scheme] else f"{shown}:{port}"
-    return Target(scheme == "wss", host, port, resource, host_header)
-
-
-def build_request(target: Target, key: str, *, origin: str | None = None,
-                  subprotocols: Sequence[str] = (), extensions: Sequence[str] = (),
-                  headers: Sequence[tuple[str, str]] = ()) -> bytes:
-    """The opening handshake's request (RFC 6455 §4.1), with the client's `key`.
-
-    Raises:
-        ValueError: a header name or value that would break the head (CR, LF, colon).
-    """
-    fields = [("Host", target.host_header), ("Upgrade", "websocket"),
-              ("Connection", "Upgrade"), ("Sec-WebSocket-Key", key),
-              ("Sec-WebSocket-Version", "13")]
-    if origin is not None:
-        fields.append(("Origin", origin))
-    if subprotocols:
-        fields.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
-    if extensions:
-        fields.append(("Sec-WebSocket-Extensions", ", ".join(extensions)))
-    fields += list(headers)
-    lines = [f"GET {target.resource} HTTP/1.1"]
-    for name, value in fields:
-        if not name or any(ch in name for ch in ":\r\n \t") or "\r" in value or "\n" in value:
-            raise ValueError(f"invalid header {name!r}: {value!r}")
-        lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
-
-
-@dataclass(frozen=True)
-class Response:
-    """An HTTP response head."""
-
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]
-
-    def header(self, name: str) -> str | None:
-        """The value of header `name` (case-insensitive); repeated ones joined by ", "."""
-        values = [value for key, value in self.headers if key.lower() == name.lower()]
-        return ", ".join(values) if values else None
-
-    def tokens(self, name: str) -> list[str]:
-        return [part.strip() for part in (self.header(name) or "").split(",") if part.strip()]
-
-
-def parse_response(head: bytes) -> Response:
-    """Parse a response head (up to its empty line) loosely: status line and fields.
-
-    Raises:
-        HandshakeFailed: the first line is not an HTTP status line.
-    """
-    lines = head.decode("iso-8859-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    status, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/") or not (status.isdigit() and len(status) == 3):
-        raise HandshakeFailed(f"not an HTTP response: {lines[0][:80]!r}")
-    fields = []
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            fields.append((name.strip(), value.strip(" \t")))
-    return Response(int(status), reason, tuple(fields))
-
-
-def check_response(response: Response, key: str, subprotocols: Sequence[str] = (),
-                   extensions: Sequence[str] = ()) -> tuple[str | None, tuple[str, ...]]:
-    """RFC 6455 §4.1, the client's checks of a 101 answer: (subprotocol, extensions).
-
-    Raises:
-        HandshakeFailed: "the client MUST _Fail the WebSocket Connection_" for a missing
-            Upgrade or Connection token, a wrong Sec-WebSocket-Accept, or an extension or
-            subprotocol the client did not offer.
-    """
-    if response.status != 101:
-        raise HandshakeFailed(f"HTTP {response.status} {response.reason}", response.status)
-    if "websocket" not in (token.lower() for token in response.tokens("Upgrade")):
-        raise HandshakeFailed("the answer has no 'Upgrade: websocket' (RFC 6455 §4.1)", 101)
-    if "upgrade" not in (token.lower() for token in response.tokens("Connection")):
-        raise HandshakeFailed("the answer has no 'Connection: Upgrade' (RFC 6455 §4.1)", 101)
-    accept = response.header("Sec-WebSocket-Accept")
-    if accept != accept_key(key):
-        raise HandshakeFailed(f"wrong Sec-WebSocket-Accept {accept!r}, expected "
-                              f"{accept_key(key)!r} (RFC 6455 §4.1)", 101)
-    offered = {item.split(";")[0].strip().lower() for item in extensions}
-    accepted = tuple(response.tokens("Sec-WebSocket-Extensions"))
-    for item in accepted:
-        if item.split(";")[0].strip().lower() not in offered:
-            raise HandshakeFailed(f"the server accepted extension {item!r}, which was not "
-                                  "offered (RFC 6455 §4.1)", 101)
-    chosen = response.header("Sec-WebSocket-Protocol")
-    if chosen is not None and chosen not in subprotocols:
-        raise HandshakeFailed(f"the server chose subprotocol {chosen!r}, which was not "
-                              "offered (RFC 6455 §4.1)", 101)
-    return chosen, accepted
-
 
 class Connection:
     """An open RFC 6455 connection, client side. Made by `connect`."""
@@ -232,16 +98,23 @@ class Connection:
                  extensions: tuple[str, ...] = (), received: bytes = b"",
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, close_timeout: float = 10.0,
                  trace: ConnectionTrace | None = None,
-                 on_trace: Callable[[str], object] | None = None) -> None:
+                 on_trace: Callable[[str], object] | None = None,
+                 deflate: ClientAgreement | None = None) -> None:
         self.sock = sock
         self.subprotocol = subprotocol  # as the server chose it (§4.2.2), or None
         self.extensions = extensions  # as the server accepted them: the RFC 7692 hook
         self.close_timeout = close_timeout
         self._receiver = Receiver(max_message_size, require_mask=False)
+        self.deflate = deflate  # the permessage-deflate parameters agreed on, or None
+        self._deflater = deflate.deflater() if deflate is not None else None
+        self._reader = None if deflate is None else CompressedReader(
+            deflate, self._receiver, max_message_size)
         self._inbuf = bytearray(received)  # bytes after the 101 answer belong to frames
         self._messages: deque[str | bytes] = deque()
         self._pongs: deque[bytes] = deque()
-        self._send_lock = threading.Lock()
+        # Held for a whole message (its frames must not interleave with another's, and a
+        # compressed stream must go out in the order it was compressed); re-entered per frame.
+        self._send_lock = threading.RLock()
         self._selector = selectors.DefaultSelector()
         self._selector.register(sock, selectors.EVENT_READ)
         self._trace = trace
@@ -267,11 +140,18 @@ class Connection:
             opcode, payload = Opcode.BINARY, bytes(message)
         if fragment_size is not None and fragment_size < 1:
             raise ValueError("fragment_size must be at least 1")
-        size = fragment_size or len(payload) or 1
-        for start in range(0, max(len(payload), 1), size):
-            last = start + size >= len(payload)
-            self._send_frame(opcode if start == 0 else Opcode.CONTINUATION,
-                             payload[start:start + size], fin=last)
+        compressed = self._deflater is not None and len(payload) >= DEFAULT_MIN_SIZE
+        with self._send_lock:
+            if compressed:
+                assert self._deflater is not None
+                payload = self._deflater.compress(payload)  # the trace shows both sizes
+            size = fragment_size or len(payload) or 1
+            for start in range(0, max(len(payload), 1), size):
+                last = start + size >= len(payload)
+                # RFC 7692 §6.1: RSV1 on the first frame of a compressed message only.
+                self._send_frame(opcode if start == 0 else Opcode.CONTINUATION,
+                                 payload[start:start + size], fin=last,
+                                 rsv1=compressed and start == 0)
 
     def recv(self, timeout: float | None = None) -> str | bytes:
         """The next message: `str` for text, `bytes` for binary. Pings are answered and
@@ -386,7 +266,10 @@ class Connection:
         events: list[Event] = []
         error: ProtocolError | None = None
         try:
-            self._receiver.receive(self._inbuf, events)
+            if self._reader is not None:
+                self._reader.receive(self._inbuf, events)
+            else:
+                self._receiver.receive(self._inbuf, events)
         except ProtocolError as exc:
             error = exc
         for event in events:
@@ -452,13 +335,15 @@ class Connection:
                 raise
 
     def _send_frame(self, opcode: Opcode, payload: bytes, fin: bool = True,
-                    closing: bool = False) -> None:
+                    closing: bool = False, rsv1: bool = False) -> None:
         """Mask and send one frame. §5.3: a fresh key per frame, from a strong source of
         entropy, so a page's script cannot choose the bytes on the wire."""
         self._check_open()
         if self._close_sent and not closing:
             raise ConnectionClosed(CloseCode.NORMAL, "the client is closing", by="client")
         data = encode_frame(opcode, payload, fin, mask=os.urandom(4))
+        if rsv1:
+            data = bytes((data[0] | RSV1,)) + data[1:]
         with self._send_lock:
             if closing:
                 self._close_sent = True
@@ -487,7 +372,7 @@ def connect(url: str, *, origin: str | None = None, subprotocols: Sequence[str] 
             ssl_context: ssl.SSLContext | None = None, extensions: Sequence[str] = (),
             max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
             trace: Callable[[str], object] | None = None,
-            trace_limit: int = DEFAULT_LIMIT) -> Connection:
+            trace_limit: int = DEFAULT_LIMIT, compression: bool = False) -> Connection:
     """Open a WebSocket connection: TCP (and TLS for wss://), then the opening handshake.
 
     Args:
@@ -499,7 +384,9 @@ def connect(url: str, *, origin: str | None = None, subprotocols: Sequence[str] 
         timeout: seconds for connecting, the handshake, and each later send.
         ssl_context: for wss://; default `ssl.create_default_context()` (the system's
             CAs). Pass one with your own CA for a self-signed test certificate.
-        extensions: offered in Sec-WebSocket-Extensions (RFC 7692 will use it).
+        extensions: offered in Sec-WebSocket-Extensions, as given (not interpreted).
+        compression: offer permessage-deflate (RFC 7692) and use it if the server agrees
+            (`Connection.deflate` says what was agreed).
         max_message_size: larger messages from the server fail the connection (1009).
         trace: called with each block of the wire trace (`websocket.trace`) when given.
         trace_limit: payload bytes shown per frame in the trace.
@@ -510,6 +397,8 @@ def connect(url: str, *, origin: str | None = None, subprotocols: Sequence[str] 
         HandshakeFailed: the server refused the upgrade or answered it wrongly.
     """
     target = parse_url(url)
+    if compression:
+        extensions = (*extensions, OFFER)
     sock = socket.create_connection((target.host, target.port), timeout=timeout)
     try:
         tracer = ConnectionTrace(f"{target.host_header}", trace_limit) if trace else None
@@ -535,12 +424,16 @@ def connect(url: str, *, origin: str | None = None, subprotocols: Sequence[str] 
             raise HandshakeFailed(f"server refused the handshake: HTTP {response.status} "
                                   f"{response.reason}{detail}", response.status)
         subprotocol, accepted = check_response(response, key, subprotocols, extensions)
+        agreement = None
+        for item in accepted:
+            if compression and item.split(";")[0].strip().lower() == EXTENSION_NAME:
+                agreement = agree(item)
     except BaseException:
         sock.close()
         raise
     return Connection(sock, subprotocol=subprotocol, extensions=accepted, received=rest,
                       max_message_size=max_message_size, close_timeout=timeout,
-                      trace=tracer, on_trace=trace)
+                      trace=tracer, on_trace=trace, deflate=agreement)
 
 
 def _read_head(sock: socket.socket, tracer: ConnectionTrace | None,
@@ -579,147 +472,10 @@ def _read_body(sock: socket.socket, response: Response, received: bytes) -> str:
     return body[:want].decode("utf-8", "replace").strip().split("\n")[0]
 
 
-# -- the terminal program -----------------------------------------------------------------
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python3 -m websocket.client",
-        description="Chat over a WebSocket from the terminal: each line typed is sent as a "
-                    "text message, each message received is printed. Ctrl-D closes (code "
-                    "1000) and prints the server's close code; Ctrl-C quits at once.",
-        epilog="Example: python3 -m websocket.client ws://127.0.0.1:8080/ --trace")
-    parser.add_argument("url", help="ws://host:port/path or wss://...")
-    parser.add_argument("--origin", help="send this Origin header, e.g. http://127.0.0.1:8080")
-    parser.add_argument("--subprotocol", action="append", default=[], metavar="NAME",
-                        help="offer this subprotocol (repeat for more, in order of preference)")
-    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
-                        help="add a header to the request (repeatable), e.g. a Cookie")
-    parser.add_argument("--trace", action="store_true",
-                        help="print the handshake and every frame both ways, annotated (on "
-                             "stderr)")
-    parser.add_argument("--trace-bytes", type=int, default=DEFAULT_LIMIT, metavar="N",
-                        help="payload bytes shown per frame by --trace (default %(default)d)")
-    parser.add_argument("--cafile", metavar="PEM",
-                        help="for wss://: trust the CA (or self-signed certificate) in this file")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                        help="for connecting, the handshake and the close (default %(default)g)")
-    return parser.parse_args(argv)
-
-
-def _describe_error(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted: {exc.verify_message} (see --cafile)"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host: {exc.strerror}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-def _show(message: str | bytes) -> str:
-    """A received message as one printed line: text as it is, binary as length and hex."""
-    if isinstance(message, str):
-        return message
-    more = " ..." if len(message) > 16 else ""
-    return f"[binary, {len(message)} bytes] {message[:16].hex(' ')}{more}"
-
-
-def _status(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def _closed_by_server(closed: ConnectionClosed) -> int:
-    """Say how the connection ended; the exit status: 0 for a normal or going-away close."""
-    _status(str(closed))
-    return 0 if closed.code in (CloseCode.NORMAL, CloseCode.GOING_AWAY) else 1
-
-
-def _chat(conn: Connection, stdin: int) -> int:
-    """Send stdin's lines and print what comes, until Ctrl-D or the server closes."""
-    selector = selectors.DefaultSelector()
-    selector.register(stdin, selectors.EVENT_READ, "stdin")
-    selector.register(conn, selectors.EVENT_READ, "socket")
-    typed = bytearray()
-    try:
-        while True:
-            for key, _ in selector.select():
-                if key.data == "socket":
-                    try:
-                        while True:  # everything already here, TLS-buffered bytes too
-                            print(_show(conn.recv(timeout=0)), flush=True)
-                    except TimeoutError:
-                        pass
-                    except ConnectionClosed as closed:
-                        return _closed_by_server(closed)
-                    continue
-                chunk = os.read(stdin, 65536)
-                typed += chunk
-                *lines, rest = typed.split(b"\n")
-                if not chunk and rest:
-                    lines.append(rest)  # the last line had no newline
-                typed = bytearray(rest)
-                try:
-                    for line in lines:
-                        conn.send(line.rstrip(b"\r").decode("utf-8", "replace"))
-                except ConnectionClosed as closed:
-                    return _closed_by_server(closed)
-                if not chunk:  # Ctrl-D: the closing handshake
-                    code, reason = conn.close(CloseCode.NORMAL)
-                    try:
-                        while True:
-                            print(_show(conn.recv(timeout=0)), flush=True)
-                    except (TimeoutError, ConnectionClosed):
-                        pass
-                    _status(f"closed: the server answered {code} ({describe_close_code(code)})"
-                            + (f" {reason!r}" if reason else ""))
-                    return 0 if code == CloseCode.NORMAL else 1
-    finally:
-        selector.close()
-
-
 def main(argv: list[str] | None = None) -> int:
-    """The terminal program; returns its exit status (0 normal close, 1 error, 130 Ctrl-C)."""
-    args = _parse_args(argv)
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        return 130
-
-
-def _run(args: argparse.Namespace) -> int:
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(errors="replace")  # a message in a script the terminal lacks
-    try:
-        headers = []
-        for field in args.header:
-            name, colon, value = field.partition(":")
-            if not colon:
-                raise ValueError(f"--header wants 'NAME: VALUE', not {field!r}")
-            headers.append((name.strip(), value.strip()))
-        context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
-        conn = connect(args.url, origin=args.origin, subprotocols=args.subprotocol,
-                       headers=headers, timeout=args.timeout, ssl_context=context,
-                       trace=_status if args.trace else None, trace_limit=args.trace_bytes)
-    except (OSError, ValueError, ClientError) as exc:
-        _status(f"error: {args.url}: {_describe_error(exc)}")
-        return 1
-    try:
-        chosen = f" (subprotocol {conn.subprotocol})" if conn.subprotocol else ""
-        _status(f"connected to {args.url}{chosen}: type a line to send it; Ctrl-D closes")
-        return _chat(conn, sys.stdin.fileno())
-    except KeyboardInterrupt:
-        try:  # a second Ctrl-C ends this wait too (main catches it)
-            conn.close(CloseCode.GOING_AWAY, timeout=1.0)
-        except (OSError, ClientError):
-            pass
-        return 130
-    except (OSError, ClientError) as exc:
-        _status(f"error: {_describe_error(exc)}")
-        return 1
-    finally:
-        if conn.closed is None:
-            conn.sock.close()
+    """The terminal program (`websocket.terminal.main`); returns its exit status."""
+    from .terminal import main as terminal_main  # the program imports this module
+    return terminal_main(argv)
 
 
 if __name__ == "__main__":

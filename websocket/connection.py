@@ -15,6 +15,8 @@ futures, no flow-control watermarks (the owner decides), no protocol state.
   reaches, never a copy), `flush()` sends until the kernel refuses, scatter-gather, and
   the socket is watched for writing only while something is left over.
 - `out_cost` is what the queue costs in memory: its unsent bytes plus FRAME_COST per frame.
+- Tracing (`--trace`): a `tap`, when set, is shown every byte read and every byte the
+  kernel took, in order (wiretap.py); None costs one test per read and per send call.
 - Closing: `close_after_flush()` sends what is queued, half-closes, and waits up to
   LINGER_TIMEOUT for the peer's EOF (closing at once with unread input would make the
   kernel send a reset, which can destroy our last bytes before the peer reads them).
@@ -71,12 +73,22 @@ class Owner(Protocol):
         """A bug while serving this connection (the loop caught `exc`)."""
 
 
+class Tap(Protocol):
+    """Sees every byte that passes, for the wire trace (wiretap.Tap); None: no trace."""
+
+    def received(self, data: memoryview) -> None:
+        """`data` was read from the socket (valid during the call only)."""
+
+    def sent(self, data: memoryview) -> None:
+        """The kernel took `data` (valid during the call only)."""
+
+
 class Connection:
     """One accepted socket, registered with the loop. See the module docstring."""
 
     __slots__ = ("sock", "loop", "owner", "user", "inbuf", "outbuf", "out_cost", "out_offset",
                  "events", "hold", "writing", "direct", "notify", "progress_at",
-                 "behind_since", "closing", "lingering", "closed", "timer", "counts")
+                 "behind_since", "closing", "lingering", "closed", "timer", "counts", "tap")
 
     def __init__(self, loop: Loop, sock: socket.socket, owner: Owner,
                  counts: Counts | None = None) -> None:
@@ -100,6 +112,7 @@ class Connection:
         self.lingering = False  # ... and everything is sent: half-closed, waiting for EOF
         self.closed = False
         self.timer: Timer | None = None  # the one deadline of this connection
+        self.tap: Tap | None = None  # --trace: shown every byte read and sent
         self.events = loop.watch(sock, self, READ, 0)
 
     def __repr__(self) -> str:
@@ -121,6 +134,8 @@ class Connection:
             self.close("" if self.closing else "connection closed by the client")
             return
         self.counts.received_bytes += size
+        if self.tap is not None:
+            self.tap.received(_SCRATCH_VIEW[:size])
         if self.closing:
             return  # lingering after our last bytes: the rest is discarded
         if self.direct:
@@ -209,22 +224,36 @@ class Connection:
                 return
             sent_any = True
             self.counts.sent_bytes += sent
+            if self.tap is not None:
+                self._trace_sent(sent)
             if sent == self.out_cost - FRAME_COST * len(out):  # the kernel took everything
                 out.clear()
                 self.out_cost = self.out_offset = 0
                 break
-            offset = self.out_offset + sent
-            done = 0
-            for chunk in out:
-                if offset < len(chunk):
-                    break
-                offset -= len(chunk)
-                done += 1
-            del out[:done]
-            self.out_cost -= sent + FRAME_COST * done
-            self.out_offset = offset
-            if done < handed:
+            if self._consume(sent) < handed:
                 break  # the kernel refused the rest
+        self._sent(sent_any)
+
+    def _consume(self, sent: int) -> int:
+        """The kernel took `sent` more bytes of the queue: forget them; returns how many
+        whole frames that finished."""
+        out = self.outbuf
+        offset = self.out_offset + sent
+        done = 0
+        for chunk in out:
+            if offset < len(chunk):
+                break
+            offset -= len(chunk)
+            done += 1
+        del out[:done]
+        self.out_cost -= sent + FRAME_COST * done
+        self.out_offset = offset
+        return done
+
+    def _sent(self, sent_any: bool) -> None:
+        """After a flush: watch for writing while output is left, half-close when the last
+        bytes of a closing connection are out, tell the owner of the progress."""
+        out = self.outbuf
         if sent_any:
             self.progress_at = self.loop.now
         if out:
@@ -239,6 +268,20 @@ class Connection:
                 self._half_close()
         if self.notify and sent_any:
             self.owner.flushed(self)
+
+    def _trace_sent(self, sent: int) -> None:
+        """Show the tap the `sent` bytes the kernel just took from the front of the queue."""
+        assert self.tap is not None
+        offset = self.out_offset
+        for chunk in self.outbuf:
+            if sent <= 0:
+                break
+            with memoryview(chunk) as view:
+                piece = view[offset:offset + sent]
+                self.tap.sent(piece)
+                sent -= len(piece)
+                piece.release()
+            offset = 0
 
     def drop_output(self) -> int:
         """Forget the queue (but a frame already partly sent, which must be finished for

@@ -20,7 +20,9 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import ssl
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,11 @@ from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 from .metrics import ServerMetrics
+from .tls import TlsAcceptor, TlsConnection
+from .trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
 from .user import User, UserState, format_peer
+from .wire import WireHub, is_wire_request, page_request, parse_networks
+from .wiretap import Tracer
 
 log = logging.getLogger("websocket")
 
@@ -63,12 +69,19 @@ class Server(CallbackAPI):
     Methods for callbacks: `get_users()`, `send(user, message)`,
     `broadcast(message, exclude=None)`, `disconnect(user, code=1000, reason="")`, `log(...)`,
     `call_later(seconds, function, *args)`, `call_every(seconds, function, *args)`.
+
+    `ssl_context` (tls.load_context): every connection is TLS, https:// and wss://.
     """
 
     def __init__(self, address: str = "127.0.0.1", port: int = 8080,
                  callbacks: Callbacks | str | None = None, *,
                  selector: str = "default", client_dir: Path | str = CLIENT_DIR,
-                 reload: float = 0.0, **options: Any) -> None:
+                 trace: bool = False, trace_bytes: int = DEFAULT_TRACE_BYTES,
+                 trace_page: bool = False, trace_page_from: Iterable[str] = (),
+                 reload: float = 0.0, ssl_context: ssl.SSLContext | None = None,
+                 **options: Any) -> None:
+        """`trace`: log every connection's bytes (--trace), `trace_bytes` payload bytes per
+        frame; `trace_page`: serve /wire (--trace-page) to loopback and `trace_page_from`."""
         unknown = set(options) - set(limits.DEFAULTS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -104,6 +117,10 @@ class Server(CallbackAPI):
         self.delivery = Delivery(self.loop, self.max_buffer, self._overflow, self.deflate)
         self.loop.before_sleep(self.delivery.release)
         self.listener: Listener | None = None
+        # TLS (tls.py): with a context, every connection is https:// or wss://.
+        self.ssl_context = ssl_context
+        self.secure = ssl_context is not None
+        self._tls: TlsAcceptor | None = None
         self._users: dict[int, User] = {}  # every connection's user, by id
         self._open: dict[int, User] = {}  # WebSocket users (state OPEN), in order of arrival
         self._next_id = 1
@@ -114,6 +131,14 @@ class Server(CallbackAPI):
         # script starts are kept here, to be cancelled when a new version takes over.
         self.reload_interval = reload if self.callbacks.source is not None else 0.0
         self._script_timers = ScriptTimers()
+        # --trace, --trace-page (wiretap.py, wire.py): None, and no tap anywhere, when off.
+        self.wire: WireHub | None = None
+        self.tracer: Tracer | None = None
+        if trace_page:
+            self.wire = WireHub(self.max_buffer, self.close_timeout,
+                                parse_networks(trace_page_from))
+        if trace or trace_page:
+            self.tracer = Tracer(trace_bytes, to_log=trace, publisher=self.wire)
 
     @property
     def selector_name(self) -> str:
@@ -125,14 +150,28 @@ class Server(CallbackAPI):
         """The listening socket (the article's master socket), while it listens."""
         return self.listener.sock if self.listener is not None else None
 
+    @property
+    def tls_handshake_failures(self) -> int:
+        """TLS handshakes that failed or timed out, and plain HTTP sent to the TLS port."""
+        return self._tls.failures if self._tls is not None else 0
+
+    def _render_metrics(self) -> bytes:
+        self.metrics.tls_handshake_failures = self.tls_handshake_failures
+        return super()._render_metrics()
+
     # -- connectMaster and run -------------------------------------------------------------
 
     def listen(self) -> None:
         """Create, bind and register the non-blocking master socket (`connectMaster`)."""
         refusal = handshake.error_response(HttpError(
             503, "server full: select() cannot watch more connections"))
+        on_accept: Callable[[socket.socket, Any], None] = self._accept
+        if self.ssl_context is not None:
+            self._tls = TlsAcceptor(self.loop, self.ssl_context, self.handshake_timeout,
+                                    self._accept)
+            on_accept = self._tls.accept
         try:
-            self.listener = Listener(self.loop, self.address, self.port, self._accept,
+            self.listener = Listener(self.loop, self.address, self.port, on_accept,
                                      FD_SETSIZE - 1 if self.use_select else None, refusal)
         except ListenError as exc:
             raise ServerError(str(exc)) from None
@@ -166,8 +205,12 @@ class Server(CallbackAPI):
                     handle.cancel()
             for user in list(self._users.values()):
                 user.conn.close("server stopped")
+            if self.wire is not None:
+                self.wire.close_all()
             if self.listener is not None:
                 self.listener.close()
+            if self._tls is not None:
+                self._tls.close_all()
             self.loop.remove_signal_handlers()
         log.info("Server stopped")
 
@@ -182,7 +225,11 @@ class Server(CallbackAPI):
         self.loop.call_at(self._stop_deadline, self.loop.stop)
         if self.listener is not None:
             self.listener.close()
+        if self._tls is not None:
+            self._tls.close_all()  # TLS handshakes in progress: no user yet
         log.info("Shutting down: closing %d user(s) with 1001 (going away)", len(self._open))
+        if self.wire is not None:
+            self.wire.stop()
         for user in list(self._users.values()):
             if user.state is UserState.OPEN:
                 self._send_close(user, CloseCode.GOING_AWAY, "server shutting down")
@@ -192,8 +239,13 @@ class Server(CallbackAPI):
     # -- connect ---------------------------------------------------------------------------
 
     def _accept(self, sock: socket.socket, address: Any) -> None:
-        """A new connection (the article's `connect`): a User in the HANDSHAKE state."""
-        conn = Connection(self.loop, sock, self, self.metrics)
+        """A new connection (the article's `connect`): a User in the HANDSHAKE state.
+        With TLS, `sock` is an SSLSocket whose TLS handshake is done (tls.TlsAcceptor)."""
+        conn: Connection
+        if isinstance(sock, ssl.SSLSocket):
+            conn = TlsConnection(self.loop, sock, self, self.metrics)
+        else:
+            conn = Connection(self.loop, sock, self, self.metrics)
         self.metrics.connections += 1
         user = conn.user = User(self._next_id, conn, address, self.loop.now,
                                 self.loop.wall_now)
@@ -279,6 +331,8 @@ class Server(CallbackAPI):
             if parsed is None:
                 return
             request, consumed = parsed
+            if self.tracer is not None and conn.tap is None and not self._is_wire(request):
+                self.tracer.attach(user)  # from the first byte, this request included
             del conn.inbuf[:consumed]
             if self.trust_proxy:
                 self._take_proxy_address(user, request)
@@ -308,10 +362,16 @@ class Server(CallbackAPI):
                          "the socket's address", user.id, user.peer)
 
     def _upgrade(self, user: User, request: handshake.Request) -> None:
-        access.check_path(request.target, self.paths)  # --path: 404 elsewhere
-        upgrade = handshake.upgrade(request, allowed_origins=self.allowed_origins,
+        wire = self._is_wire(request)  # /wire is not a chat path: --path does not apply
+        if not wire:
+            access.check_path(request.target, self.paths)  # --path: 404 elsewhere
+        upgrade = handshake.upgrade(request, secure=self.secure,
+                                    allowed_origins=self.allowed_origins,
                                     subprotocols=self.callbacks.subprotocols,
-                                    deflate=self.deflate)
+                                    deflate=None if wire else self.deflate)
+        if wire:
+            self._watch_wire(user, upgrade)
+            return
         if len(self._open) >= self.max_connections:
             raise HttpError(503, f"server full ({self.max_connections} users)")
         if self.callbacks.on_request is not None:
@@ -358,6 +418,19 @@ class Server(CallbackAPI):
         if hook is not None:
             self._call(hook, user, self)
 
+    def _is_wire(self, request: handshake.Request) -> bool:
+        """A request for the /wire page or its stream, with --trace-page on."""
+        return self.wire is not None and is_wire_request(request)
+
+    def _watch_wire(self, user: User, upgrade: handshake.Upgrade) -> None:
+        """The /wire stream: the connection becomes a viewer's (wire.py), not a user's."""
+        assert self.wire is not None
+        self.wire.check_viewer(upgrade, user.address)  # raises HttpError (403...)
+        self._users.pop(user.id, None)
+        self.delivery.forget(user.conn)
+        user.state = UserState.OPEN
+        self.wire.adopt(user.conn, upgrade.response, user.peer)
+
     def _check_request(self, user: User, request: handshake.Request,
                        upgrade: handshake.Upgrade) -> None:
         """The script's on_request(request, server), before the 101 (access.ask)."""
@@ -377,6 +450,10 @@ class Server(CallbackAPI):
 
     def _serve_http(self, user: User, request: handshake.Request) -> None:
         response = ops.answer(request, self._render_metrics if self.metrics_enabled else None)
+        if response is None and is_wire_request(request):
+            # The /wire page's files: with --trace-page only, to those who may watch, and
+            # from client/ whatever the script's PAGES.
+            response = serve(page_request(self.wire, request, user.address), self.client_dir)
         if response is None:
             response = serve(request, self.callbacks.pages or self.client_dir, self.page_path)
         if self._debug:
@@ -523,6 +600,8 @@ class Server(CallbackAPI):
         get the HTTP status with a one-line reason. Only this user is affected.
         """
         conn = user.conn
+        if self.tracer is not None and conn.tap is None and user.state is UserState.HANDSHAKE:
+            self.tracer.attach(user)  # a request that never parsed: show what came
         conn.inbuf.clear()
         if isinstance(error, HttpError):
             self.metrics.refused[error.status] += 1

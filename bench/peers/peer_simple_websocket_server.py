@@ -6,7 +6,7 @@ descriptors above FD_SETSIZE (1,024): past that, select() raises and the process
 """
 from __future__ import annotations
 
-from _common import BACKLOG, announce, parse_args, raise_nofile
+from _common import BACKLOG, announce, parse_args, raise_nofile, server_context
 from simple_websocket_server import WebSocket, WebSocketServer
 
 
@@ -29,7 +29,9 @@ class Echo(WebSocket):
 def main() -> None:
     args = parse_args(__doc__ or "")
     raise_nofile()
-    server = Server(args.host, args.port, Chat if args.mode == "chat" else Echo)
+    # wss://: its ssl_context= (the TLS handshake is done inside its select() loop).
+    server = Server(args.host, args.port, Chat if args.mode == "chat" else Echo,
+                    ssl_context=server_context(args))
     announce(args.host, server.serversocket.getsockname()[1])
     try:
         server.serve_forever()

@@ -18,7 +18,8 @@ class Server(WebsocketServer):
 def main() -> None:
     args = parse_args(__doc__ or "")
     raise_nofile()
-    server = Server(host=args.host, port=args.port, loglevel=logging.ERROR)
+    server = Server(host=args.host, port=args.port, loglevel=logging.ERROR,
+                    key=args.keyfile, cert=args.certfile)  # wss://: its key=/cert= (per thread)
 
     def chat(client: dict[str, object], srv: WebsocketServer, message: str) -> None:
         srv.send_message_to_all(message)

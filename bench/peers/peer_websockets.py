@@ -3,13 +3,13 @@
 Compression is off (permessage-deflate would measure zlib, not the server) unless --deflate:
 then it is websockets' default (`compression="deflate"`: a compressor and an inflater per
 connection, context takeover, 12-bit windows). Keepalive pings are off (they would be extra
-frames), and incoming messages may be up to 16 MiB.
+frames), and incoming messages may be up to 16 MiB. wss://: its `ssl=`.
 """
 from __future__ import annotations
 
 import asyncio
 
-from _common import BACKLOG, MAX_MESSAGE, announce, parse_args, raise_nofile
+from _common import BACKLOG, MAX_MESSAGE, announce, parse_args, raise_nofile, server_context
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -39,7 +39,8 @@ async def main() -> None:
     handler = chat if args.mode == "chat" else echo
     compression = "deflate" if args.deflate else None
     async with serve(handler, args.host, args.port, compression=compression, ping_interval=None,
-                     max_size=MAX_MESSAGE, backlog=BACKLOG) as server:
+                     max_size=MAX_MESSAGE, backlog=BACKLOG,
+                     ssl=server_context(args)) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         announce(args.host, port)
         await server.serve_forever()
