@@ -19,7 +19,7 @@ from redis_server import RedisServer, free_port
 from test_rooms import nothing_arrives
 from wsclient import Client, wait_until
 
-from websocket.redis_link import RedisAddress, RedisURLError, parse_redis_url
+from websocket.redis_wire import RedisAddress, RedisURLError, parse_redis_url
 
 Start = Callable[..., ServerProcess]
 

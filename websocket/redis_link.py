@@ -45,18 +45,16 @@ import logging
 import secrets
 import socket
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .connection import Connection, Connector
 from .loop import Loop, Timer
+from .redis_wire import RedisAddress, decode_entry, describe, encode_entry
 from .resp import NEED_MORE, Reader, RedisError, Reply, RespProtocolError, encode_command
 
 log = logging.getLogger("websocket")
 
-DEFAULT_PORT = 6379
 CONNECT_TIMEOUT = 5.0  # seconds for Redis to accept the connection
 RECONNECT_FIRST = 0.1  # seconds before the first retry; doubled each time ...
 RECONNECT_MAX = 5.0  # ... up to this
@@ -66,76 +64,6 @@ MAX_SEQUENCES = 10_000  # (origin, channel) pairs remembered for duplicate detec
 ALL_ROOMS = "*"  # the channel suffix of a broadcast to every room (rooms start with "/")
 PRESENCE_REFRESH = 20.0  # seconds between a process's presence announcements per room
 PRESENCE_TTL = 3 * PRESENCE_REFRESH  # a process not heard of for this long has left
-
-
-class RedisURLError(ValueError):
-    """--redis is not a redis:// URL we can use (one line for the CLI)."""
-
-
-@dataclass(frozen=True)
-class RedisAddress:
-    host: str
-    port: int
-    password: str | None = None
-    username: str | None = None  # Redis 6 ACL user; AUTH with the password alone if None
-    db: int = 0
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}" + (f"/{self.db}" if self.db else "")
-
-
-def parse_redis_url(url: str) -> RedisAddress:
-    """`redis://[[user]:password@]host[:port][/db]` (the IANA "redis" URI scheme)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "rediss":
-        raise RedisURLError("rediss:// (Redis over TLS) is not supported yet; use redis://")
-    if parts.scheme != "redis":
-        raise RedisURLError(f"not a redis:// URL: {url!r}")
-    try:
-        port = parts.port or DEFAULT_PORT
-    except ValueError:
-        raise RedisURLError(f"bad port in {url!r}") from None
-    if not parts.hostname:
-        raise RedisURLError(f"no host in {url!r}")
-    path = parts.path.strip("/")
-    if path and not path.isdigit():
-        raise RedisURLError(f"the database in {url!r} must be a number, e.g. /0")
-    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
-    username = urllib.parse.unquote(parts.username) if parts.username else None
-    return RedisAddress(parts.hostname, port, password or None, username, int(path or 0))
-
-
-def describe(reply: RedisError) -> str:
-    """A Redis error reply in words an operator can act on."""
-    if reply.prefix == "NOAUTH":
-        return ("Redis requires a password: give it in the URL, "
-                "redis://:PASSWORD@host:port")
-    if reply.prefix in ("WRONGPASS", "ERR") and "pass" in reply.lower():
-        return f"Redis refused the password ({reply})"
-    return f"Redis answered an error: {reply}"
-
-
-def encode_entry(origin: str, seq: int, message: str | bytes) -> bytes:
-    """A message as published (and kept in a history list): origin, sequence, kind, data."""
-    if isinstance(message, str):
-        return b"%s %d t " % (origin.encode(), seq) + message.encode("utf-8")
-    return b"%s %d b " % (origin.encode(), seq) + bytes(message)
-
-
-def decode_entry(data: bytes) -> tuple[str, int, str | bytes] | None:
-    """(origin, seq, message) from `encode_entry`'s bytes; None for anything else."""
-    origin, _, rest = data.partition(b" ")
-    seq_text, _, rest = rest.partition(b" ")
-    kind, space, payload = rest.partition(b" ")
-    if not space or not seq_text.isdigit() or kind not in (b"t", b"b") or not origin.isalnum():
-        return None
-    if kind == b"b":
-        return origin.decode(), int(seq_text), payload
-    try:
-        return origin.decode(), int(seq_text), payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 class _Session:

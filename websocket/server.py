@@ -43,7 +43,8 @@ from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 from .metrics import ServerMetrics
-from .redis_link import RedisLink, RedisURLError, parse_redis_url
+from .redis_link import RedisLink
+from .redis_wire import RedisURLError, parse_redis_url
 from .rooms import Rooms
 from .sweeps import HOLD_HTTP
 from .tls import TlsAcceptor, TlsConnection
