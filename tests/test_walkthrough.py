@@ -8,8 +8,8 @@ class's method, property, class attribute or attribute set in `__init__`: found 
 no JavaScript parser in the standard library). A bare `path/file.ext` must exist.
 
 The walkthrough's wire capture is compared, block title by block title, with a fresh
-recording of the same chat (tests/trace_relay.py): keys and masks differ from run to run,
-what crosses the wire and in which frames does not.
+recording of the same chat by the server's own --trace (tests/trace_capture.py): keys, masks
+and ports differ from run to run, what crosses the wire and in which frames does not.
 """
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ from conftest import ROOT
 WALKTHROUGH = ROOT / "docs" / "walkthrough.md"
 README = ROOT / "README.md"
 REFERENCE = re.compile(r"`((?:[\w.-]+/)*[\w.-]+\.(?:py|js|html|css|md))(?::([\w.]+))?`")
-CAPTURE = re.compile(r"<!-- capture: tests/trace_relay.py -->\n```\n(.*?)```", re.S)
-TITLE = re.compile(r"^#\d+ (?:client->server|server->client) .*$", re.M)
+CAPTURE = re.compile(r"<!-- capture: tests/trace_capture.py -->\n```\n(.*?)```", re.S)
 
 
 def references(text: str) -> list[tuple[str, str | None]]:
@@ -147,14 +146,14 @@ def test_the_walkthrough_and_the_readme_map_agree() -> None:
 
 
 def test_the_capture_is_a_real_chat_with_the_same_frames_as_a_fresh_one() -> None:
-    import trace_relay
+    import trace_capture
 
     text = WALKTHROUGH.read_text()
     capture = CAPTURE.search(text)
-    assert capture is not None, "the walkthrough holds a capture from tests/trace_relay.py"
-    fresh = trace_relay.chat()
-    documented = Counter(TITLE.findall(capture[1]))
-    assert documented == Counter(TITLE.findall(fresh))
+    assert capture is not None, "the walkthrough holds a capture from tests/trace_capture.py"
+    fresh = trace_capture.chat()
+    documented = Counter(trace_capture.titles(capture[1]))
+    assert documented == Counter(trace_capture.titles(fresh))
     assert len(documented) >= 10
     # The fixed parts read the same: draft-76's arithmetic (its keys are the draft's own).
     for line in ("digits 4146546015, spaces 5: 4146546015 / 5 = 829309203",
