@@ -7,7 +7,7 @@ PORT ?= 8080
 # The team's Autobahn|Testsuite runner (shared/, beside this checkout).
 AUTOBAHN ?= ../shared/tools/autobahn/run
 
-.PHONY: run test lint conformance soak bench bench-quick clean
+.PHONY: run test lint conformance soak bench bench-quick bench-scaling clean
 
 run:
 	$(PYTHON) server.py $(ADDRESS) $(PORT)
@@ -35,6 +35,11 @@ bench:
 
 bench-quick:
 	$(PYTHON) bench/run.py --quick
+
+# One process, one process + Redis, two workers + Redis (needs redis-server); see
+# docs/scaling.md.
+bench-scaling:
+	$(PYTHON) bench/scaling.py
 
 # Autobahn|Testsuite cases 1.x-10.x (301) and 12.x/13.x (permessage-deflate, 216: --deflate)
 # against our server in echo mode, closing handshakes checked too (--strict-close). Fails if
