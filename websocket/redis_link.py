@@ -44,6 +44,7 @@ import json
 import logging
 import secrets
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,6 +53,8 @@ from .connection import Connection, Connector
 from .loop import Loop, Timer
 from .redis_wire import RedisAddress, decode_entry, describe, encode_entry
 from .resp import NEED_MORE, Reader, RedisError, Reply, RespProtocolError, encode_command
+from .tls import TlsConnection
+from .tls_client import TlsConnector
 
 log = logging.getLogger("websocket")
 
@@ -73,7 +76,7 @@ class _Session:
         self.link = link
         self.role = role  # "publish" or "subscribe"
         self.conn: Connection | None = None
-        self.connector: Connector | None = None
+        self.connector: Connector | TlsConnector | None = None
         self.reader = Reader()
         self.expect: deque[str] = deque()  # what the next non-push replies answer
         self.ready = False
@@ -83,12 +86,19 @@ class _Session:
         self.reader = Reader()
         self.expect.clear()
         self.ready = False
-        self.connector = Connector(self.link.loop, address.host, address.port, CONNECT_TIMEOUT,
-                                   self._connected, self._failed)
+        loop, context = self.link.loop, self.link.tls_context
+        if context is None:
+            self.connector = Connector(loop, address.host, address.port, CONNECT_TIMEOUT,
+                                       self._connected, self._failed)
+        else:  # rediss://
+            self.connector = TlsConnector(loop, address.host, address.port, CONNECT_TIMEOUT,
+                                          context, self._connected, self._failed,
+                                          self._tls_failed)
 
     def _connected(self, sock: socket.socket) -> None:
         self.connector = None
-        self.conn = Connection(self.link.loop, sock, self)
+        self.conn = (TlsConnection(self.link.loop, sock, self) if isinstance(sock, ssl.SSLSocket)
+                     else Connection(self.link.loop, sock, self))
         address = self.link.address
         if address.password is not None:
             auth = ((address.username, address.password) if address.username
@@ -104,6 +114,11 @@ class _Session:
     def _failed(self, why: str) -> None:
         self.connector = None
         self.link.session_lost(self, why)
+
+    def _tls_failed(self, why: str) -> None:
+        self.connector = None
+        self.link.session_lost(self, f"Redis at {self.link.address}: {why}; chatting locally "
+                               "and retrying", error=True)
 
     def send(self, expect: str | None, *command: str | bytes | int) -> None:
         if self.conn is None or self.conn.closed:
@@ -204,9 +219,11 @@ class RedisLink:
 
     def __init__(self, loop: Loop, address: RedisAddress, prefix: str,
                  deliver: Callable[[str | None, str | bytes, str], None] | None = None, *,
-                 max_backlog: int = 4 << 20, server_id: str | None = None) -> None:
+                 max_backlog: int = 4 << 20, server_id: str | None = None,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self.loop = loop
         self.address = address
+        self.tls_context = tls_context  # rediss:// (tls_client.py); None: plain TCP
         self.prefix = prefix
         self.deliver = deliver or (lambda room, message, entry_id: None)
         self.max_backlog = max_backlog
