@@ -7,6 +7,7 @@ text or binary, and the message's bytes (redis_link.py says why each part is the
 """
 from __future__ import annotations
 
+import json
 import urllib.parse
 from dataclasses import dataclass
 
@@ -85,3 +86,21 @@ def decode_entry(data: bytes) -> tuple[str, int, str | bytes] | None:
         return origin.decode(), int(seq_text), payload.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def decode_presence(data: bytes) -> tuple[str, str, list[str] | None] | None:
+    """(origin, "p", names) of `<origin> 0 p <JSON names>` (names None if they are not a
+    JSON list of strings), (origin, "q", None) of `<origin> 0 q`; None for anything else."""
+    parts = data.split(b" ", 3)
+    if len(parts) < 3 or parts[1] != b"0" or parts[2] not in (b"p", b"q"):
+        return None
+    origin = parts[0].decode("ascii", "replace")
+    if parts[2] == b"q":
+        return origin, "q", None
+    try:
+        names = json.loads(parts[3]) if len(parts) == 4 else None
+    except ValueError:
+        names = None
+    if isinstance(names, list) and all(isinstance(name, str) for name in names):
+        return origin, "p", names
+    return origin, "p", None

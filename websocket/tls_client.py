@@ -15,10 +15,11 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable
+from typing import Any
 
-from .connection import Connector
+from .connection import Connection, Connector
 from .loop import READ, WRITE, Loop, Timer
-from .tls import TlsConfigError, describe
+from .tls import TlsConfigError, TlsConnection, describe
 
 # OpenSSL's reasons when the peer does not answer with TLS at all (a plain port).
 NOT_TLS_REASONS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
@@ -165,3 +166,19 @@ class TlsConnector:
         """Give up (no callback); whatever is open is closed."""
         if not self.finished:
             self._end()
+
+
+def connect(loop: Loop, host: str, port: int, timeout: float, context: ssl.SSLContext | None,
+            done: Callable[[socket.socket], None], failed: Callable[[str], None],
+            tls_failed: Callable[[str], None]) -> Connector | TlsConnector:
+    """A plain `Connector` without a context, else a `TlsConnector` with it."""
+    if context is None:
+        return Connector(loop, host, port, timeout, done, failed)
+    return TlsConnector(loop, host, port, timeout, context, done, failed, tls_failed)
+
+
+def connection_of(loop: Loop, sock: socket.socket, owner: Any) -> Connection:
+    """The Connection for what `connect` gave: a TlsConnection for an SSLSocket."""
+    if isinstance(sock, ssl.SSLSocket):
+        return TlsConnection(loop, sock, owner)
+    return Connection(loop, sock, owner)
