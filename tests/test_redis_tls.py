@@ -7,6 +7,7 @@ and certificates made by openssl (tests/tls.py), and real `server.py` processes 
 from __future__ import annotations
 
 import ssl
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from conftest import ServerProcess
 from redis_server import RedisServer
 from test_redis_link import chat_round, wait_subscribed
 from test_rooms import nothing_arrives
-from tls import Certificates, make_certificates, require_openssl
+from tls import OPENSSL, Certificates, make_certificates, require_openssl
 from wsclient import Client
 
 from websocket.redis_wire import RedisAddress, parse_redis_url
@@ -109,6 +110,31 @@ def test_localhost_by_name_and_history_over_rediss(start_server: Start, start_re
             assert [b1.recv_message() for _ in range(3)] == ["h0", "h1", "h2"]
 
 
+def test_redis_over_tls_killed_and_restarted(start_server: Start, start_redis: StartRedis,
+                                             certs: Certificates) -> None:
+    redis = start_redis(tls=tls_of(certs))
+    a, b = (start_server("--redis", redis.url, "--redis-cafile", str(certs.ca_cert))
+            for _ in range(2))
+    for server in (a, b):
+        server.wait_for_log(r"Redis connected: 127\.0\.0\.1:\d+ \(TLS\)")
+    with Client(a.port).handshake() as a1, Client(b.port).handshake() as b1:
+        wait_subscribed(redis, "/", 2)
+        chat_round([a1, b1], [a1, b1], 10)
+        redis.kill()
+        for server in (a, b):
+            server.wait_for_log(r"Redis link lost \(.*\); chatting locally")
+        chat_round([a1], [a1], 5)  # local chat never stops
+        assert nothing_arrives(b1)
+        redis.start()  # the same port, TLS again: a new handshake on each connection
+        for server in (a, b):
+            server.wait_for_log(r"Redis link restored \(127\.0\.0\.1:\d+ \(TLS\)\)",
+                                timeout=15)
+        wait_subscribed(redis, "/", 2)
+        chat_round([a1, b1], [a1, b1], 10)
+    for server in (a, b):
+        assert "Traceback" not in server.log
+
+
 def test_password_over_rediss(start_server: Start, start_redis: StartRedis,
                               certs: Certificates) -> None:
     redis = start_redis(password="s3cret", tls=tls_of(certs))
@@ -166,9 +192,6 @@ def test_a_certificate_for_another_name(start_server: Start, start_redis: StartR
                                         certs: Certificates, tmp_path: Path) -> None:
     # A certificate from the trusted CA, but for another host name than the URL's.
     other_key, other_cert = tmp_path / "other.key", tmp_path / "other.pem"
-    import subprocess
-
-    from tls import OPENSSL
     for command in (
             ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
              "-out", str(other_key)],
