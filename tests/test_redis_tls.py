@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess
+from conftest import SERVER, ServerProcess
 from redis_server import RedisServer
 from test_redis_link import chat_round, wait_subscribed
 from test_rooms import nothing_arrives
@@ -216,3 +217,12 @@ def test_rediss_to_a_plain_redis_port(start_server: Start, start_redis: StartRed
     check_refused(server, r"Redis at 127\.0\.0\.1:\d+ \(TLS\): TLS handshake (failed: .*|"
                           r"not complete within 5 s); is that port plain Redis\? "
                           r"\(redis:// is without TLS\)")
+
+
+def test_help_names_rediss_and_the_cafile() -> None:
+
+    result = subprocess.run([sys.executable, str(SERVER), "--help"], capture_output=True,
+                            text=True, timeout=20, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0
+    assert "--redis-cafile PEM" in result.stdout
+    assert "rediss://" in result.stdout
