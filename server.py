@@ -159,7 +159,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "forgets its history (default: %(default)g)")
     parser.add_argument("--redis", metavar="URL", default=None,
                         help="redis://[:PASSWORD@]HOST:PORT[/DB]: join every server started "
-                        "with the same Redis into one chat (pub/sub; default: none)")
+                        "with the same Redis into one chat (pub/sub; default: none); "
+                        "rediss://... for Redis over TLS")
+    parser.add_argument("--redis-cafile", metavar="PEM", default=None,
+                        help="with rediss://: trust only this CA's certificate(s) for Redis "
+                        "(default: the system's trust store); the host name is checked")
     parser.add_argument("--redis-prefix", metavar="TEXT", default=DEFAULTS["redis_prefix"],
                         help="Redis channel names start with this (default: %(default)s)")
     parser.add_argument("--workers", type=positive(int), metavar="N", default=1,
@@ -294,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                         trace=args.trace, trace_bytes=args.trace_bytes,
                         trace_page=args.trace_page, trace_page_from=args.trace_page_from,
                         compression=args.compression, redis=args.redis,
-                        redis_prefix=args.redis_prefix, history=args.history,
+                        redis_prefix=args.redis_prefix, redis_cafile=args.redis_cafile,
+                        history=args.history,
                         history_idle=args.history_idle, reuse_port=bool(worker))
         if supervising:
             check(args.workers, args.redis)

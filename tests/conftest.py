@@ -142,8 +142,9 @@ def start_redis() -> Iterator[Callable[..., RedisServer]]:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     started: list[RedisServer] = []
 
-    def start(*args: str, password: str | None = None, port: int | None = None) -> RedisServer:
-        server = RedisServer(password, *args, executable=path, port=port)
+    def start(*args: str, password: str | None = None, port: int | None = None,
+              tls: tuple[Path, Path, Path] | None = None) -> RedisServer:
+        server = RedisServer(password, *args, executable=path, port=port, tls=tls)
         started.append(server)
         return server
 

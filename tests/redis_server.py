@@ -7,7 +7,9 @@
 nothing was persisted), `pause`d and `resume`d (SIGSTOP/SIGCONT: connections stay open and
 nothing is answered), or made busy with `debug_sleep` (DEBUG SLEEP: the whole server stops
 serving for that long; Redis 7 refuses DEBUG unless started with `--enable-debug-command`,
-which this helper passes as `local`).
+which this helper passes as `local`). With `tls=(cert, key, ca)` (PEM paths, e.g. from
+tests/tls.py's make_certificates) it speaks TLS only (`--port 0 --tls-port P`, no client
+certificates asked): `url` is then rediss://, and `client()` speaks TLS too.
 
 No pytest inside: fixtures wrap it (see tests/test_redis_server.py). `redis_server_path()`
 is None when redis-server is not installed. `RespClient` uses websocket/resp.py over a plain
@@ -20,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -61,13 +64,15 @@ class RespClient:
     """A blocking RESP2 client over one TCP connection: `call`, or `send` then `read_reply`."""
 
     def __init__(self, host: str, port: int, timeout: float = 5.0,
-                 rcvbuf: int | None = None) -> None:
+                 rcvbuf: int | None = None, context: ssl.SSLContext | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:  # before connect(), so the TCP window starts small
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         try:
             self.sock.connect((host, port))
+            if context is not None:  # a blocking handshake: this is the test's side
+                self.sock = context.wrap_socket(self.sock, server_hostname=host)
         except OSError:
             self.sock.close()
             raise
@@ -109,13 +114,20 @@ class RedisServer:
     """One redis-server process on 127.0.0.1, started at once; a context manager."""
 
     def __init__(self, password: str | None = None, *extra_args: str,
-                 executable: str | None = None, port: int | None = None) -> None:
+                 executable: str | None = None, port: int | None = None,
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
         found = executable or redis_server_path()
         if found is None:
             raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
         self.executable = found
         self.password = password
         self.extra_args = extra_args
+        self.tls = tls  # (certificate, key, CA) PEM paths: TLS only
+        self.client_context: ssl.SSLContext | None = None
+        if tls is not None:  # the helper trusts what it serves, whatever the name in it
+            self.client_context = ssl.create_default_context(cafile=str(tls[2]))
+            self.client_context.load_verify_locations(cafile=str(tls[0]))
+            self.client_context.check_hostname = False
         self.host = HOST
         self.port = port or 0
         self._dir = tempfile.TemporaryDirectory(prefix="chat-redis-")
@@ -133,7 +145,8 @@ class RedisServer:
     def url(self) -> str:
         """The `--redis` URL of this server, password included."""
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}{self.host}:{self.port}"
+        scheme = "rediss" if self.tls is not None else "redis"
+        return f"{scheme}://{auth}{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -144,7 +157,13 @@ class RedisServer:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
 
     def _command_line(self) -> list[str]:
-        args = [self.executable, "--port", str(self.port), "--bind", self.host,
+        ports = ["--port", str(self.port)]
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                     "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
+                     "--tls-auth-clients", "no"]
+        args = [self.executable, *ports, "--bind", self.host,
                 # Persistence off: no RDB snapshots, no append-only file, nothing outlives
                 # the process, and a restart starts empty.
                 "--save", "", "--appendonly", "no", "--dir", self._dir.name,
@@ -193,7 +212,7 @@ class RedisServer:
     def client(self, timeout: float = 5.0, auth: bool = True,
                rcvbuf: int | None = None) -> RespClient:
         """A new connection, authenticated first when the server has a password."""
-        client = RespClient(self.host, self.port, timeout, rcvbuf)
+        client = RespClient(self.host, self.port, timeout, rcvbuf, self.client_context)
         if auth and self.password is not None:
             reply = client.call("AUTH", self.password)
             if reply != "OK":

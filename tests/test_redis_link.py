@@ -19,7 +19,7 @@ from redis_server import RedisServer, free_port
 from test_rooms import nothing_arrives
 from wsclient import Client, wait_until
 
-from websocket.redis_wire import RedisAddress, RedisURLError, parse_redis_url
+from websocket.redis_wire import RedisAddress, RedisURLError, decode_presence, parse_redis_url
 
 Start = Callable[..., ServerProcess]
 
@@ -37,8 +37,7 @@ def test_redis_urls(url: str, expected: RedisAddress) -> None:
 
 
 @pytest.mark.parametrize("url, problem", [
-    ("http://127.0.0.1:6379", "not a redis:// URL"),
-    ("rediss://127.0.0.1:6379", "TLS"),
+    ("http://127.0.0.1:6379", "not a redis:// or rediss:// URL"),
     ("redis://127.0.0.1:99999", "bad port"),
     ("redis://:pw@", "no host"),
     ("redis://127.0.0.1/zero", "must be a number"),
@@ -48,11 +47,24 @@ def test_bad_redis_urls(url: str, problem: str) -> None:
         parse_redis_url(url)
 
 
+@pytest.mark.parametrize("data, expected", [
+    (b"abc 0 q", ("abc", "q", None)),
+    (b'abc 0 p ["ann", "b\xc3\xa9a"]', ("abc", "p", ["ann", "b\u00e9a"])),
+    (b"abc 0 p []", ("abc", "p", [])),
+    (b"abc 0 p [1]", ("abc", "p", None)),  # presence, but no names: ignored
+    (b"abc 0 p {oops", ("abc", "p", None)),
+    (b"abc 1 t hello", None),  # a message
+    (b"abc 0 x", None),
+    (b"abc", None),
+])
+def test_presence_entries(data: bytes, expected: object) -> None:
+    assert decode_presence(data) == expected
+
+
 def test_a_bad_redis_url_is_one_error_line(start_server: Start) -> None:
     with pytest.raises(AssertionError) as failed:
-        start_server("--redis", "rediss://127.0.0.1:1")
-    assert "server.py: error: --redis: rediss:// (Redis over TLS) is not supported" in str(
-        failed.value)
+        start_server("--redis", "redis://127.0.0.1/zero")
+    assert "server.py: error: --redis: the database in " in str(failed.value)
     assert "Traceback" not in str(failed.value)
 
 

@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "idle_timeout": 0.0,  # close (1000) a user that sent no message for this long; 0: off
     "metrics": False,  # serve GET /metrics (the counters are kept either way)
     "redis": None,  # redis://[:password@]host:port[/db]: one chat over many processes
+    "redis_cafile": None,  # rediss://: trust this CA's PEM instead of the system's store
     "redis_prefix": "chat:",  # Redis channel (and key) names start with this
     "history": 0,  # messages of each room replayed to a newcomer; 0: off, as the article
     "history_idle": 3600.0,  # seconds a room without users and messages keeps its history

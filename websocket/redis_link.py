@@ -8,7 +8,7 @@ only (un)subscribe and ping (Redis docs, "Pub/Sub": "a client subscribed to one 
 channels shouldn't issue commands"), so PUBLISH goes on the other one.
 
 Both are non-blocking sockets in the server's one loop (`connection.Connection`, opened by
-`connection.Connector`); the bytes are RESP2 (resp.py). No threads, nothing beyond stdlib.
+`connection.Connector`; with rediss://, TLS, by tls_client.py); the bytes are RESP2 (resp.py).
 
 A published message is `<origin> <seq> <t|b> <payload>`: the origin is this process's
 random id, so a process never delivers its own message again (it delivered it locally
@@ -44,14 +44,16 @@ import json
 import logging
 import secrets
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
 
 from .connection import Connection, Connector
 from .loop import Loop, Timer
-from .redis_wire import RedisAddress, decode_entry, describe, encode_entry
+from .redis_wire import RedisAddress, decode_entry, decode_presence, describe, encode_entry
 from .resp import NEED_MORE, Reader, RedisError, Reply, RespProtocolError, encode_command
+from .tls_client import TlsConnector, connect, connection_of
 
 log = logging.getLogger("websocket")
 
@@ -73,7 +75,7 @@ class _Session:
         self.link = link
         self.role = role  # "publish" or "subscribe"
         self.conn: Connection | None = None
-        self.connector: Connector | None = None
+        self.connector: Connector | TlsConnector | None = None
         self.reader = Reader()
         self.expect: deque[str] = deque()  # what the next non-push replies answer
         self.ready = False
@@ -83,12 +85,13 @@ class _Session:
         self.reader = Reader()
         self.expect.clear()
         self.ready = False
-        self.connector = Connector(self.link.loop, address.host, address.port, CONNECT_TIMEOUT,
-                                   self._connected, self._failed)
+        self.connector = connect(self.link.loop, address.host, address.port, CONNECT_TIMEOUT,
+                                 self.link.tls_context, self._connected, self._failed,
+                                 self._tls_failed)  # TLS with a context (rediss://)
 
     def _connected(self, sock: socket.socket) -> None:
         self.connector = None
-        self.conn = Connection(self.link.loop, sock, self)
+        self.conn = connection_of(self.link.loop, sock, self)
         address = self.link.address
         if address.password is not None:
             auth = ((address.username, address.password) if address.username
@@ -104,6 +107,11 @@ class _Session:
     def _failed(self, why: str) -> None:
         self.connector = None
         self.link.session_lost(self, why)
+
+    def _tls_failed(self, why: str) -> None:
+        self.connector = None
+        self.link.session_lost(self, f"Redis at {self.link.address}: {why}; chatting locally "
+                               "and retrying", error=True)
 
     def send(self, expect: str | None, *command: str | bytes | int) -> None:
         if self.conn is None or self.conn.closed:
@@ -204,9 +212,11 @@ class RedisLink:
 
     def __init__(self, loop: Loop, address: RedisAddress, prefix: str,
                  deliver: Callable[[str | None, str | bytes, str], None] | None = None, *,
-                 max_backlog: int = 4 << 20, server_id: str | None = None) -> None:
+                 max_backlog: int = 4 << 20, server_id: str | None = None,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self.loop = loop
         self.address = address
+        self.tls_context = tls_context  # rediss:// (tls_client.py); None: plain TCP
         self.prefix = prefix
         self.deliver = deliver or (lambda room, message, entry_id: None)
         self.max_backlog = max_backlog
@@ -301,22 +311,13 @@ class RedisLink:
 
     def _on_presence(self, room: str, data: bytes) -> bool:
         """A presence message (see the module docstring)? Handled here if so."""
-        parts = data.split(b" ", 3)
-        if len(parts) < 3 or parts[1] != b"0" or parts[2] not in (b"p", b"q"):
+        presence = decode_presence(data)
+        if presence is None:
             return False
-        origin = parts[0].decode("ascii", "replace")
-        if origin == self.server_id:
-            return True
-        if parts[2] == b"q":
-            if self.on_presence_query is not None:
-                self.on_presence_query(room)
-            return True
-        try:
-            names = json.loads(parts[3]) if len(parts) == 4 else None
-        except ValueError:
-            names = None
-        if (isinstance(names, list) and all(isinstance(n, str) for n in names)
-                and self.on_presence is not None):
+        origin, kind, names = presence
+        if origin != self.server_id and kind == "q" and self.on_presence_query is not None:
+            self.on_presence_query(room)
+        elif origin != self.server_id and names is not None and self.on_presence is not None:
             self.on_presence(room, origin, names)
         return True
 

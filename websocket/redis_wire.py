@@ -7,6 +7,7 @@ text or binary, and the message's bytes (redis_link.py says why each part is the
 """
 from __future__ import annotations
 
+import json
 import urllib.parse
 from dataclasses import dataclass
 
@@ -26,19 +27,20 @@ class RedisAddress:
     password: str | None = None
     username: str | None = None  # Redis 6 ACL user; AUTH with the password alone if None
     db: int = 0
+    tls: bool = False  # rediss://: both connections speak TLS (tls_client.py)
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}" + (f"/{self.db}" if self.db else "")
+        return (f"{host}:{self.port}" + (f"/{self.db}" if self.db else "")
+                + (" (TLS)" if self.tls else ""))
 
 
 def parse_redis_url(url: str) -> RedisAddress:
-    """`redis://[[user]:password@]host[:port][/db]` (the IANA "redis" URI scheme)."""
+    """`redis://[[user]:password@]host[:port][/db]` (the IANA "redis" URI scheme), or the
+    same with `rediss://` (the IANA "rediss" scheme: Redis over TLS)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "rediss":
-        raise RedisURLError("rediss:// (Redis over TLS) is not supported yet; use redis://")
-    if parts.scheme != "redis":
-        raise RedisURLError(f"not a redis:// URL: {url!r}")
+    if parts.scheme not in ("redis", "rediss"):
+        raise RedisURLError(f"not a redis:// or rediss:// URL: {url!r}")
     try:
         port = parts.port or DEFAULT_PORT
     except ValueError:
@@ -50,7 +52,8 @@ def parse_redis_url(url: str) -> RedisAddress:
         raise RedisURLError(f"the database in {url!r} must be a number, e.g. /0")
     password = urllib.parse.unquote(parts.password) if parts.password is not None else None
     username = urllib.parse.unquote(parts.username) if parts.username else None
-    return RedisAddress(parts.hostname, port, password or None, username, int(path or 0))
+    return RedisAddress(parts.hostname, port, password or None, username, int(path or 0),
+                        parts.scheme == "rediss")
 
 
 def describe(reply: RedisError) -> str:
@@ -83,3 +86,21 @@ def decode_entry(data: bytes) -> tuple[str, int, str | bytes] | None:
         return origin.decode(), int(seq_text), payload.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def decode_presence(data: bytes) -> tuple[str, str, list[str] | None] | None:
+    """(origin, "p", names) of `<origin> 0 p <JSON names>` (names None if they are not a
+    JSON list of strings), (origin, "q", None) of `<origin> 0 q`; None for anything else."""
+    parts = data.split(b" ", 3)
+    if len(parts) < 3 or parts[1] != b"0" or parts[2] not in (b"p", b"q"):
+        return None
+    origin = parts[0].decode("ascii", "replace")
+    if parts[2] == b"q":
+        return origin, "q", None
+    try:
+        names = json.loads(parts[3]) if len(parts) == 4 else None
+    except ValueError:
+        names = None
+    if isinstance(names, list) and all(isinstance(name, str) for name in names):
+        return origin, "p", names
+    return origin, "p", None

@@ -47,7 +47,8 @@ from .redis_link import RedisLink
 from .redis_wire import RedisURLError, parse_redis_url
 from .rooms import Rooms
 from .sweeps import HOLD_HTTP
-from .tls import TlsAcceptor, TlsConnection
+from .tls import TlsAcceptor, TlsConfigError, TlsConnection
+from .tls_client import client_context
 from .trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
 from .user import User, UserState
 from .wire import WireHub, parse_networks
@@ -130,8 +131,13 @@ class Server(Handshakes):
                 redis_address = parse_redis_url(settings["redis"])
             except RedisURLError as exc:
                 raise ServerError(f"--redis: {exc}") from None
+            try:  # rediss://: the certificate is checked (the system's CAs or --redis-cafile)
+                redis_tls = (client_context(settings["redis_cafile"])
+                             if redis_address.tls else None)
+            except TlsConfigError as exc:
+                raise ServerError(f"--redis-cafile: {exc}") from None
             link = RedisLink(self.loop, redis_address, settings["redis_prefix"],
-                             max_backlog=self.max_buffer)
+                             max_backlog=self.max_buffer, tls_context=redis_tls)
         history = (History(settings["history"], settings["history_idle"])
                    if settings["history"] else None)
         self._rooms = Rooms(self.delivery, self.loop, history, link)  # rooms.py
