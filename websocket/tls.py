@@ -385,8 +385,14 @@ class TlsConnection(Connection):
             self._read_decrypted_later()
 
     def _tls_error(self, exc: ssl.SSLError) -> None:
-        log.warning("%s: TLS error: %s; closing that connection",
-                    peer_of(getattr(self.user, "address", None)), describe(exc))
+        address = getattr(self.user, "address", None)
+        if address is None:  # not a user's (the Redis link's): its owner logs the loss
+            try:
+                address = self.sock.getpeername()
+            except OSError:
+                address = "a TLS peer"
+        log.warning("%s: TLS error: %s; closing that connection", peer_of(address),
+                    describe(exc))
         self.close(f"TLS error: {describe(exc)}")
 
     # -- writing ---------------------------------------------------------------------------
