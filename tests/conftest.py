@@ -151,3 +151,21 @@ def start_redis() -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in started:
         server.close()
+
+
+# A drop-in script that tells each user its address (--trust-proxy tests, direct and
+# through nginx).
+ADDRESS_SCRIPT = '''
+def on_connect(user, server):
+    server.send(user, repr(user.address))
+
+def process(user, message, server):
+    server.broadcast(message)
+'''
+
+
+@pytest.fixture
+def address_script(tmp_path: Path) -> Path:
+    script = tmp_path / "address.py"
+    script.write_text(ADDRESS_SCRIPT)
+    return script

@@ -349,21 +349,6 @@ def test_without_idle_timeout_a_silent_user_stays(chat_server: ServerProcess) ->
 
 # -- --trust-proxy --------------------------------------------------------------------------------
 
-ADDRESS_SCRIPT = '''
-def on_connect(user, server):
-    server.send(user, repr(user.address))
-
-def process(user, message, server):
-    server.broadcast(message)
-'''
-
-
-@pytest.fixture
-def address_script(tmp_path: Path) -> Path:
-    script = tmp_path / "address.py"
-    script.write_text(textwrap.dedent(ADDRESS_SCRIPT))
-    return script
-
 
 def join_with(port: int, headers: str) -> tuple[Client, str]:
     user = Client(port)

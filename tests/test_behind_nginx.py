@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import re
 import socket
-import textwrap
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -34,21 +33,6 @@ Start = Callable[..., ServerProcess]
 TIMEOUT = 10.0
 CLIENT_ADDRESS = "127.0.0.5"  # any 127/8 address is loopback on Linux
 SPOOFED = "6.6.6.6"
-
-ADDRESS_SCRIPT = '''
-def on_connect(user, server):
-    server.send(user, repr(user.address))
-
-def process(user, message, server):
-    server.broadcast(message)
-'''
-
-
-@pytest.fixture
-def address_script(tmp_path: Path) -> Path:
-    script = tmp_path / "address.py"
-    script.write_text(textwrap.dedent(ADDRESS_SCRIPT))
-    return script
 
 
 def address_through(proxy: Nginx, path: str = "/") -> tuple[str, int]:
