@@ -397,15 +397,18 @@
   }
 
   // A change: {"joined": [{"id", "name"}...], "left": [id...]}. Joins first, so someone who
-  // came and went within one change is shown doing both.
+  // came and went within one change is shown doing both. Only real changes are lines: a
+  // newcomer's list is the end of the pass it joined in, and that pass's delta, which comes
+  // next, names the newcomer (and anyone who came in the same pass) again.
   function onPresenceDelta(delta) {
     const people = session.people;
     if (people === null) return; // nothing to apply it to before the whole list
     for (const entry of Array.isArray(delta.joined) ? delta.joined : []) {
       if (entry === null || typeof entry !== "object") continue;
+      const id = String(entry.id);
       const name = String(entry.name);
-      people.set(String(entry.id), name);
-      addLine("presence", `${name} joined`);
+      if (!people.has(id)) addLine("presence", `${name} joined`);
+      people.set(id, name);
     }
     for (const id of Array.isArray(delta.left) ? delta.left : []) {
       const name = people.get(String(id));

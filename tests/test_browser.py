@@ -1087,6 +1087,10 @@ def test_presence_changes_and_original_times_from_a_scripted_server(
                               "time": this_morning.timestamp()})
             send(connection, {"presence": [{"id": "u1", "name": "alice"},
                                            {"id": "u9", "name": "carol"}]})
+            # As issue 18's server does: the delta of the pass alice joined in names her
+            # again, and changes nothing.
+            send(connection, {"presence_delta": {"joined": [{"id": "u1", "name": "alice"}],
+                                                 "left": []}})
             said = str(connection.recv(timeout=10))
             typed.put(said)
             send(connection, {"id": "s.3", "text": said})
