@@ -85,9 +85,14 @@ def _chromium(playwright: Playwright, profile: str) -> BrowserContext:
     return context
 
 
+# The Playwright that drives the module's Chromium, for the tests that need a second one.
+_PLAYWRIGHT: list[Playwright] = []
+
+
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[tuple[Playwright, BrowserContext]]:
-    """One headless Chromium for the module, with a fresh profile in a temporary folder."""
+def browser() -> Iterator[BrowserContext]:
+    """One headless Chromium for the module, with a fresh profile in a temporary folder.
+    (test_browser_wire.py and test_game_page.py use it too, by name.)"""
     if sync_playwright is None:
         _unavailable("the playwright package is not installed (pip install playwright)")
     if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
@@ -96,23 +101,20 @@ def chromium() -> Iterator[tuple[Playwright, BrowserContext]]:
     with tempfile.TemporaryDirectory(prefix="chat-chromium-") as profile, \
             sync_playwright() as playwright:
         context = _chromium(playwright, profile)
+        _PLAYWRIGHT.append(playwright)
         try:
-            yield playwright, context
+            yield context
         finally:
+            _PLAYWRIGHT.remove(playwright)
             context.close()
 
 
-@pytest.fixture(scope="module")
-def browser(chromium: tuple[Playwright, BrowserContext]) -> BrowserContext:
-    return chromium[1]
-
-
 @pytest.fixture
-def clocked(chromium: tuple[Playwright, BrowserContext]) -> Iterator[BrowserContext]:
+def clocked(browser: BrowserContext) -> Iterator[BrowserContext]:
     """A Chromium of the test's own, for pages on a fixed clock: Playwright's clock is the
     whole context's and cannot be given back, so it must not be the module's."""
     with tempfile.TemporaryDirectory(prefix="chat-chromium-") as profile:
-        context = _chromium(chromium[0], profile)
+        context = _chromium(_PLAYWRIGHT[-1], profile)
         try:
             yield context
         finally:
