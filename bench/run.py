@@ -2,7 +2,7 @@
 """The chat server's benchmark: ours against three Python WebSocket servers, two Node.js ones
 (ws and uWebSockets.js) and a raw-TCP relay.
 
-    python3 bench/run.py                 # full run (make bench): ~10-15 min, writes the docs
+    python3 bench/run.py                 # full run (make bench): ~20 min, writes the docs
     python3 bench/run.py --quick         # fewer repeats, smaller runs (make bench-quick): < 1 min
     python3 bench/run.py --only ours --scenario fanout --users 100            # one case
     python3 bench/run.py --only ours --scenario fanout --users 100 --profile cprofile
