@@ -158,7 +158,8 @@ NODE_LOCK = NODE_DIR / "package-lock.json"
 NODE_MODULES = NODE_DIR / "node_modules"
 NODE_STAMP = NODE_MODULES / ".bench-package-lock"  # the lock file `npm ci` last installed
 # Loads every package of bench/node/package.json the way the adapters do and prints, as JSON,
-# the versions of those that load and the first line of the error of those that do not.
+# the versions of those that load and, for those that do not, the last line of the error
+# (uwebsockets' loader puts the dynamic linker's reason, e.g. a missing glibc version, there).
 NODE_CHECK = """
 const path = require('node:path');
 const r = require('node:module').createRequire(path.resolve(process.argv[1]));
