@@ -158,8 +158,9 @@ NODE_LOCK = NODE_DIR / "package-lock.json"
 NODE_MODULES = NODE_DIR / "node_modules"
 NODE_STAMP = NODE_MODULES / ".bench-package-lock"  # the lock file `npm ci` last installed
 # Loads every package of bench/node/package.json the way the adapters do and prints, as JSON,
-# the versions of those that load and, for those that do not, the last line of the error
-# (uwebsockets' loader puts the dynamic linker's reason, e.g. a missing glibc version, there).
+# the versions of those that load and, for those that do not, one line of the error: the last
+# that starts with "Error: " (uwebsockets' loader puts the reason of the failed binary load,
+# e.g. a missing glibc version, after its own message), else the first.
 NODE_CHECK = """
 const path = require('node:path');
 const r = require('node:module').createRequire(path.resolve(process.argv[1]));
@@ -167,7 +168,10 @@ const deps = Object.keys(r('./package.json').dependencies);
 const out = {versions: {'Node.js': process.versions.node}, unusable: {}};
 for (const name of deps) {
   try { r(name); out.versions[name] = r(name + '/package.json').version; }
-  catch (e) { out.unusable[name] = String(e.message).split('\\n').filter(Boolean).pop(); }
+  catch (e) {
+    const lines = String(e.message).split('\\n').filter(Boolean);
+    out.unusable[name] = lines.filter((l) => l.startsWith('Error: ')).pop() || lines[0];
+  }
 }
 console.log(JSON.stringify(out));
 """
