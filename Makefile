@@ -28,8 +28,9 @@ lint: $(VENV)/ready
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-# Benchmarks against the Python peers (installed into bench/.venv by bench/run.py, never
-# needed by the server). See docs/performance.md.
+# Benchmarks against the Python peers (installed into bench/.venv by bench/run.py) and the
+# Node.js ones (ws, uWebSockets.js: npm ci into bench/node/node_modules by bench/run.py; needs
+# node and npm), never needed by the server. See docs/performance.md.
 bench:
 	$(PYTHON) bench/run.py
 

@@ -17,7 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-LABELS = {"ours": "ours (server.py)", "raw-relay": "raw TCP relay (no framing)"}
+LABELS = {"ours": "ours (server.py)", "raw-relay": "raw TCP relay (no framing)",
+          "node-ws": "ws (Node.js)", "uws": "uWebSockets.js (Node.js)"}
 STYLES = {"ours": dict(color="#d62728", linewidth=2.6, marker="o", zorder=5),
           "raw-relay": dict(color="#7f7f7f", linestyle="--", marker="s")}
 

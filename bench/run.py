@@ -1,24 +1,29 @@
 #!/usr/bin/env python3
-"""The chat server's benchmark: ours against three Python WebSocket servers and a raw-TCP relay.
+"""The chat server's benchmark: ours against three Python WebSocket servers, two Node.js ones
+(ws and uWebSockets.js) and a raw-TCP relay.
 
-    python3 bench/run.py                 # full run (make bench): ~10-15 min, writes the docs
+    python3 bench/run.py                 # full run (make bench): ~20 min, writes the docs
     python3 bench/run.py --quick         # fewer repeats, smaller runs (make bench-quick): < 1 min
     python3 bench/run.py --only ours --scenario fanout --users 100            # one case
     python3 bench/run.py --only ours --scenario fanout --users 100 --profile cprofile
     python3 bench/run.py --scenario openloop --no-docs       # the open-loop ladder, every target
 
-Run with the system python3. It creates bench/.venv (the peers and matplotlib, never needed by
-the server), compiles bench/loadgen.c there with gcc, and then, for every scenario and target,
-starts the target pinned to one core, runs the load generator pinned to the other, and stops
-the target by its PID. Every run has a deadline. Results go to bench/results/ (JSON and the
-Markdown table); a full run without --only/--scenario/--users also rewrites the results part of
-docs/performance.md and docs/fanout.png.
+Run with the system python3. It creates bench/.venv (the Python peers and matplotlib, never
+needed by the server), installs the Node.js peers into bench/node/node_modules with `npm ci`
+when a Node.js target is run (node and npm must be on PATH: under CI=true their absence is an
+error, otherwise those targets are skipped with the reason), compiles bench/loadgen.c with gcc,
+and then, for every scenario and target, starts the target pinned to one core, runs the load
+generator pinned to the other, and stops the target by its PID. Every run has a deadline.
+Results go to bench/results/ (JSON and the Markdown table); a full run without
+--only/--scenario/--users also rewrites the results part of docs/performance.md and
+docs/fanout.png.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
@@ -36,7 +41,18 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from targets import BY_NAME, OURS, ROOT, TARGETS, Running, Target, command, free_port, python_for  # noqa: E402
+from targets import (  # noqa: E402
+    BY_NAME,
+    NODE_DIR,
+    OURS,
+    ROOT,
+    TARGETS,
+    Running,
+    Target,
+    command,
+    free_port,
+    python_for,
+)
 
 BENCH = ROOT / "bench"
 VENV = BENCH / ".venv"
@@ -124,6 +140,97 @@ def ensure_venv() -> str:
                     "-r", str(req)], check=True)
     stamp.write_text(want)
     return str(VPY)
+
+
+class NodePeersUnavailable(RuntimeError):
+    """The Node.js peers cannot be installed or run here; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class NodePeers:
+    """What `install_node_peers` found: versions (Node.js and each npm package), and why a
+    package that is installed still cannot be loaded (by package name)."""
+    versions: dict[str, str]
+    unusable: dict[str, str]
+
+
+NODE_LOCK = NODE_DIR / "package-lock.json"
+NODE_MODULES = NODE_DIR / "node_modules"
+NODE_STAMP = NODE_MODULES / ".bench-package-lock"  # the lock file `npm ci` last installed
+# Loads every package of bench/node/package.json the way the adapters do and prints, as JSON,
+# the versions of those that load and, for those that do not, one line of the error: the last
+# that starts with "Error: " (uwebsockets' loader puts the reason of the failed binary load,
+# e.g. a missing glibc version, after its own message), else the first.
+NODE_CHECK = """
+const path = require('node:path');
+const r = require('node:module').createRequire(path.resolve(process.argv[1]));
+const deps = Object.keys(r('./package.json').dependencies);
+const out = {versions: {'Node.js': process.versions.node}, unusable: {}};
+for (const name of deps) {
+  try { r(name); out.versions[name] = r(name + '/package.json').version; }
+  catch (e) {
+    const lines = String(e.message).split('\\n').filter(Boolean);
+    out.unusable[name] = lines.filter((l) => l.startsWith('Error: ')).pop() || lines[0];
+  }
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def install_node_peers(timeout: float = 900.0) -> NodePeers:
+    """Install bench/node's npm packages into bench/node/node_modules (once; again whenever
+    package-lock.json changes) and check that each loads on this machine's Node.js.
+
+    `npm ci` installs exactly what package-lock.json pins, with `--ignore-scripts`: no
+    package's own code runs at install time, and none needs to (uwebsockets ships built
+    binaries, bufferutil its prebuilds). Concurrent callers (a test and a bench run in one
+    checkout) wait for each other on a lock of package-lock.json. Raises NodePeersUnavailable
+    when node or npm is missing or npm ci fails.
+    """
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        raise NodePeersUnavailable(
+            f"{'node' if not node else 'npm'} is not installed: the Node.js targets "
+            "(node-ws, uws) need Node.js and npm on PATH (Debian: apt-get install nodejs npm)")
+    want = NODE_LOCK.read_text()
+    with NODE_LOCK.open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        if not (NODE_STAMP.exists() and NODE_STAMP.read_text() == want):
+            log("bench: installing the Node.js peers into bench/node/node_modules (npm ci) ...")
+            try:
+                proc = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund",
+                                       "--loglevel=error"], cwd=NODE_DIR, capture_output=True,
+                                      text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise NodePeersUnavailable(f"npm ci in {NODE_DIR.relative_to(ROOT)} did not "
+                                           f"finish in {timeout:.0f} s") from None
+            if proc.returncode != 0:
+                lines = [ln for ln in proc.stderr.splitlines() if ln.strip()] or ["(no output)"]
+                raise NodePeersUnavailable(f"npm ci in {NODE_DIR.relative_to(ROOT)} failed "
+                                           f"({proc.returncode}): {lines[-1].strip()[:200]}")
+            NODE_STAMP.write_text(want)
+    try:
+        proc = subprocess.run([node, "-e", NODE_CHECK, str(NODE_DIR / "package.json")],
+                              capture_output=True, text=True, timeout=120, check=True)
+        found = json.loads(proc.stdout)
+    except (subprocess.SubprocessError, ValueError) as exc:
+        raise NodePeersUnavailable(f"node could not check bench/node's packages: {exc}") from None
+    return NodePeers(dict(found["versions"]), dict(found["unusable"]))
+
+
+def node_targets_unavailable(targets: list[Target]) -> tuple[dict[str, str], dict[str, str]]:
+    """For the Node.js targets among `targets`: (versions, {target name: why it cannot run})."""
+    wanted = [t for t in targets if t.runtime == "node"]
+    if not wanted:
+        return {}, {}
+    try:
+        peers = install_node_peers()
+    except NodePeersUnavailable as exc:
+        return {}, {t.name: str(exc) for t in wanted}
+    why = {t.name: f"{t.package} does not load on Node.js {peers.versions.get('Node.js')}: "
+                   f"{peers.unusable[t.package]}"
+           for t in wanted if t.package in peers.unusable}
+    return peers.versions, why
 
 
 def ensure_loadgen() -> str:
@@ -1017,6 +1124,8 @@ def report(meta: dict[str, Any], plan: Plan, runs: list[dict[str, Any]],
         "server. Ratios are ours ÷ peer: above 1 is better for rates, below 1 is better for "
         "times and memory.",
     ]
+    for name, why in (meta.get("not_run") or {}).items():
+        parts += ["", f"**{name} was not run**: {why}."]
     if metrics(plan, runs):
         parts += ["", side_by_side(plan, runs, targets)]
     if any(r["scenario"] == "openloop" and r.get("ok") for r in runs):
@@ -1099,6 +1208,16 @@ def main(argv: list[str] | None = None) -> int:
     users = [int(u) for u in args.users.split(",") if u.strip()] or None
 
     targets = [t for t in TARGETS if t.name in names]
+    node_versions, not_run = node_targets_unavailable(targets)
+    if not_run:
+        if os.environ.get("CI") == "true":
+            name, why = next(iter(not_run.items()))
+            sys.exit(f"bench: CI=true and the {name} target cannot run: {why}")
+        for name, why in not_run.items():
+            log(f"bench: skipping {name}: {why}")
+        targets = [t for t in targets if t.name not in not_run]
+        if not targets:
+            sys.exit("bench: no target left to run")
     needs_venv = any(t.in_venv for t in targets) or not args.no_docs
     venv_python = ensure_venv() if needs_venv else None
     loadgen = ensure_loadgen()
@@ -1128,7 +1247,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python3 bench/run.py",
                              *(sys.argv[1:] if argv is None else argv)]),
         "elapsed_s": time.monotonic() - started,
-        "machine": machine(), "versions": peer_versions(venv_python),
+        "machine": machine(), "versions": {**peer_versions(venv_python), **node_versions},
+        "not_run": not_run,
         "server_cpu": server_cpu, "gen_cpu": gen_cpu,
         "targets": [t.name for t in targets], "plan": plan.__dict__,
     }

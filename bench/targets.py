@@ -4,12 +4,19 @@ Standard library only, so that the tests (tests/test_bench.py) can use it from t
 Every target is started on 127.0.0.1 port 0 and announces its port on its output: our server
 with its `Chat page : http://HOST:PORT/` start-up line, the adapters in bench/peers/ with
 `LISTENING HOST:PORT`. A target is stopped by its PID only: SIGINT, then SIGTERM, then SIGKILL.
+
+The Node.js peers (`node-ws`, `uws`) are .js adapters run with the `node` on PATH; their npm
+packages live in bench/node/node_modules (bench/run.py's `install_node_peers` puts them there).
+Node cannot raise its own open-file limit, so the process that starts it raises it for it, in
+the same pre-exec step that pins it to its core.
 """
 from __future__ import annotations
 
 import os
 import queue
 import re
+import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +30,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PEERS = BENCH / "peers"
+NODE_DIR = BENCH / "node"  # package.json, package-lock.json; node_modules/ (not committed)
 HOST = "127.0.0.1"
 
 OURS_READY = re.compile(r"Chat page\s*:\s*https?://[^\s/]+:(\d+)/")
@@ -40,6 +48,8 @@ class Target:
     in_venv: bool  # run with bench/.venv's python (peers) or plain python3 (ours, relay)
     max_users: int = 0  # a hard limit of its design (0: none); more are not attempted
     tls: bool = True  # it can serve wss:// (the wss scenarios)
+    runtime: str = "python"  # "python", or "node": a .js adapter run with `node`
+    package: str | None = None  # node: the npm package it measures (in bench/node/)
 
 
 OURS = Target("ours", "ours", ROOT / "server.py", None, "ws", OURS_READY, False)
@@ -52,10 +62,15 @@ TARGETS: tuple[Target, ...] = (
     Target("simple-websocket-server", "simple-websocket-server",
            PEERS / "peer_simple_websocket_server.py", "simple_websocket_server", "ws",
            PEER_READY, True, max_users=1000),  # select(): no fd above FD_SETSIZE (1,024)
+    Target("node-ws", "ws (Node.js)", PEERS / "peer_node_ws.js", None, "ws", PEER_READY, False,
+           runtime="node", package="ws"),
+    Target("uws", "uWebSockets.js", PEERS / "peer_uws.js", None, "ws", PEER_READY, False,
+           runtime="node", package="uwebsockets"),
     Target("raw-relay", "raw TCP relay", PEERS / "raw_relay.py", None, "raw", PEER_READY, False,
            tls=False),
 )
 BY_NAME = {t.name: t for t in TARGETS}
+NODE_TARGETS = tuple(t for t in TARGETS if t.runtime == "node")
 
 # Limits passed to our server so that the scenarios, not its defaults, are what is measured.
 OURS_OPTIONS = ("-q", "--max-connections", "20000", "--max-message-size", str(16 * 1024 * 1024))
@@ -89,6 +104,8 @@ def command(target: Target, mode: str, python: str, selector: str | None = None,
         if selector:
             argv += ["--selector", selector]
         return argv
+    if target.runtime == "node":
+        python = node_binary()  # the .js adapters take the same command line as the .py ones
     argv = [python, *wrapper, str(target.script), HOST, "0", "--mode", mode, *tls_args]
     if deflate:
         argv.append("--deflate")
@@ -108,14 +125,20 @@ class Running:
         self._new: queue.Queue[str] = queue.Queue()
         self._lock = threading.Lock()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        node = target.runtime == "node"
 
-        def pin() -> None:
+        def prepare() -> None:
+            # In the child before exec: every thread it will start (Node's libuv pool and V8's
+            # workers too) inherits the core.
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})
+            if node:  # as the Python adapters and our server do for themselves
+                raise_nofile()
 
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env, cwd=cwd, preexec_fn=pin if cpu is not None else None)
+            text=True, env=env, cwd=cwd,
+            preexec_fn=prepare if cpu is not None or node else None)
         self.pid = self.proc.pid
         for stream in (self.proc.stdout, self.proc.stderr):
             threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
@@ -201,7 +224,23 @@ class Running:
 
 
 def python_for(target: Target, venv_python: str | None) -> str:
-    """Peers run in the bench venv; our server and the relay with the interpreter running us."""
+    """Peers run in the bench venv; our server and the relay with the interpreter running us.
+    (The Node.js adapters are run with `node` whatever this says: see `command`.)"""
     if target.in_venv and venv_python:
         return venv_python
     return sys.executable
+
+
+def node_binary() -> str:
+    """The `node` on PATH, for the Node.js adapters."""
+    node = shutil.which("node")
+    if not node:
+        raise RuntimeError("node is not installed (the node-ws and uws targets need Node.js)")
+    return node
+
+
+def raise_nofile() -> None:
+    """Raise the soft open-file limit to the hard one (what bench/peers/_common.py does)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
