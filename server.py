@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Start the chat server: `python server.py 127.0.0.1 8080`, then open http://127.0.0.1:8080/.
+"""Start the chat server: `python3 server.py 127.0.0.1 8080`, then open http://127.0.0.1:8080/.
 
 The command line of the 2010 article (`php server/server.php 127.0.0.1 8080`), in Python.
 This file only reads options, starts `websocket.Server` and turns failures into one line.
@@ -77,7 +77,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="server.py",
         description="A WebSocket chat server (RFC 6455, and the 2010 drafts 75 and 76). It "
                     "serves the chat page and the WebSocket on the same port.",
-        epilog="Example: python server.py 127.0.0.1 8080, then open http://127.0.0.1:8080/ "
+        epilog="Example: python3 server.py 127.0.0.1 8080, then open http://127.0.0.1:8080/ "
                "in two browser tabs.")
     parser.add_argument("address", help="address to listen on: 127.0.0.1 or ::1 (this "
                         "machine only), 0.0.0.0 or :: (every interface), or a host name")
