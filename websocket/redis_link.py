@@ -123,12 +123,14 @@ class _Session:
         self.connector: Connector | TlsConnector | None = None
         self.reader = Reader()
         self.expect: deque[str] = deque()  # what the next non-push replies answer
+        self.confirmations = 0  # (un)subscribe confirmations still to come
         self.ready = False
 
     def open(self) -> None:
         address = self.link.address
         self.reader = self.link.reply_reader(self.role)
         self.expect.clear()
+        self.confirmations = 0
         self.ready = False
         self.connector = connect(self.link.loop, address.host, address.port, CONNECT_TIMEOUT,
                                  self.link.tls_context, self._connected, self._failed,
@@ -164,6 +166,8 @@ class _Session:
             return
         if expect is not None:
             self.expect.append(expect)
+        if command[0] in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            self.confirmations += len(command) - 1
         self.conn.queue(encode_command(*command))
 
     def close(self) -> None:
@@ -187,8 +191,8 @@ class _Session:
             try:
                 reply = self.reader.gets()
             except ReplyLimitExceeded as exc:
-                self.link.session_lost(self, f"Redis at {self.link.address} sent more than the "
-                                       f"{self.role} connection asks for: {exc}; dropped it",
+                self.link.session_lost(self, f"Redis sent more than the {self.role} "
+                                       f"connection asks for: {exc}; connection dropped",
                                        error=True)
                 return
             except RespProtocolError as exc:
@@ -205,16 +209,36 @@ class _Session:
     def _reply(self, reply: Reply) -> None:
         if (self.role == "subscribe" and isinstance(reply, list) and reply
                 and reply[0] in (b"message", b"subscribe", b"unsubscribe")):
-            if reply[0] == b"message" and len(reply) == 3:
-                channel, data = reply[1], reply[2]
-                if isinstance(channel, bytes) and isinstance(data, (bytes, Skipped)):
-                    self.link.on_message(channel, data)
-            elif reply[0] == b"subscribe":
-                if not self.ready:
-                    self.ready = True
-                    self.link.session_ready(self)
-                if isinstance(reply[1], bytes):
-                    self.link.subscribed(reply[1])
+            if reply[0] == b"message":
+                # RESP §Pub/Sub: ["message", channel, payload] (a payload too long to be an
+                # entry is Skipped, see reply_reader).
+                channel, data = reply[1:] if len(reply) == 3 else (None, None)
+                if not isinstance(channel, bytes) or not isinstance(data, (bytes, Skipped)):
+                    self.link.session_lost(self, "Redis sent a pub/sub message that is not "
+                                           "[message, channel, payload]; connection dropped",
+                                           error=True)
+                    return
+                self.link.on_message(channel, data)
+            else:
+                # RESP §Pub/Sub: one confirmation per channel named in each (UN)SUBSCRIBE.
+                self.confirmations -= 1
+                if self.confirmations < 0 or len(reply) != 3:
+                    self.link.session_lost(self, "Redis sent a confirmation the subscribe "
+                                           "connection did not ask for; connection dropped",
+                                           error=True)
+                    return
+                if reply[0] == b"subscribe":
+                    if not self.ready:
+                        self.ready = True
+                        self.link.session_ready(self)
+                    if isinstance(reply[1], bytes):
+                        self.link.subscribed(reply[1])
+            return
+        if not self.expect and not isinstance(reply, RedisError):
+            # Redis answers each command once, in order: nothing was asked (an error may
+            # answer a SUBSCRIBE, which expects no other answer).
+            self.link.session_lost(self, f"Redis sent a reply the {self.role} connection did "
+                                   "not ask for; connection dropped", error=True)
             return
         what = self.expect.popleft() if self.expect else "?"
         if what.startswith("lrange "):
