@@ -637,9 +637,6 @@ class _Rejected:
         if self._timer is None:
             self._timer = self.loop.call_later(DROP_LOG_INTERVAL, self._interval_over)
 
-    def total(self) -> int:
-        return sum(self.counts.values())
-
     def _interval_over(self) -> None:
         self._timer = None
         since, self._since_logged = self._since_logged, {}
