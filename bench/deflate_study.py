@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Which permessage-deflate design wins for a chat's broadcast? A measured study.
 
-    python3 bench/deflate_study.py [--quick] [--repeat N] [--json FILE]
+    python3 bench/deflate_study.py [--quick] [--repeat N] [--json FILE] [--windows-only]
 
 Standard library only (run it with the system python3); it uses websocket/deflate.py from
 this repository. Everything is deterministic but the clock: traffic comes from a seeded
@@ -20,6 +20,8 @@ Designs:
   c   one compressor per room with context takeover; every member gets the same bytes;
       a full flush whenever a member joins
   d   mix: (c) for the members that allow context takeover, (a2) for the others
+
+And the window of (a2) in (d): stand-alone bytes at each window 9..15 (--windows-only).
 """
 from __future__ import annotations
 
@@ -439,6 +441,46 @@ def inflate_costs(messages: list[bytes], repeat: int) -> dict[str, float]:
             "kept_us": timed(keep, repeat) / len(messages) * 1e6}
 
 
+# --- The others' window: what stand-alone bytes lose at a smaller window ---------------
+
+def study_windows(repeat: int, count: int) -> list[dict[str, float | int | str]]:
+    """Stand-alone bytes (a2) compressed with each window 9..15: wire bytes against
+    uncompressed and CPU per MiB, for chat lines, JSON events and pastes of chat text of
+    4 KiB, 64 KiB and 1 MiB. `RoomStream` compresses once, with the smallest window any
+    member that does not follow the stream agreed to, for all of them (RFC 7692
+    §7.1.2.1): this is what a member with a larger window gives up for that."""
+    traffic = Traffic(seed=2010)
+    kinds: list[tuple[str, list[bytes]]] = [("chat", traffic.messages("chat", count)),
+                                            ("json", traffic.messages("json", count))]
+    text = b"\n".join(Traffic(seed=7).messages("chat", 40_000))  # ~2.7 MB of chat lines
+    for size in (4096, 65536, 1 << 20):
+        pieces = [text[i:i + size] for i in range(0, len(text) - size, size)]
+        kinds.append((f"paste {size // 1024} KiB", pieces[:max(2, (2 << 20) // size)]))
+    rows: list[dict[str, float | int | str]] = []
+    for kind, messages in kinds:
+        raw = sum(frame_size(len(m)) for m in messages)
+        for bits in range(9, 16):
+            deflater = Deflater(bits, 8, context_takeover=False)
+            payloads = [deflater.compress(m) for m in messages]
+            seconds = timed(lambda d=deflater, ms=messages: [d.compress(m) for m in ms],
+                            repeat)
+            rows.append({"kind": kind, "window_bits": bits,
+                         "wire_ratio": sum(frame_size(len(p)) for p in payloads) / raw,
+                         "us_per_message": seconds / len(messages) * 1e6,
+                         "ms_per_mib": seconds / sum(map(len, messages)) * (1 << 20) * 1e3})
+    return rows
+
+
+def print_windows(rows: list[dict[str, float | int | str]]) -> None:
+    print("\n## stand-alone bytes by window: wire vs raw (CPU, ms per MiB)")
+    print("| traffic | " + " | ".join(f"w{bits}" for bits in range(9, 16)) + " |")
+    print("|---|" + "---:|" * 7)
+    for kind in dict.fromkeys(str(row["kind"]) for row in rows):
+        cells = [f"{row['wire_ratio']:.1%} ({row['ms_per_mib']:.0f})"
+                 for row in rows if row["kind"] == kind]
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+
+
 # --- Report ---------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -455,9 +497,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="an interpreter with websockets installed, to measure its real "
                              "per-connection extension too (e.g. .venv/bin/python)")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--windows-only", action="store_true",
+                        help="only the stand-alone window study (a minute or so)")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeat, args.messages, args.memory_count = 3, 500, 500
+    if args.windows_only:
+        print(f"python {sys.version.split()[0]}, zlib {zlib.ZLIB_RUNTIME_VERSION}, "
+              f"{os.cpu_count()} CPUs; medians of {args.repeat} runs")
+        print_windows(study_windows(args.repeat, args.messages))
+        return 0
 
     print(f"python {sys.version.split()[0]}, zlib {zlib.ZLIB_RUNTIME_VERSION}, "
           f"{os.cpu_count()} CPUs; medians of {args.repeat} runs; min_size {args.min_size}")
@@ -526,6 +575,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {kind} | {min_size} | {a2['wire_ratio']:.1%} | {c['wire_ratio']:.1%} | "
                   f"{a2['us_per_message']:.2f} | {c['us_per_message']:.2f} |")
     results["min_size"] = min_rows
+
+    windows = study_windows(args.repeat, args.messages)
+    print_windows(windows)
+    results["windows"] = windows
 
     print("\n## incoming: µs to inflate one message")
     costs = inflate_costs(Traffic(seed=5).messages("json", args.messages), args.repeat)

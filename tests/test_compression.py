@@ -19,9 +19,12 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
+from tests.attack import Reader
 from tests.conftest import ServerProcess
-from tests.wsclient import Client, frame
+from tests.test_deflate import far_repeats, inflate_within_window
+from tests.wsclient import Client, frame, wait_until
 
 OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
 TAIL = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.1
@@ -477,3 +480,142 @@ def test_each_room_has_its_own_compressed_stream(chat_server: ServerProcess) -> 
         a1.sock.settimeout(0.3)
         with pytest.raises(TimeoutError):
             a1.recv_raw()  # nothing of /b ever reached /a
+
+
+# -- every window 9..15 in one room: two compressions a broadcast (issue 18, item 7) -------
+
+WINDOWS = range(9, 16)  # what zlib can compress with; RFC 7692 §7.1.2.1 allows 8..15
+
+
+class WindowClient(DeflateClient):
+    """A raw client offering `server_max_window_bits=bits`, inflating with zlib at that
+    window, 64 bytes of output a call (`inflate_within_window`), its context kept."""
+
+    def __init__(self, port: int, bits: int) -> None:
+        super().__init__(port, offer="Sec-WebSocket-Extensions: permessage-deflate; "
+                                     f"server_max_window_bits={bits}\r\n")
+        assert self.headers["sec-websocket-extensions"] == (
+            f"permessage-deflate; client_no_context_takeover; server_max_window_bits={bits}")
+        self.bits = bits
+        self.inflater = zlib.decompressobj(-bits)
+
+    def recv_window(self) -> tuple[bytes, str]:
+        """The next message: (its compressed payload, the text zlib inflates it to)."""
+        fin, rsv, opcode, payload = self.recv_raw()
+        assert (fin, rsv, opcode) == (True, 4, 1)
+        inflated = inflate_within_window(self.inflater, payload + TAIL)
+        return payload, inflated.decode()
+
+
+def test_every_window_9_to_15_inflates_and_two_payloads_serve_all(
+        chat_server: ServerProcess) -> None:
+    """Seven users offering server_max_window_bits 9..15 and a plain sender: each inflates
+    every message with zlib held to its own window, and the six that cannot follow the
+    room's window-15 stream get the same stand-alone bytes (one compression for all); when
+    the window-9 user leaves, the five left get bytes of window 10, the same for all."""
+    users = {bits: WindowClient(chat_server.port, bits) for bits in WINDOWS}
+    with Client(chat_server.port) as sender:
+        sender.handshake()
+        try:
+            for i in range(24):
+                if i == 12:
+                    users.pop(9).close()
+                    time.sleep(0.2)  # the server has seen it go
+                size = (300, 3000, 20_000, 200_000)[i % 4]
+                text = far_repeats(size, i).decode() if i % 2 else json_message(i)
+                sender.send_text(text)
+                assert sender.recv_message() == text
+                payloads = {}
+                for bits, user in users.items():
+                    payload, inflated = user.recv_window()
+                    assert inflated == text, (bits, i)
+                    payloads[bits] = payload
+                others = {payloads[bits] for bits in users if bits != 15}
+                assert len(others) == 1, f"message {i}: {len(others)} stand-alone payloads"
+                if size > 2048 and i % 2:  # repeats 600-9,000 bytes back: windows matter
+                    assert others != {payloads[15]}
+        finally:
+            for user in users.values():
+                user.close()
+
+
+def test_websockets_clients_offering_every_window(chat_server: ServerProcess) -> None:
+    """The `websockets` client offering each server_max_window_bits 9..15 (and one with
+    its defaults): the answer names the window, and every message arrives."""
+    async def run() -> None:
+        url = f"ws://127.0.0.1:{chat_server.port}/"
+        clients = [await connect(url, compression=None, max_size=None, extensions=[
+            ClientPerMessageDeflateFactory(server_max_window_bits=bits)]) for bits in WINDOWS]
+        clients.append(await connect(url, max_size=None))
+        try:
+            for bits, client in zip(WINDOWS, clients[:-1], strict=True):
+                assert client.response.headers["Sec-WebSocket-Extensions"] == (
+                    "permessage-deflate; client_no_context_takeover; "
+                    f"server_max_window_bits={bits}")
+            for i in range(16):
+                text = far_repeats(20_000, i).decode() if i % 2 else json_message(i)
+                await clients[i % len(clients)].send(text)
+                for client in clients:
+                    assert await asyncio.wait_for(client.recv(), 10) == text
+        finally:
+            for client in clients:
+                await client.close()
+
+    asyncio.run(run())
+
+
+def server_cpu(pid: int) -> float:
+    """The process's CPU time so far, user + system (/proc/PID/stat utime and stime)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _broadcast_cpu(port: int, pid: int, offers: list[int | None], texts: list[str]) -> float:
+    """Server CPU seconds for broadcasting `texts` (from a plain sender) to users offering
+    these windows (None: no server_max_window_bits), each read as fast as it comes."""
+    users = [WindowClient(port, bits) if bits else DeflateClient(port) for bits in offers]
+    sender = Client(port).handshake()
+    got = [0] * (len(users) + 1)
+    lock = threading.Lock()
+
+    def counter(index: int) -> Callable[[bytes], None]:
+        def count(payload: bytes) -> None:
+            with lock:
+                got[index] += 1
+        return count
+
+    readers = [Reader(user, flood_prefix=b"\x00none", on_text=counter(index))
+               for index, user in enumerate([*users, sender])]
+    for reader in readers:
+        reader.start()
+    try:
+        before = server_cpu(pid)
+        for text in texts:
+            sender.send_text(text)
+        assert wait_until(lambda: min(got) == len(texts), timeout=60), got
+        return server_cpu(pid) - before
+    finally:
+        for reader in readers:
+            reader.stopping = True
+        for user in [*users, sender]:
+            user.close()
+
+
+def test_seven_windows_cost_two_compressions_not_seven(
+        start_server: Callable[..., ServerProcess]) -> None:
+    """10 broadcasts of ~1 MB of JSON lines to 7 users offering windows 9..15 cost the
+    server what the same broadcasts cost to one stream follower and six users of window 9
+    (the stream plus one stand-alone compression of window 9, in any design), not seven
+    compressions. Server CPU from /proc/PID/stat: other processes' load counts little."""
+    lines = "\n".join(json_message(i) for i in range(60_000))
+    texts = [lines[i * 20_000:i * 20_000 + 1_000_000] for i in range(10)]  # under 1 MiB
+    server = start_server()
+    pid = server.proc.pid
+    one_stream = _broadcast_cpu(server.port, pid, [None] * 7, texts)
+    two = _broadcast_cpu(server.port, pid, [None] + [9] * 6, texts)
+    windows = _broadcast_cpu(server.port, pid, list(WINDOWS), texts)
+    print(f"10 x 1 MB to 7 users, server CPU: {one_stream:.2f} s when all follow the "
+          f"stream, {two:.2f} s with 6 of window 9, {windows:.2f} s with windows 9..15 "
+          f"({windows / two:.2f}x)")
+    assert windows < 1.5 * two + 0.1

@@ -612,10 +612,11 @@ def test_we_inflate_what_websockets_client_sends(client_context: bool, fragment:
 FOLLOWER = Agreed(False, True, 15, 15, PMD)
 NO_CONTEXT = Agreed(True, True, 15, 15, PMD)
 SMALL_WINDOW = Agreed(False, True, 10, 15, PMD)
+SMALLEST_WINDOW = Agreed(False, True, 9, 15, PMD)
 
 
 @given(messages=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=30),
-       events=st.lists(st.tuples(st.integers(0, 29), st.integers(0, 2), st.booleans()),
+       events=st.lists(st.tuples(st.integers(0, 29), st.integers(0, 3), st.booleans()),
                        max_size=12),
        keyframe=st.integers(1, 8))
 @SLOW
@@ -624,7 +625,7 @@ def test_room_stream_members_of_every_kind_inflate_every_message(
     """Members join and leave at any point; each inflates, with the window it agreed to
     and one inflater kept for its life, exactly the messages sent while it was there."""
     room = RoomStream(DeflatePolicy(min_size=0), keyframe_interval=keyframe)
-    kinds = [FOLLOWER, NO_CONTEXT, SMALL_WINDOW]
+    kinds = [FOLLOWER, NO_CONTEXT, SMALL_WINDOW, SMALLEST_WINDOW]
     members: dict[int, Inflater] = {}
     next_id = 0
     for index, message in enumerate(messages):
@@ -691,6 +692,91 @@ def test_room_stream_against_websockets_clients() -> None:
         for payload, group in compressed.groups():
             for member in group:
                 assert clients[member].decode(_text_frames(payload)).data == line  # type: ignore[index]
+
+
+def far_repeats(size: int, seed: int) -> bytes:
+    """`size` bytes that repeat themselves 600 to 9,000 bytes back: compressed with a
+    window larger than a peer's, they refer back further than that peer can look."""
+    rng = random.Random(seed)
+    block = bytes(rng.choices(b"abcdefghijklmnopqrstuvwxyz ", k=rng.choice((600, 1500, 9000))))
+    return (block * (size // len(block) + 1))[:size]
+
+
+def inflate_within_window(inflater: zlib._Decompress, data: bytes) -> bytes:
+    """Inflate with zlib, 64 bytes of output per call, so that zlib holds the data to its
+    window: within one call it copies from its output whatever the distance, and checks
+    the window only for what lies before the call ("invalid distance too far back")."""
+    out = []
+    while data:
+        out.append(inflater.decompress(data, 64))
+        data = inflater.unconsumed_tail
+    return b"".join(out)
+
+
+WINDOWS = range(9, 16)  # every window zlib can compress with (RFC 7692 §7.1.2.1: 8..15)
+
+
+def test_room_stream_every_window_9_to_15_two_compressions_at_most() -> None:
+    """Members with each window 9..15 (issue 18, item 7): at most two payloads per
+    message, the stream's and one stand-alone for all the others, each inflating with
+    zlib's own inflater at the member's window, kept for its life and fresh. A payload
+    compressed with a window larger than a member's fails there ("invalid distance too
+    far back"): the messages repeat themselves further back than 512 bytes."""
+    room = RoomStream(DeflatePolicy(min_size=0), keyframe_interval=4)
+    agreed = {bits: negotiate(f"{PMD}; server_max_window_bits={bits}") for bits in WINDOWS}
+    kept: dict[int, zlib._Decompress] = {}
+    for bits in WINDOWS:
+        assert agreed[bits] is not None
+        room.join(bits, agreed[bits])  # type: ignore[arg-type]
+        kept[bits] = zlib.decompressobj(-bits)
+    sizes = [60, 200, 3000, 5000, 900, 40_000]
+    for index in range(30):
+        if index == 12:  # the smallest window leaves: the others' window grows to 10
+            room.leave(9)
+            del kept[9]
+        message = far_repeats(sizes[index % len(sizes)], index)
+        compressed = room.compress(message)
+        assert compressed is not None
+        groups = compressed.groups()
+        assert len(groups) <= 2
+        covered = sorted(member for _, group in groups for member in group)  # type: ignore[type-var]
+        assert covered == sorted(kept)
+        for payload, group in groups:
+            for bits in group:
+                assert isinstance(bits, int)
+                data = payload + EMPTY_BLOCK_TAIL
+                assert inflate_within_window(kept[bits], data) == message
+                if not room.follows(bits):  # stand-alone: any inflater of that window
+                    fresh = zlib.decompressobj(-min(kept))
+                    assert inflate_within_window(fresh, data) == message
+        assert room.follows(15)  # the largest window follows the stream from the first
+        if index:
+            assert [len(group) for _, group in groups] == [1, len(kept) - 1]
+    assert room.compress_direct(10, far_repeats(3000, 99)) is not None
+    assert room.compress_direct(15, far_repeats(3000, 99)) is None  # follows the stream
+
+
+def test_room_stream_against_websockets_clients_of_every_window() -> None:
+    """The `websockets` client, offering server_max_window_bits 9..15 (and one offering
+    none), takes the answer and inflates every message. (It inflates a message in one zlib
+    call, which does not hold the data to the window: the zlib test above does that.)"""
+    room = RoomStream(DeflatePolicy(min_size=0), keyframe_interval=3)
+    clients: dict[int, PerMessageDeflate] = {}
+    for bits in [*WINDOWS, 0]:
+        offer = f"{PMD}; server_max_window_bits={bits}" if bits else f"{PMD}"
+        agreed = negotiate(offer)
+        assert agreed is not None and agreed.server_max_window_bits == (bits or 15)
+        ((_, params),) = parse_extension(offer)
+        clients[bits] = _client_from_offer(params, agreed.response)
+        room.join(bits, agreed)
+    for index in range(24):
+        message = far_repeats((200, 4000, 20_000)[index % 3], index)
+        compressed = room.compress(message)
+        assert compressed is not None
+        assert len(compressed.groups()) <= 2
+        for payload, group in compressed.groups():
+            for member in group:
+                assert clients[member].decode(_text_frames(payload)).data == message  # type: ignore[index]
 
 
 # --- Receiver: compressed messages in frames, chopped anyhow (RFC 7692 §6, §7.2.2) ----------

@@ -6,6 +6,7 @@ client. Without redis-server they skip, except under CI=true, where they fail.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -19,7 +20,20 @@ from redis_server import RedisServer, free_port
 from test_rooms import nothing_arrives
 from wsclient import Client, wait_until
 
-from websocket.redis_wire import RedisAddress, RedisURLError, decode_presence, parse_redis_url
+from websocket.redis_wire import (
+    MAX_PRESENCE_JSON,
+    MAX_PRESENCE_NAME,
+    MAX_PRESENCE_NAMES,
+    NOT_AN_ENTRY,
+    NOT_UTF8,
+    TOO_BIG,
+    EntryError,
+    RedisAddress,
+    RedisURLError,
+    decode_entry,
+    decode_presence,
+    parse_redis_url,
+)
 
 Start = Callable[..., ServerProcess]
 
@@ -59,6 +73,46 @@ def test_bad_redis_urls(url: str, problem: str) -> None:
 ])
 def test_presence_entries(data: bytes, expected: object) -> None:
     assert decode_presence(data) == expected
+
+
+@pytest.mark.parametrize("names, ok", [
+    (["n"] * MAX_PRESENCE_NAMES, True),
+    (["n"] * (MAX_PRESENCE_NAMES + 1), False),  # rooms.py keeps 1,000 per origin at most
+    (["x" * MAX_PRESENCE_NAME], True),
+    (["x" * (MAX_PRESENCE_NAME + 1)], False),  # longer than any handle the page allows
+    (["\U0001f600" * MAX_PRESENCE_NAME], True),  # characters, not bytes
+    (["\x01" * MAX_PRESENCE_NAME] * MAX_PRESENCE_NAMES, True),  # 6 bytes each in JSON
+])
+def test_presence_names_are_held_to_what_a_server_publishes(names: list[str], ok: bool) -> None:
+    data = b"abc 0 p " + json.dumps(names).encode()
+    assert decode_presence(data) == ("abc", "p", names if ok else None)
+
+
+def test_presence_json_is_not_parsed_past_what_a_list_of_names_takes() -> None:
+    assert decode_presence(b"abc 0 p " + b"[" * 100_000) == ("abc", "p", None)  # too deep
+    long = b"abc 0 p [" + b" " * MAX_PRESENCE_JSON + b"]"  # valid JSON, but too long
+    assert decode_presence(long) == ("abc", "p", None)
+
+
+@pytest.mark.parametrize("data, kind", [
+    (b"abc 1 t " + b"x" * 100, None),
+    (b"abc 1 b " + b"\xff" * 100, None),
+    (b"abc 1 t " + b"x" * 101, TOO_BIG),
+    (b"abc 1 t " + "é".encode() * 51, TOO_BIG),  # bytes (102), not characters, as a client's
+    (b"abc 1 t caf\xe9", NOT_UTF8),
+    (b"abc 1 t \xed\xa0\x80", NOT_UTF8),  # a UTF-16 surrogate
+    (b"hello world", NOT_AN_ENTRY),
+    (b"abc 0 p []", NOT_AN_ENTRY),  # presence, not a message
+    (b"abc " + b"9" * 5000 + b" t x", NOT_AN_ENTRY),  # int() would refuse (or take long)
+    (b"a" * 65 + b" 1 t x", NOT_AN_ENTRY),
+])
+def test_entries_are_held_to_a_clients_limits(data: bytes, kind: str | None) -> None:
+    if kind is None:
+        assert decode_entry(data, 100)[0] == "abc"
+    else:
+        with pytest.raises(EntryError) as caught:
+            decode_entry(data, 100)
+        assert caught.value.kind == kind
 
 
 def test_a_bad_redis_url_is_one_error_line(start_server: Start) -> None:

@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:  # `pytest` run from elsewhere than the checkout's
 
 from websocket import resp  # noqa: E402
 from websocket.resp import (  # noqa: E402
+    ELEMENT_COST,
     MAX_ARRAY_LENGTH,
     MAX_BULK_BYTES,
     MAX_DEPTH,
@@ -35,6 +36,7 @@ from websocket.resp import (  # noqa: E402
     Reply,
     ReplyLimitExceeded,
     RespProtocolError,
+    Skipped,
     encode_command,
     parse,
 )
@@ -383,6 +385,101 @@ def test_long_array_in_small_pieces_is_linear() -> None:
     assert time.perf_counter() - started < 5
 
 
+def test_elements_are_counted_over_the_whole_reply() -> None:
+    """Nested arrays count with their elements: an array of 4 arrays of 4 is 21 elements,
+    refused at the header that passes the limit, before its elements are read."""
+    nested = b"*4\r\n" + b"*4\r\n:1\r\n:2\r\n:3\r\n:4\r\n" * 4
+    reader = Reader(max_reply_elements=21)
+    reader.feed(nested * 2)  # each reply on its own is within the limit
+    assert reader.gets() == [[1, 2, 3, 4]] * 4 and reader.gets() == [[1, 2, 3, 4]] * 4
+    reader = Reader(max_reply_elements=20)
+    reader.feed(nested[:64])  # the fourth inner header is at byte 64: 1 + 4 + 4 * 4 = 21
+    assert reader.gets() is NEED_MORE
+    reader.feed(nested[64:68])
+    with pytest.raises(ReplyLimitExceeded, match="more than 20 elements") as caught:
+        reader.gets()
+    assert caught.value.position == 64
+    reader = Reader(max_reply_elements=5)  # a million empty arrays: refused on the header
+    reader.feed(b"*1000000\r\n" + b"*0\r\n" * 100)
+    with pytest.raises(ReplyLimitExceeded, match="more than 5 elements"):
+        reader.gets()
+
+
+def test_reply_memory_counts_each_element_at_its_cost() -> None:
+    """`max_reply_memory` counts data plus ELEMENT_COST per element (arrays too), and is
+    checked on each header: a bulk string that would pass it is refused before its data."""
+    three = b"*2\r\n$5\r\nhello\r\n:7\r\n"  # 3 elements, 5 bytes of data
+    reader = Reader(max_reply_memory=3 * ELEMENT_COST + 5)
+    reader.feed(three)
+    assert reader.gets() == [b"hello", 7]
+    reader = Reader(max_reply_memory=2 * ELEMENT_COST + 4)
+    reader.feed(b"*2\r\n$5\r\n")  # refused with the bulk header: its data never waited for
+    with pytest.raises(ReplyLimitExceeded, match="in memory"):
+        reader.gets()
+    reader = Reader(max_reply_memory=100 * ELEMENT_COST)
+    reader.feed(b"*1000\r\n" + b"*0\r\n" * 1000)  # empty arrays are not free
+    with pytest.raises(ReplyLimitExceeded, match="in memory"):
+        reader.gets()
+
+
+@pytest.mark.parametrize("element", [b"*0\r\n", b"$0\r\n\r\n", b"$10\r\n0123456789\r\n",
+                                     b":123456789012\r\n", b"+OK\r\n", b"-ERR x\r\n",
+                                     b"*1\r\n$1\r\nx\r\n"])
+def test_element_cost_bounds_what_a_reply_holds(element: bytes) -> None:
+    """What a reply accepted under `max_reply_memory` holds, measured (tracemalloc), is
+    within that limit for every kind of element: ELEMENT_COST is not an underestimate."""
+    limit = 4 << 20
+    reader = Reader(max_reply_memory=limit)
+    count = 0
+    tracemalloc.start()
+    try:
+        reader.feed(b"*%d\r\n" % 200_000)
+        before = tracemalloc.get_traced_memory()[0]
+        while True:  # elements one by one, until the reader refuses the next
+            reader.feed(element)
+            try:
+                assert reader.gets() is NEED_MORE
+            except ReplyLimitExceeded:
+                break
+            count += 1
+        held = tracemalloc.get_traced_memory()[0] - before - len(reader._buf)
+    finally:
+        tracemalloc.stop()
+    print(f"{element!r}: {count} elements held {held} bytes under a {limit}-byte limit")
+    assert count > 1000 and held <= limit
+
+
+def test_a_bulk_string_over_skip_bulk_over_is_dropped_as_it_comes() -> None:
+    """Skipped: its bytes are consumed as they arrive (nothing buffered), the CRLF after
+    it is still checked, the reply goes on around it, and it counts in no size limit."""
+    size = 8 << 20
+    reader = Reader(skip_bulk_over=1000, max_reply_bytes=200,
+                    max_reply_memory=4 * ELEMENT_COST + len("message") + len("hi"))
+    reader.feed(b"*3\r\n$7\r\nmessage\r\n$%d\r\n" % size)
+    piece = b"x" * 65536
+    for _ in range(size // len(piece)):
+        reader.feed(piece)
+        assert reader.gets() is NEED_MORE
+        assert reader.buffered == 0
+    reader.feed(b"\r\n$2\r\nhi\r\n+OK\r\n")
+    assert reader.gets() == [b"message", Skipped(size), b"hi"]
+    assert reader.gets() == "OK"
+    reader.feed(b"$1001\r\n" + b"y" * 1001 + b"\r\n$1000\r\n" + b"z" * 1000 + b"\r\n")
+    assert reader.gets() == Skipped(1001)
+    kept = Reader(skip_bulk_over=1000, max_reply_memory=1000)
+    kept.feed(b"$1000\r\n")  # not over skip_bulk_over: kept, so it counts
+    with pytest.raises(ReplyLimitExceeded, match="in memory"):
+        kept.gets()
+    reader = Reader(skip_bulk_over=4)
+    reader.feed(b"$5\r\nhelloXY")
+    with pytest.raises(RespProtocolError, match="not followed by CRLF"):
+        reader.gets()
+    reader = Reader(skip_bulk_over=4, max_bulk_bytes=100)
+    reader.feed(b"$101\r\n")  # past max_bulk_bytes: refused, not skipped
+    with pytest.raises(ReplyLimitExceeded, match="bulk string of 101 bytes"):
+        reader.gets()
+
+
 # -- the encoder -------------------------------------------------------------------------------
 def test_encode_spec_example() -> None:
     # spec, "Sending commands to a Redis server": LLEN mylist.
@@ -477,8 +574,8 @@ SMALL = {"max_bulk_bytes": 64, "max_reply_bytes": 256, "max_line_bytes": 32,
 MOST_BUFFERED = max(1 + SMALL["max_line_bytes"] + 1, SMALL["max_bulk_bytes"] + 1)
 
 
-def fuzz(stream: bytes, cuts: list[int]) -> None:
-    reader = Reader(**SMALL)
+def fuzz(stream: bytes, cuts: list[int], skip_bulk_over: int | None = None) -> None:
+    reader = Reader(**SMALL, skip_bulk_over=skip_bulk_over)
     try:
         for chunk in chop(stream, cuts):
             reader.feed(chunk)
@@ -500,6 +597,7 @@ def fuzz(stream: bytes, cuts: list[int]) -> None:
 def test_fuzz_random_bytes(stream: bytes, cuts: list[int]) -> None:
     """Random bytes: only RespProtocolError, no hang, nothing buffered past the limits."""
     fuzz(stream, cuts)
+    fuzz(stream, cuts, skip_bulk_over=8)  # and with bulk strings over 8 bytes skipped
 
 
 @given(replies=st.lists(REPLY, min_size=1, max_size=4), data=st.data(),
@@ -520,3 +618,4 @@ def test_fuzz_mutated_replies(replies: list[Reply], data: st.DataObject,
         else:
             del stream[at]
     fuzz(bytes(stream), cuts)
+    fuzz(bytes(stream), cuts, skip_bulk_over=8)

@@ -93,7 +93,8 @@ class Connection:
 
     __slots__ = ("sock", "loop", "owner", "user", "inbuf", "outbuf", "out_cost", "out_offset",
                  "events", "hold", "writing", "direct", "notify", "progress_at",
-                 "behind_since", "closing", "lingering", "closed", "timer", "counts", "tap")
+                 "behind_since", "closing", "lingering", "closed", "timer", "counts", "tap",
+                 "peer")
 
     def __init__(self, loop: Loop, sock: socket.socket, owner: Owner,
                  counts: Counts | None = None) -> None:
@@ -118,6 +119,9 @@ class Connection:
         self.closed = False
         self.timer: Timer | None = None  # the one deadline of this connection
         self.tap: Tap | None = None  # --trace: shown every byte read and sent
+        # Who is at the other end, in the owner's word, for the reason given when that end
+        # closes ("connection closed by the client"; the Redis link says "Redis").
+        self.peer = "the client"
         self.events = loop.watch(sock, self, READ, 0)
 
     def __repr__(self) -> str:
@@ -136,7 +140,7 @@ class Connection:
             self.close(f"connection error: {exc.strerror or exc}")
             return
         if not size:
-            self.close("" if self.closing else "connection closed by the client")
+            self.peer_closed()
             return
         self.counts.received_bytes += size
         if self.tap is not None:
@@ -149,6 +153,10 @@ class Connection:
         else:
             self.inbuf += _SCRATCH_VIEW[:size]
             self.owner.data_received(self)
+
+    def peer_closed(self) -> None:
+        """The peer's end came (EOF): close, saying who closed it unless we were closing."""
+        self.close("" if self.closing else f"connection closed by {self.peer}")
 
     def hold_input(self, reason: int) -> None:
         """Stop reading (and the owner stops handling input) for `reason`, a bit."""

@@ -188,14 +188,18 @@ class Deflater:
 
 
 class RoomStream:
-    """One broadcast compressed at most once per kind of member for a whole room: (c)+(a).
+    """One broadcast compressed at most twice for a whole room, whatever the members: (c)+(a).
 
-    Members that allow context takeover follow one shared stream (a `Deflater` with
-    context takeover: the best ratio, one compression per message). A newcomer waits for
-    the next keyframe, a `restart()` of the stream done at most once per
-    `keyframe_interval` messages so that joins cost the others little ratio; until then,
-    and for good if it cannot follow (server_no_context_takeover, or a smaller window), it
-    gets stand-alone bytes (`context_takeover=False`), compressed once per window size.
+    Members that allow context takeover, with a window at least the stream's, follow one
+    shared stream (a `Deflater` with context takeover: the best ratio, one compression per
+    message). A newcomer waits for the next keyframe, a `restart()` of the stream done at
+    most once per `keyframe_interval` messages so that joins cost the others little ratio;
+    until then, and for good if it cannot follow (server_no_context_takeover, or a smaller
+    window), it is one of the *others*. The others all get the same stand-alone bytes
+    (`context_takeover=False`), compressed once with the smallest window any of them
+    accepts: RFC 7692 §7.1.2.1 lets a server use any window up to the one agreed, and
+    stand-alone data refers back at most that far, so every other member inflates it
+    (docs/compression.md measures what the smaller window costs: nothing on chat lines).
 
     Members are hashable keys (users). Per message: `message = room.compress(data)`, then
     for each `(payload, members) in message.groups()` one frame (RSV1 set) to every member
@@ -206,7 +210,7 @@ class RoomStream:
     """
 
     __slots__ = ("policy", "keyframe_interval", "stream", "_alone", "_bits", "_followers",
-                 "_others", "_waiting", "_missing", "_since_keyframe")
+                 "_others", "_windows", "_waiting", "_missing", "_since_keyframe")
 
     # In `_bits` values, beside the window bits: the member follows from the next keyframe.
     # (A flag rather than one more set: an idle member then costs one dict and one set entry.)
@@ -218,12 +222,15 @@ class RoomStream:
         self.policy = policy
         self.keyframe_interval = keyframe_interval
         self.stream = Deflater.for_policy(policy)
-        self._alone: dict[int, Deflater] = {}  # window bits -> stand-alone compressor
-        # member -> window of its stand-alone bytes, | _WAITING if it follows from the next
+        # The others' stand-alone compressor, with the smallest window in `_windows` (made
+        # again when that changes: it keeps no context, so nothing is lost).
+        self._alone: Deflater | None = None
+        # member -> window it agreed to (as bits), | _WAITING if it follows from the next
         # keyframe (it is then among the others until that keyframe)
         self._bits: dict[object, int] = {}
         self._followers: set[object] = set()
-        self._others: dict[int, set[object]] = {}  # members not following, by window
+        self._others: set[object] = set()  # members not following: stand-alone bytes
+        self._windows: dict[int, int] = {}  # window bits -> how many of the others have it
         self._waiting = 0  # how many members are _WAITING
         self._missing: set[object] = set()  # members that will not get the next message
         self._since_keyframe = 0
@@ -233,7 +240,7 @@ class RoomStream:
         if member in self._bits:
             self.leave(member)
         bits = min(agreed.server_max_window_bits, self.policy.server_max_window_bits)
-        self._others.setdefault(bits, set()).add(member)
+        self._add_other(member, bits)
         if agreed.can_receive(self.stream):
             bits |= self._WAITING
             self._waiting += 1
@@ -246,13 +253,27 @@ class RoomStream:
     def leave(self, member: object) -> None:
         bits = self._bits.pop(member, None)
         if bits is not None:
-            self._others[bits & self._BITS].discard(member)
+            if member in self._followers:
+                self._followers.discard(member)
+            else:
+                self._remove_other(member, bits & self._BITS)
             if bits & self._WAITING:
                 self._waiting -= 1
-        self._followers.discard(member)
         self._missing.discard(member)
         if not self._followers:
             self.stream.release()
+
+    def _add_other(self, member: object, bits: int) -> None:
+        self._others.add(member)
+        self._windows[bits] = self._windows.get(bits, 0) + 1
+
+    def _remove_other(self, member: object, bits: int) -> None:
+        self._others.discard(member)
+        left = self._windows[bits] - 1
+        if left:
+            self._windows[bits] = left
+        else:
+            del self._windows[bits]
 
     def miss(self, member: object) -> None:
         """The member will not get the next message (a broadcast that excludes it). A
@@ -264,7 +285,7 @@ class RoomStream:
         if member in self._followers:
             self._followers.discard(member)
             bits = self._bits[member]
-            self._others[bits].add(member)
+            self._add_other(member, bits)
             self._bits[member] = bits | self._WAITING
             self._waiting += 1
 
@@ -280,14 +301,14 @@ class RoomStream:
         if self._waiting and (not self._followers
                               or self._since_keyframe >= self.keyframe_interval):
             members = self._bits
-            joining = [member for others in self._others.values() for member in others
+            joining = [member for member in self._others
                        if members[member] & self._WAITING and member not in missing]
             if joining:
                 self.stream.restart()  # the keyframe: newcomers follow from here
                 for member in joining:
                     bits = members[member] & self._BITS
                     members[member] = bits
-                    self._others[bits].discard(member)
+                    self._remove_other(member, bits)
                 self._followers.update(joining)
                 self._waiting -= len(joining)
                 self._since_keyframe = 0
@@ -300,12 +321,15 @@ class RoomStream:
         """A message for one member alone: stand-alone bytes, or None (uncompressed)."""
         if member in self._followers or len(payload) < self.policy.min_size:
             return None
-        return self._alone_deflater(self._bits[member] & self._BITS).compress(payload)
+        return self._alone_deflater().compress(payload)  # the member is one of the others
 
-    def _alone_deflater(self, bits: int) -> Deflater:
-        deflater = self._alone.get(bits)
-        if deflater is None:
-            deflater = self._alone[bits] = Deflater.for_policy(
+    def _alone_deflater(self) -> Deflater:
+        """The others' stand-alone compressor: the smallest window any of them agreed to,
+        so that one compression serves them all (RFC 7692 §7.1.2.1). Needs an other."""
+        bits = min(self._windows)
+        deflater = self._alone
+        if deflater is None or deflater.window_bits != bits:
+            deflater = self._alone = Deflater.for_policy(
                 self.policy, context_takeover=False, window_bits=bits)
         return deflater
 
@@ -322,13 +346,13 @@ class RoomMessage:
         self.stream = stream  # what the followers get
 
     def groups(self) -> list[tuple[bytes, set[object]]]:
-        """(compressed payload, the members that get it) pairs covering every member.
-        The sets are the room's own: read them, and deliver before the next compress."""
+        """(compressed payload, the members that get it) pairs covering every member: at
+        most two, the stream's followers and the others (one compression each). The sets
+        are the room's own: read them, and deliver before the next compress."""
         room = self._room
         groups = [(self.stream, room._followers)] if self.stream is not None else []
-        for bits, members in room._others.items():
-            if members:
-                groups.append((room._alone_deflater(bits).compress(self._payload), members))
+        if room._others:
+            groups.append((room._alone_deflater().compress(self._payload), room._others))
         return groups
 
 

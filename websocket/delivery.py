@@ -24,10 +24,11 @@ permessage-deflate (RFC 7692; the design and its numbers: docs/compression.md): 
 that agreed to it are members of one `RoomStream` per room and kind (`stream_key`: plain
 text, or text tagged with ids for the chat page). A broadcast is compressed once per
 stream, never once per recipient: the members that follow the stream get its bytes, the
-others stand-alone bytes (one compression per window size), users without compression the
-plain frame. Messages
-under the policy's `min_size` go uncompressed to all. A member excluded from a broadcast
-cannot follow the stream past it, so it gets stand-alone bytes until the next keyframe.
+others stand-alone bytes (one compression for all of them, with the smallest window any of
+them agreed to), users without compression the plain frame: at most two compressions per
+stream. Messages under the policy's `min_size` go uncompressed to all. A member excluded
+from a broadcast cannot follow the stream past it, so it gets stand-alone bytes until the
+next keyframe.
 Direct messages (`send`) go uncompressed to a follower (a compressed message outside the
 stream would break its window), stand-alone to the others. No per-user compressor exists.
 """
@@ -203,8 +204,8 @@ class Delivery:
     def _frame_out(self, conns: list[Connection], opcode: Opcode, payload: bytes,
                    excluded: Collection[Connection] = ()) -> int:
         """One message for many RFC 6455 users: encoded once, the same bytes in every
-        queue; for the users that compress, once per stream they are in (RFC 7692 §7.2.1:
-        once for the stream's followers, once per other window size), never per user."""
+        queue; for the users that compress, at most twice per stream they are in (RFC 7692
+        §7.2.1: once for the stream's followers, once for all the others), never per user."""
         compressed = self.compressed
         if not compressed:
             self._trace(conns, opcode, len(payload))

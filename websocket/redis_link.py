@@ -24,8 +24,23 @@ asks the others to say theirs); nothing is stored in Redis, so a process that di
 stops refreshing and the others forget its users after PRESENCE_TTL.
 
 With --history, each publish to a room also goes to the room's capped list
-(RPUSH, LTRIM to the newest N, EXPIRE after the idle time), and `load_history` reads it
-(LRANGE) for a room that gets its first local user.
+(RPUSH, LTRIM to the newest N, EXPIRE after the idle time), and `load_history` reads its
+newest N (LRANGE) for a room that gets its first local user.
+
+What comes from Redis is held to the limits of what comes from a client, since anyone who
+can reach Redis can publish on our channels or push to our lists (issue 18):
+- An entry whose message is over --max-message-size, that is not an entry at all, whose
+  text is not UTF-8, or presence that is not a list of at most 1,000 names of at most 32
+  characters, is dropped, counted (`rejected`, by kind) and logged: the first of a kind at
+  once, then one line per kind per DROP_LOG_INTERVAL with how many more. Live or in a
+  history list alike; it never reaches a user. A value longer than the longest entry a
+  chat server publishes is not even held: the reader drops its bytes as they come.
+- Each connection's reply reader (resp.py) is sized to the replies that connection asks
+  for (`reply_reader`): the subscriber gets pub/sub messages and (un)subscribe
+  confirmations, the publisher integers, OK/PONG, errors and LRANGE lists of at most
+  --history entries. Elements are counted over a whole reply and its memory is bounded as
+  Python holds it; past a limit the link is dropped and reconnected, with one line saying
+  what Redis sent.
 
 Trouble (each logged once, when it starts, and once when it ends):
 - Redis away at start, or lost later: the chat goes on locally, nothing is published
@@ -37,6 +52,8 @@ Trouble (each logged once, when it starts, and once when it ends):
   --max-buffer, like any slow reader); past it the oldest are dropped and counted.
 - A wrong password, a missing one, or a port that does not speak Redis: a clear line,
   and the link keeps trying (the operator may fix Redis without restarting the chat).
+- Redis closing the connection (e.g. a subscriber cut off by its client-output-buffer-limit)
+  is logged as "connection closed by Redis": the connections' `peer` word is "Redis".
 """
 from __future__ import annotations
 
@@ -51,8 +68,31 @@ from collections.abc import Callable
 
 from .connection import Connection, Connector
 from .loop import Loop, Timer
-from .redis_wire import RedisAddress, decode_entry, decode_presence, describe, encode_entry
-from .resp import NEED_MORE, Reader, RedisError, Reply, RespProtocolError, encode_command
+from .messages import DEFAULT_MAX_MESSAGE_SIZE
+from .redis_wire import (
+    BAD_PRESENCE,
+    NOT_AN_ENTRY,
+    TOO_BIG,
+    EntryError,
+    RedisAddress,
+    decode_entry,
+    decode_presence,
+    describe,
+    encode_entry,
+    max_entry_bytes,
+)
+from .resp import (
+    ELEMENT_COST,
+    MAX_LINE_BYTES,
+    NEED_MORE,
+    Reader,
+    RedisError,
+    Reply,
+    ReplyLimitExceeded,
+    RespProtocolError,
+    Skipped,
+    encode_command,
+)
 from .tls_client import TlsConnector, connect, connection_of
 
 log = logging.getLogger("websocket")
@@ -66,6 +106,11 @@ MAX_SEQUENCES = 10_000  # (origin, channel) pairs remembered for duplicate detec
 ALL_ROOMS = "*"  # the channel suffix of a broadcast to every room (rooms start with "/")
 PRESENCE_REFRESH = 20.0  # seconds between a process's presence announcements per room
 PRESENCE_TTL = 3 * PRESENCE_REFRESH  # a process not heard of for this long has left
+DROP_LOG_INTERVAL = 10.0  # seconds: at most one line per kind of entry dropped, with a count
+# Elements of the largest reply the subscriber asks for: a pub/sub message is an array of 3
+# ("message", channel, payload; "pmessage" has 4), a confirmation of 3 ("subscribe",
+# channel, count), one array around them.
+SUBSCRIBER_REPLY_ELEMENTS = 5
 
 
 class _Session:
@@ -78,12 +123,14 @@ class _Session:
         self.connector: Connector | TlsConnector | None = None
         self.reader = Reader()
         self.expect: deque[str] = deque()  # what the next non-push replies answer
+        self.confirmations = 0  # (un)subscribe confirmations still to come
         self.ready = False
 
     def open(self) -> None:
         address = self.link.address
-        self.reader = Reader()
+        self.reader = self.link.reply_reader(self.role)
         self.expect.clear()
+        self.confirmations = 0
         self.ready = False
         self.connector = connect(self.link.loop, address.host, address.port, CONNECT_TIMEOUT,
                                  self.link.tls_context, self._connected, self._failed,
@@ -92,6 +139,7 @@ class _Session:
     def _connected(self, sock: socket.socket) -> None:
         self.connector = None
         self.conn = connection_of(self.link.loop, sock, self)
+        self.conn.peer = "Redis"  # its end is "connection closed by Redis" (connection.py)
         address = self.link.address
         if address.password is not None:
             auth = ((address.username, address.password) if address.username
@@ -118,6 +166,8 @@ class _Session:
             return
         if expect is not None:
             self.expect.append(expect)
+        if command[0] in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            self.confirmations += len(command) - 1
         self.conn.queue(encode_command(*command))
 
     def close(self) -> None:
@@ -140,6 +190,11 @@ class _Session:
         for _ in range(REPLIES_PER_TURN):
             try:
                 reply = self.reader.gets()
+            except ReplyLimitExceeded as exc:
+                self.link.session_lost(self, f"Redis sent more than the {self.role} "
+                                       f"connection asks for: {exc}; connection dropped",
+                                       error=True)
+                return
             except RespProtocolError as exc:
                 self.link.session_lost(self, f"{self.link.address} does not speak Redis "
                                        f"(RESP2): {exc}", error=True)
@@ -154,16 +209,36 @@ class _Session:
     def _reply(self, reply: Reply) -> None:
         if (self.role == "subscribe" and isinstance(reply, list) and reply
                 and reply[0] in (b"message", b"subscribe", b"unsubscribe")):
-            if reply[0] == b"message" and len(reply) == 3:
-                channel, data = reply[1], reply[2]
-                if isinstance(channel, bytes) and isinstance(data, bytes):
-                    self.link.on_message(channel, data)
-            elif reply[0] == b"subscribe":
-                if not self.ready:
-                    self.ready = True
-                    self.link.session_ready(self)
-                if isinstance(reply[1], bytes):
-                    self.link.subscribed(reply[1])
+            if reply[0] == b"message":
+                # RESP §Pub/Sub: ["message", channel, payload] (a payload too long to be an
+                # entry is Skipped, see reply_reader).
+                channel, data = reply[1:] if len(reply) == 3 else (None, None)
+                if not isinstance(channel, bytes) or not isinstance(data, (bytes, Skipped)):
+                    self.link.session_lost(self, "Redis sent a pub/sub message that is not "
+                                           "[message, channel, payload]; connection dropped",
+                                           error=True)
+                    return
+                self.link.on_message(channel, data)
+            else:
+                # RESP §Pub/Sub: one confirmation per channel named in each (UN)SUBSCRIBE.
+                self.confirmations -= 1
+                if self.confirmations < 0 or len(reply) != 3:
+                    self.link.session_lost(self, "Redis sent a confirmation the subscribe "
+                                           "connection did not ask for; connection dropped",
+                                           error=True)
+                    return
+                if reply[0] == b"subscribe":
+                    if not self.ready:
+                        self.ready = True
+                        self.link.session_ready(self)
+                    if isinstance(reply[1], bytes):
+                        self.link.subscribed(reply[1])
+            return
+        if not self.expect and not isinstance(reply, RedisError):
+            # Redis answers each command once, in order: nothing was asked (an error may
+            # answer a SUBSCRIBE, which expects no other answer).
+            self.link.session_lost(self, f"Redis sent a reply the {self.role} connection did "
+                                   "not ask for; connection dropped", error=True)
             return
         what = self.expect.popleft() if self.expect else "?"
         if what.startswith("lrange "):
@@ -213,8 +288,10 @@ class RedisLink:
     def __init__(self, loop: Loop, address: RedisAddress, prefix: str,
                  deliver: Callable[[str | None, str | bytes, str], None] | None = None, *,
                  max_backlog: int = 4 << 20, server_id: str | None = None,
-                 tls_context: ssl.SSLContext | None = None) -> None:
+                 tls_context: ssl.SSLContext | None = None,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.loop = loop
+        self.max_message_size = max_message_size  # what is delivered from Redis, at most
         self.address = address
         self.tls_context = tls_context  # rediss:// (tls_client.py); None: plain TCP
         self.prefix = prefix
@@ -243,6 +320,7 @@ class RedisLink:
         self.dropped = 0  # oldest publishes dropped while Redis was slow
         self.received = 0
         self.duplicates = 0
+        self.rejected = _Rejected(loop)  # entries from Redis dropped, by kind
         self.history_size = 0  # --history: the length of each room's list in Redis
         self.history_idle = 0.0  # ... and how long it outlives the room's last message
         self._loads: dict[str, Callable[[list[tuple[str, str | bytes]] | None], None]] = {}
@@ -264,8 +342,29 @@ class RedisLink:
         self.closed = True
         if self._retry is not None:
             self._retry.cancel()
+        self.rejected.close()
         self.publisher.close()
         self.subscriber.close()
+
+    def reply_reader(self, role: str) -> Reader:
+        """A RESP reader sized to the replies `role`'s connection asks for (module docstring).
+
+        A value longer than the longest entry (`max_entry_bytes`) is skipped, not held: the
+        message it carries is dropped and counted. The subscriber's replies hold one entry
+        and a channel; the publisher's, an LRANGE of --history entries (or, without
+        --history, one line). A line (an error) is at most MAX_LINE_BYTES. Past these the
+        reply is refused and the link reconnects.
+        """
+        entry = max_entry_bytes(self.max_message_size)
+        if role == "subscribe":
+            elements = SUBSCRIBER_REPLY_ELEMENTS
+            memory = entry + MAX_LINE_BYTES + elements * ELEMENT_COST
+        else:
+            elements = 1 + self.history_size
+            memory = self.history_size * entry + MAX_LINE_BYTES + elements * ELEMENT_COST
+        return Reader(max_reply_bytes=memory, max_reply_memory=memory,
+                      max_array_length=elements - 1, max_reply_elements=elements,
+                      max_depth=1, skip_bulk_over=entry)
 
     def channel(self, room: str | None) -> bytes:
         return (self.prefix + (ALL_ROOMS if room is None else room)).encode()
@@ -315,7 +414,9 @@ class RedisLink:
         if presence is None:
             return False
         origin, kind, names = presence
-        if origin != self.server_id and kind == "q" and self.on_presence_query is not None:
+        if kind == "p" and names is None:
+            self.rejected.add(BAD_PRESENCE, room, len(data))
+        elif origin != self.server_id and kind == "q" and self.on_presence_query is not None:
             self.on_presence_query(room)
         elif origin != self.server_id and names is not None and self.on_presence is not None:
             self.on_presence(room, origin, names)
@@ -380,17 +481,19 @@ class RedisLink:
             self.in_flight -= 1
         self._report(f"{'history list' if history else 'publish'} refused: {describe(reply)}")
 
-    def on_message(self, channel: bytes, data: bytes) -> None:
-        """A message on a channel we subscribe to: deliver it unless it is our own."""
-        entry = decode_entry(data)
+    def on_message(self, channel: bytes, data: bytes | Skipped) -> None:
+        """A message on a channel we subscribe to: deliver it unless it is our own, or
+        drop it if a client could not have sent it (module docstring)."""
         suffix = channel[len(self.prefix):].decode("utf-8", "replace")
-        if entry is None and self._on_presence(suffix, data):
+        if isinstance(data, Skipped):  # longer than any entry: its bytes are gone already
+            self.rejected.add(TOO_BIG, suffix, data.length)
             return
-        if entry is None:
-            log.warning("ignoring a message on %s that no chat server sent (%d bytes)",
-                        suffix, len(data))
+        try:
+            origin, seq, message = decode_entry(data, self.max_message_size)
+        except EntryError as exc:
+            if exc.kind != NOT_AN_ENTRY or not self._on_presence(suffix, data):
+                self.rejected.add(exc.kind, suffix, len(data))
             return
-        origin, seq, message = entry
         if origin == self.server_id:
             return  # delivered locally when it was sent
         if not self._is_new(origin, channel, seq):
@@ -417,7 +520,9 @@ class RedisLink:
             self.loop.call_soon(done, None)
             return
         self._loads[room] = done
-        self.publisher.send("lrange " + room, "LRANGE", self.history_key(room), 0, -1)
+        # The newest --history entries only: others may push to the list past its trim.
+        self.publisher.send("lrange " + room, "LRANGE", self.history_key(room),
+                            -max(1, self.history_size), -1)
 
     def history_loaded(self, what: str, reply: Reply) -> None:
         room = what[len("lrange "):]
@@ -426,13 +531,22 @@ class RedisLink:
             return
         entries: list[tuple[str, str | bytes]] = []
         channel = self.channel(room)
+        where = f"{room} (history)"
         for item in reply if isinstance(reply, list) else []:
-            entry = decode_entry(item) if isinstance(item, bytes) else None
-            if entry is not None:
-                origin, seq, message = entry
-                entries.append((f"{origin}.{seq}", message))
-                if origin != self.server_id:
-                    self._is_new(origin, channel, seq)  # live copies of these: duplicates
+            if isinstance(item, Skipped):
+                self.rejected.add(TOO_BIG, where, item.length)
+                continue
+            if not isinstance(item, bytes):
+                self.rejected.add(NOT_AN_ENTRY, where, 0)
+                continue
+            try:
+                origin, seq, message = decode_entry(item, self.max_message_size)
+            except EntryError as exc:
+                self.rejected.add(exc.kind, where, len(item))
+                continue
+            entries.append((f"{origin}.{seq}", message))
+            if origin != self.server_id:
+                self._is_new(origin, channel, seq)  # live copies of these: duplicates
         done(entries)
 
     # -- the sessions' side ----------------------------------------------------------------
@@ -498,3 +612,43 @@ class RedisLink:
         if trouble != self._reported:
             self._reported = trouble
             log.log(level, "%s", trouble)
+
+
+class _Rejected:
+    """Entries from Redis dropped, counted by kind, and logged without flooding the log:
+    the first of a kind at once, then, every DROP_LOG_INTERVAL in which more came, one
+    line with how many (a kind quiet for a whole interval is logged at once again)."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.counts: dict[str, int] = {}  # every entry dropped, by kind (for tests, metrics)
+        self._since_logged: dict[str, int] = {}  # kinds logged this interval: dropped since
+        self._timer: Timer | None = None
+
+    def add(self, kind: str, where: str, size: int) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if kind in self._since_logged:
+            self._since_logged[kind] += 1
+            return
+        log.warning("dropped a message from Redis on %s (%d bytes): %s; never delivered "
+                    "(more of this kind: one line per %g s)", where, size, kind,
+                    DROP_LOG_INTERVAL)
+        self._since_logged[kind] = 0
+        if self._timer is None:
+            self._timer = self.loop.call_later(DROP_LOG_INTERVAL, self._interval_over)
+
+    def _interval_over(self) -> None:
+        self._timer = None
+        since, self._since_logged = self._since_logged, {}
+        for kind, count in since.items():
+            if count:
+                log.warning("dropped %d more message(s) from Redis in the last %g s: %s",
+                            count, DROP_LOG_INTERVAL, kind)
+                self._since_logged[kind] = 0  # and quiet for one more interval
+        if self._since_logged:
+            self._timer = self.loop.call_later(DROP_LOG_INTERVAL, self._interval_over)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -73,34 +73,87 @@ def encode_entry(origin: str, seq: int, message: str | bytes) -> bytes:
     return b"%s %d b " % (origin.encode(), seq) + bytes(message)
 
 
-def decode_entry(data: bytes) -> tuple[str, int, str | bytes] | None:
-    """(origin, seq, message) from `encode_entry`'s bytes; None for anything else."""
+# What comes from Redis is held to the limits of what comes from a client (issue 18): anyone
+# who can reach Redis can publish on the chat's channels or push to its lists.
+MAX_ORIGIN = 64  # characters of an origin (ours are 12: secrets.token_hex(6))
+MAX_SEQ_DIGITS = 20  # a sequence number is at most 2**64 - 1
+# Presence: at most this many names per origin (rooms.py keeps no more), each at most this
+# many characters (rooms.py's MAX_HANDLE: the page's handle rule; "user 123" if none).
+MAX_PRESENCE_NAMES = 1000
+MAX_PRESENCE_NAME = 32
+# ... so its JSON is at most this long: a character takes at most 6 bytes ("\u001f"), a
+# name 2 quotes and ", " more; checked before parsing, so no JSON is parsed that could not
+# be a list of such names.
+MAX_PRESENCE_JSON = 2 + MAX_PRESENCE_NAMES * (6 * MAX_PRESENCE_NAME + 4)
+# An entry's bytes beyond its message: origin, sequence, kind and three spaces.
+ENTRY_OVERHEAD = MAX_ORIGIN + MAX_SEQ_DIGITS + 8
+
+
+def max_entry_bytes(max_message_size: int) -> int:
+    """The longest entry a chat server publishes with this --max-message-size: a message
+    of that size or a full presence list, with its header. Longer ones are refused unread."""
+    return max(max_message_size, MAX_PRESENCE_JSON) + ENTRY_OVERHEAD
+
+
+# Why an entry from Redis is dropped (EntryError.kind; one log line per kind per interval).
+TOO_BIG = "over --max-message-size"
+NOT_AN_ENTRY = "not an entry a chat server publishes"
+NOT_UTF8 = "text that is not UTF-8"
+BAD_PRESENCE = (f"presence that is not a list of at most {MAX_PRESENCE_NAMES} names of at most "
+                f"{MAX_PRESENCE_NAME} characters")
+
+
+class EntryError(ValueError):
+    """Bytes from Redis that are no message to deliver; `kind` is one of the reasons above."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+def decode_entry(data: bytes, max_size: int | None = None) -> tuple[str, int, str | bytes]:
+    """(origin, seq, message) from `encode_entry`'s bytes, the message at most `max_size`
+    bytes (as a client's: counted as sent, UTF-8 for text).
+
+    Raises:
+        EntryError: TOO_BIG, NOT_UTF8, or NOT_AN_ENTRY for anything else.
+    """
     origin, _, rest = data.partition(b" ")
     seq_text, _, rest = rest.partition(b" ")
     kind, space, payload = rest.partition(b" ")
-    if not space or not seq_text.isdigit() or kind not in (b"t", b"b") or not origin.isalnum():
-        return None
+    if (not space or not seq_text.isdigit() or len(seq_text) > MAX_SEQ_DIGITS
+            or kind not in (b"t", b"b") or not origin.isalnum() or len(origin) > MAX_ORIGIN):
+        raise EntryError(NOT_AN_ENTRY)
+    if max_size is not None and len(payload) > max_size:
+        raise EntryError(TOO_BIG)
     if kind == b"b":
         return origin.decode(), int(seq_text), payload
     try:
         return origin.decode(), int(seq_text), payload.decode("utf-8")
     except UnicodeDecodeError:
-        return None
+        raise EntryError(NOT_UTF8) from None
 
 
 def decode_presence(data: bytes) -> tuple[str, str, list[str] | None] | None:
-    """(origin, "p", names) of `<origin> 0 p <JSON names>` (names None if they are not a
-    JSON list of strings), (origin, "q", None) of `<origin> 0 q`; None for anything else."""
+    """(origin, "p", names) of `<origin> 0 p <JSON names>`, (origin, "q", None) of
+    `<origin> 0 q`; None for anything else. Names are None unless they are a JSON list of at
+    most MAX_PRESENCE_NAMES strings of at most MAX_PRESENCE_NAME characters each (what
+    rooms.py would publish itself); a longer JSON is not parsed at all."""
     parts = data.split(b" ", 3)
-    if len(parts) < 3 or parts[1] != b"0" or parts[2] not in (b"p", b"q"):
+    if (len(parts) < 3 or parts[1] != b"0" or parts[2] not in (b"p", b"q")
+            or len(parts[0]) > MAX_ORIGIN):
         return None
     origin = parts[0].decode("ascii", "replace")
     if parts[2] == b"q":
         return origin, "q", None
-    try:
-        names = json.loads(parts[3]) if len(parts) == 4 else None
-    except ValueError:
-        names = None
-    if isinstance(names, list) and all(isinstance(name, str) for name in names):
+    names: object = None
+    if len(parts) == 4 and len(parts[3]) <= MAX_PRESENCE_JSON:
+        try:
+            names = json.loads(parts[3])
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
+            names = None
+    if (isinstance(names, list) and len(names) <= MAX_PRESENCE_NAMES
+            and all(isinstance(name, str) and len(name) <= MAX_PRESENCE_NAME
+                    for name in names)):
         return origin, "p", names
     return origin, "p", None

@@ -5,7 +5,8 @@ Sans-I/O, shaped like hiredis's reader: `Reader.feed(data)` appends what a socke
 to send. "RESP §X" cites section X of the Redis serialization protocol specification
 (redis.io/docs/reference/protocol-spec), RESP2 parts. Replies become plain values:
 `+OK` str, `-ERR x` RedisError (a str: a value, not raised), `:1` int, `$5 hello` bytes,
-`*2 ...` list (nested), `$-1` and `*-1` None.
+`*2 ...` list (nested), `$-1` and `*-1` None; a bulk string longer than the Reader's
+`skip_bulk_over` is read and thrown away as it comes, and stands in the reply as `Skipped`.
 
 Not here: RESP3 (we never send HELLO 3, so Redis never uses its types; their type bytes are
 protocol errors), inline commands, sockets, reconnecting, the meaning of pub/sub messages.
@@ -19,6 +20,7 @@ log it, never close a user with 1002. Apart, one cannot be mistaken for the othe
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 
@@ -34,7 +36,15 @@ class RedisError(str):
         return self.split(" ", 1)[0]
 
 
-Reply: TypeAlias = str | int | bytes | None | list["Reply"]
+@dataclass(frozen=True)
+class Skipped:
+    """A bulk string longer than the Reader's `skip_bulk_over`: its bytes were read and
+    dropped as they arrived (never held); only its length is left."""
+
+    length: int
+
+
+Reply: TypeAlias = str | int | bytes | Skipped | None | list["Reply"]
 
 
 class NeedMore(enum.Enum):
@@ -91,6 +101,21 @@ MAX_ARRAY_LENGTH: Final = 1024 * 1024
 # Arrays open inside each other. Pub/sub messages nest 1 deep; the deepest replies of Redis
 # 7.0 measured here are COMMAND DOCS (12), COMMAND (8) and XINFO STREAM FULL (7).
 MAX_DEPTH: Final = 16
+# Elements of one whole reply, nested arrays and their elements included (an array of a
+# million empty arrays is a million and one), whatever each array's own length. By default
+# as many as full arrays at every depth: no limit beyond those (and the memory's below);
+# the Redis link passes what its replies can have.
+MAX_REPLY_ELEMENTS: Final = MAX_DEPTH * MAX_ARRAY_LENGTH + 1
+# What an element of a reply costs in memory beyond its data: measured with tracemalloc
+# (Python 3.11, 200,000 of each in one reply, list slots included) 41 bytes for a bulk
+# string, 40-44 for an integer, 57 for "OK", 64 for an empty array, 130 for an error reply
+# (a str subclass); pymalloc rounds each up (4 arrays of a million empty arrays: ~77 bytes
+# each of RSS). Counted high, once for every element, so the sum bounds what a reply holds
+# (tests/test_resp.py measures it for each kind).
+ELEMENT_COST: Final = 160
+# The memory one reply may hold while it is built (data + ELEMENT_COST per element): by
+# default the largest reply and a full array's elements. The Redis link passes far less.
+MAX_REPLY_MEMORY: Final = MAX_REPLY_BYTES + MAX_ARRAY_LENGTH * ELEMENT_COST
 
 # RESP §RESP protocol description: "the first byte of data determines its type".
 SIMPLE_STRING: Final = ord("+")
@@ -139,18 +164,29 @@ class Reader:
     parsed twice: bulk data is awaited by its length alone, a line's scanned bytes are not
     searched again, arrays are filled in place; a reply in many pieces costs linear time.
     After `NEED_MORE` it holds the values so far of one unfinished reply (at most
-    `max_reply_bytes` on the wire) and the unparsed rest of one element: a line of at most
-    `max_line_bytes`, or bulk data whose declared length passed every limit first.
+    `max_reply_bytes` on the wire, `max_reply_memory` as Python objects, counting
+    ELEMENT_COST per element, `max_reply_elements` elements in all) and the unparsed rest of
+    one element: a line of at most `max_line_bytes`, or bulk data whose declared length
+    passed every limit first. Each limit is checked on a header, before what it announces
+    is read. A bulk string longer than `skip_bulk_over` (if given) is not kept: its bytes
+    are dropped as they come and the reply holds `Skipped(length)` in its place, so a
+    caller can refuse one oversized value and carry on with the stream.
     """
 
     def __init__(self, *, max_bulk_bytes: int = MAX_BULK_BYTES,
                  max_reply_bytes: int = MAX_REPLY_BYTES, max_line_bytes: int = MAX_LINE_BYTES,
-                 max_array_length: int = MAX_ARRAY_LENGTH, max_depth: int = MAX_DEPTH) -> None:
+                 max_array_length: int = MAX_ARRAY_LENGTH, max_depth: int = MAX_DEPTH,
+                 max_reply_elements: int = MAX_REPLY_ELEMENTS,
+                 max_reply_memory: int = MAX_REPLY_MEMORY,
+                 skip_bulk_over: int | None = None) -> None:
         self.max_bulk_bytes = max_bulk_bytes
         self.max_reply_bytes = max_reply_bytes
         self.max_line_bytes = max_line_bytes
         self.max_array_length = max_array_length
         self.max_depth = max_depth
+        self.max_reply_elements = max_reply_elements
+        self.max_reply_memory = max_reply_memory
+        self.skip_bulk_over = skip_bulk_over
         self._buf = bytearray()
         self._pos = 0  # next unparsed byte of _buf
         self._dropped = 0  # bytes deleted from the front of _buf: stream offset = _dropped + index
@@ -159,6 +195,11 @@ class Reader:
         self._arrays: list[list[Reply]] = []  # arrays being filled, outermost first
         self._missing: list[int] = []  # how many elements each of them still lacks
         self._reply_start = 0  # stream offset of the current reply's first byte
+        self._elements = 0  # elements of the current reply announced so far
+        self._held = 0  # what the current reply holds: data + ELEMENT_COST per element
+        self._skipped = 0  # bytes of the current reply dropped unread (skipped bulk data)
+        self._skip_left = 0  # data bytes of the skipped bulk string still to drop
+        self._skipping = False  # the bulk string whose data is awaited is being skipped
         self._error: RespProtocolError | None = None
 
     @property
@@ -229,6 +270,8 @@ class Reader:
         kind = buf[start]
         if not self._arrays:
             self._reply_start = self._dropped + start
+            self._elements = 1
+            self._held = self._skipped = 0
         if kind not in _RESP2_TYPES:
             # Checked on the first byte: a peer that is not Redis fails at once.
             what = "a RESP3 type (this client speaks RESP2)" if kind in _RESP3_TYPES else "not"
@@ -242,6 +285,7 @@ class Reader:
         line = bytes(buf[start + 1:end])
         self._pos, self._scanned = end + 2, 0
         self._check_reply_size(self._pos, start)
+        self._hold(len(line) if textual else 0, start)
         if textual:
             # RESP §Simple strings: "The string mustn't contain a CR or LF character".
             if b"\r" in line or b"\n" in line:
@@ -260,7 +304,11 @@ class Reader:
             if number > self.max_bulk_bytes:
                 raise self._fail(f"bulk string of {number} bytes, over the limit of "
                                  f"{self.max_bulk_bytes}", start, limit=True)
-            self._check_reply_size(self._pos + number + 2, start)
+            if self.skip_bulk_over is not None and number > self.skip_bulk_over:
+                self._skipping, self._skip_left = True, number  # held: nothing but its length
+            else:
+                self._check_reply_size(self._pos + number + 2, start)
+                self._hold(number, start, elements=0)  # the element was counted on its line
             self._bulk = number
             return self._read_bulk_data(number)  # often here already
         # RESP §Arrays: "*<number-of-elements>\r\n<element-1>...<element-n>".
@@ -269,6 +317,10 @@ class Reader:
                              f"{self.max_array_length}", start, limit=True)
         if len(self._arrays) >= self.max_depth:
             raise self._fail(f"arrays nested deeper than {self.max_depth}", start, limit=True)
+        self._elements += number
+        if self._elements > self.max_reply_elements:
+            raise self._fail(f"reply of more than {self.max_reply_elements} elements (arrays "
+                             f"and their elements, nested ones too)", start, limit=True)
         if number == 0:
             return []
         self._arrays.append([])
@@ -295,10 +347,20 @@ class Reader:
             raise self._fail(f"integer {number} is not 64-bit", start)
         return number
 
-    def _read_bulk_data(self, length: int) -> bytes | NeedMore:
+    def _read_bulk_data(self, length: int) -> bytes | Skipped | NeedMore:
         # RESP §Bulk strings: "$<length>\r\n<data>\r\n"; the data is never scanned.
         buf, start = self._buf, self._pos
-        end = start + length
+        if self._skipping:
+            # Data not to keep: consumed as it comes (feed() frees it), then the CRLF.
+            taken = min(self._skip_left, len(buf) - start)
+            self._skip_left -= taken
+            self._skipped += taken
+            start = self._pos = start + taken
+            if self._skip_left:
+                return NEED_MORE
+            end = start
+        else:
+            end = start + length
         if len(buf) < end + 2:
             tail = buf[end:]  # checked byte by byte as it arrives, like a type byte
             if tail != CRLF[:len(tail)]:
@@ -306,6 +368,11 @@ class Reader:
             return NEED_MORE
         if buf[end] != CRLF[0] or buf[end + 1] != CRLF[1]:
             raise self._fail(f"bulk string of {length} bytes not followed by CRLF", end)
+        if self._skipping:
+            self._skipping = False
+            self._bulk = None
+            self._pos = end + 2
+            return Skipped(length)
         if length < 4096:
             value = bytes(buf[start:end])
         else:
@@ -316,10 +383,20 @@ class Reader:
         return value
 
     def _check_reply_size(self, end: int, start: int) -> None:
-        size = self._dropped + end - self._reply_start
+        size = self._dropped + end - self._reply_start - self._skipped
         if size > self.max_reply_bytes:
             raise self._fail(f"reply of at least {size} bytes, over the limit of "
                              f"{self.max_reply_bytes}", start, limit=True)
+
+    def _hold(self, data: int, start: int, elements: int = 1) -> None:
+        """The current reply holds `data` bytes and `elements` elements more: still within
+        the memory a reply may hold? (Checked on a header, before its data is read.)"""
+        self._held += data + elements * ELEMENT_COST
+        if self._held > self.max_reply_memory:
+            raise self._fail(f"reply holding at least {self._held} bytes in memory (an element "
+                             f"costs its data and {ELEMENT_COST}), over the limit of "
+                             f"{self.max_reply_memory}", start, limit=True)
+
 
 def parse(buf: bytes | bytearray, pos: int = 0) -> tuple[Reply, int] | None:
     """One reply from `buf[pos:]`: `(reply, consumed)`, or None while it is incomplete.

@@ -137,7 +137,8 @@ class Server(Handshakes):
             except TlsConfigError as exc:
                 raise ServerError(f"--redis-cafile: {exc}") from None
             link = RedisLink(self.loop, redis_address, settings["redis_prefix"],
-                             max_backlog=self.max_buffer, tls_context=redis_tls)
+                             max_backlog=self.max_buffer, tls_context=redis_tls,
+                             max_message_size=self.max_message_size)
         history = (History(settings["history"], settings["history_idle"])
                    if settings["history"] else None)
         self._rooms = Rooms(self.delivery, self.loop, history, link)  # rooms.py

@@ -315,7 +315,7 @@ class TlsConnection(Connection):
             if self.closed or (self.hold and not self.closing):
                 return
         if self.eof:
-            self.close("" if self.closing else "connection closed by the client")
+            self.peer_closed()
             return
         sock = self.sock
         wanted = self.direct if self.direct else READ_SIZE
@@ -353,7 +353,7 @@ class TlsConnection(Connection):
         if self.closed:
             return
         if self.eof and (not got or self.closing):
-            self.close("" if self.closing else "connection closed by the client")
+            self.peer_closed()
             return
         self._read_decrypted_later()
 
@@ -424,7 +424,7 @@ class TlsConnection(Connection):
                 self.write_wants_read = True
                 break
             except ssl.SSLEOFError:
-                self.close("connection lost: closed by the client")
+                self.close(f"connection lost: closed by {self.peer}")
                 return
             except ssl.SSLError as exc:
                 self._tls_error(exc)
