@@ -15,8 +15,8 @@ takes 1, 2 or 4 bytes a character, whichever its widest character needs, so one 
 a 1 MiB message makes it cost 4 MiB, and is counted so. The bounds:
 - N entries per room;
 - a room with no local user is forgotten `idle` seconds after its last message, or after
-  the last sweep that found a user of ours in it (`forget_idle`; in Redis, the list
-  expires after as long);
+  the last sweep that found a user of ours in it (`forget_idle`, a bounded number of rooms
+  a pass; in Redis, the list expires after as long);
 - all rooms together cost at most `max_bytes` (HISTORY_MEMORY): past it the least recently
   used other rooms are forgotten first, then the current room's oldest entries (never its
   newest), so a client that opens thousands of rooms with a large message in each cannot
@@ -226,17 +226,19 @@ class History:
         history.loaded = True
         self._trim(room)
 
-    def forget_idle(self, now: float, in_use: Collection[str]) -> int:
+    def forget_idle(self, now: float, in_use: Collection[str], most: int | None = None
+                    ) -> int:
         """Forget rooms without local users and without messages for `idle` s; how many.
 
         The rooms are in order of use, so the idle ones are the first: the sweep stops at
-        the first room used within `idle`. A room of ours (`in_use`) that it passes is
-        marked used now and moved to the end, so it is looked at once per `idle` at most:
-        a sweep costs O(rooms forgotten + rooms of ours gone quiet), never O(all rooms).
+        the first room used within `idle`, or after looking at `most` rooms (`idle_due`
+        then says more are due). A room of ours (`in_use`) that it passes is marked used
+        now and moved to the end, so it is looked at once per `idle` at most: a sweep
+        costs O(rooms forgotten + rooms of ours gone quiet), never O(all rooms).
         """
         rooms = self.rooms
         forgotten = 0
-        for _ in range(len(rooms)):  # (each room once at most, whatever `idle` is)
+        for _ in range(len(rooms) if most is None else min(most, len(rooms))):
             room, history = next(iter(rooms.items()))
             if now - history.last_used < self.idle:
                 break
@@ -247,6 +249,12 @@ class History:
                 self._forget(room)
                 forgotten += 1
         return forgotten
+
+    def idle_due(self, now: float) -> bool:
+        """Is the least recently used room due for `forget_idle` (or a look, if in use)?"""
+        for history in self.rooms.values():
+            return now - history.last_used >= self.idle
+        return False
 
     def unload(self, room: str) -> None:
         """The room lost its last local user: Redis's list is to be loaded again next time
