@@ -391,10 +391,10 @@ def test_the_cost_is_what_python_holds() -> None:
             + sum(sys.getsizeof(e.message) + sys.getsizeof(e.id) for e in room.entries)
             for name, room in history.rooms.items()))
 
-    used, history = fill(1, 4000, 4000, lambda n: f"m{n:09d}{chr(0x1F600)}")
-    entry = (used - seen(history)) / 4000
-    used, history = fill(5_000, 1, 50, lambda n: f"m{n:09d}")
-    room = (used - seen(history)) / 5_000 - entry
+    used, history = fill(1, 2000, 2000, lambda n: f"m{n:09d}{chr(0x1F600)}")
+    entry = (used - seen(history)) / 2000
+    used, history = fill(2_000, 1, 50, lambda n: f"m{n:09d}")
+    room = (used - seen(history)) / 2_000 - entry
     print(f"measured: an entry {entry:.0f} B beyond sys.getsizeof (counted "
           f"{ENTRY_OVERHEAD}), a room {room:.0f} B (counted {ROOM_OVERHEAD})")
     assert entry <= ENTRY_OVERHEAD and room <= ROOM_OVERHEAD
@@ -402,7 +402,7 @@ def test_the_cost_is_what_python_holds() -> None:
         "ascii": lambda n: f"m{n:09d}", "emoji": lambda n: f"m{n:09d}{chr(0x1F600)}",
         "bytes": lambda n: b"b%09d" % n, "1 KiB": lambda n: "x" * 1000 + str(n),
         "1 byte": lambda n: "x"}
-    for rooms, adds, size in ((5_000, 1, 50), (500, 10, 5), (100, 120, 50), (2, 2_500, 1_000)):
+    for rooms, adds, size in ((2_000, 1, 50), (300, 10, 5), (50, 120, 50), (1, 2_500, 1_000)):
         for kind, message in messages.items():
             used, history = fill(rooms, adds, size, message)
             ratio = history.cost / used
