@@ -3,10 +3,12 @@ live messages, bounded, forgotten when idle; with Redis, the same on every serve
 from __future__ import annotations
 
 import re
+import socket
 import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from conftest import ServerProcess
@@ -112,6 +114,66 @@ def test_bad_history_option_is_one_error_line(start_server: Start) -> None:
         assert "must be 0 or more" in str(failed) and "Traceback" not in str(failed)
     else:
         raise AssertionError("a negative --history was accepted")
+
+
+REPLAY_SCRIPT = """
+def on_connect(user, server):
+    if user.resource.endswith("?move"):
+        server.join(user, "/b")  # while its replay of /a is under way
+
+
+def process(user, message, server):
+    if message == "everyone":
+        server.broadcast("to everyone")  # every room
+    elif message == "tell":
+        for other in server.get_users():
+            if other is not user:
+                server.send(other, "told")  # to each alone
+    else:
+        server.broadcast(message, room=user.room)
+"""
+
+
+def test_what_reaches_a_replaying_user_comes_after_its_replay(start_server: Start,
+                                                              tmp_path: Path) -> None:
+    """Issue 18, 3: while a newcomer's replay drains, a broadcast to every room and a
+    message to it alone wait behind the replay; moved to another room during its replay,
+    it gets the new room's history next, none of the old one's after it."""
+    script = tmp_path / "replay.py"
+    script.write_text(REPLAY_SCRIPT)
+    server = start_server("--history", "50", "--max-buffer", "1M", "--callback", str(script))
+    big = [f"a{i:02d} " + "a" * 200_000 for i in range(40)]  # 8 MB: beyond what the kernel takes
+    with Client(server.port, timeout=30).handshake("/a") as a, \
+            Client(server.port).handshake("/b") as b, Client(server.port).handshake("/c") as c:
+        for message in big:
+            a.send_text(message)
+        for i in range(3):
+            b.send_text(f"b{i}")
+        assert [a.recv_message() for _ in big] == big
+        assert [b.recv_message() for _ in range(3)] == ["b0", "b1", "b2"]
+        for path in ("/a", "/a?move"):
+            newcomer = Client(server.port, timeout=30)
+            newcomer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+            newcomer.handshake(path)
+            c.send_text("everyone")  # while the replay waits for the newcomer to read
+            c.send_text("tell")
+            assert c.recv_message() == "to everyone"
+            (a if path == "/a" else b).send_text("live")
+            got = []
+            while "liv" not in got:
+                message = newcomer.recv_message()
+                assert isinstance(message, str)
+                got.append(message[:3])
+            if path == "/a":  # the whole replay, then what came meanwhile, in order
+                assert got == [m[:3] for m in big] + ["to ", "tol", "liv"], got
+            else:  # a part of /a's (its first step), then /b's, then all that came
+                assert got[:1] == ["a00"] and "b0" not in got[:1], got
+                rest = got[got.index("b0"):]
+                assert got[:got.index("b0")] == [m[:3] for m in big][:got.index("b0")]
+                assert rest == ["b0", "b1", "b2", "to ", "tol", "liv"], got
+            assert nothing_arrives(newcomer)
+            newcomer.close()
+        assert b.recv_message() == "to everyone" and b.recv_message() == "told"
 
 
 # -- with Redis: the same history everywhere ----------------------------------------------

@@ -89,15 +89,13 @@ class Replays:
         self.by_conn: dict[Connection, Replay] = {}
         self.by_room: dict[str, dict[Connection, Replay]] = {}
 
-    def __contains__(self, conn: Connection) -> bool:
-        return conn in self.by_conn
-
     def start(self, user: User, tagged: bool, after: str,
               on_done: Callable[[User], None]) -> None:
         """Replay the user's room to it, then `on_done(user)` (which joins it to the
         room's broadcasts), at once if there is nothing to replay. `after`: a TAGGED
         user's last message id; only what came after it, or a gap notice and everything
         if it is no longer kept."""
+        self.cancel(user.conn)  # (one replay a user: the room it is in now)
         room = user.room
         span = self.history.span(room)
         start, gap = span.first, False
