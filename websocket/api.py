@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import handshake
 from .callbacks import ScriptTimers
 from .delivery import Delivery
 from .frames import CloseCode
@@ -77,12 +76,13 @@ class CallbackAPI:
         return self._rooms.link
 
     def send(self, user: User, message: str | bytes) -> bool:
-        """Queue one message for one user. False if it cannot go (closed, or binary to hixie)."""
+        """Queue one message for one user (behind its history replay, if one is still being
+        sent: rooms.py). False if it cannot go (closed, or binary to hixie)."""
         if user.state is not UserState.OPEN:
             return False
         if user.subprotocol == TAGGED and isinstance(message, str):
             message = tagged_text(message)  # the chat page's channel (rooms.py)
-        sent = self.delivery.send(user.conn, message, user.protocol == handshake.RFC6455)
+        sent = self._rooms.send(user, message)
         self.metrics.messages_sent += sent
         return sent
 

@@ -13,6 +13,8 @@ Nobody's traffic may cost anybody else, and nothing accepted may be lost:
   because someone else sends fast.
 - One that does not keep up is left behind: nobody waits for it any more, and once its
   backlog passes `max_buffer` it is dropped (`on_overflow`: the server closes it, 1008).
+- A newcomer's history replay (replay.py) waits like a held sender, and what waits behind
+  the replay counts with the backlog (`admit`).
 
 It also knows who gets a broadcast: the server `join()`s every user whose WebSocket is open
 and `leave()`s it when it is not; `broadcast()` encodes a message once per protocol
@@ -254,16 +256,25 @@ class Delivery:
     def queue(self, conn: Connection, data: bytes, in_chat: bool = True) -> None:
         """Queue `data` for `conn`. `in_chat`: the fair-delivery rules apply (an open
         WebSocket user; answers to a handshake or a closing user's last frames do not)."""
-        if in_chat and conn.out_cost > self.behind_mark:
+        if in_chat and conn.out_cost > self.behind_mark and not self.admit(conn, conn.out_cost):
+            return
+        conn.queue(data)
+        self.deliveries += 1
+
+    def admit(self, conn: Connection, backlog: int) -> bool:
+        """The rules above for a user with `backlog` bytes due: its queue, and what waits
+        to be queued behind its history replay (replay.py). Over the behind mark it is
+        behind; while it keeps up, the sender is held (`throttle`); once it does not, past
+        max_buffer it is dropped (`on_overflow`) and False is returned."""
+        if backlog > self.behind_mark:
             if not conn.behind_since:
                 self.fall_behind(conn)
             if self.keeping_up(conn):
                 self.throttle = True
-            elif conn.out_cost > self.max_buffer:
+            elif backlog > self.max_buffer:
                 self.on_overflow(conn)
-                return
-        conn.queue(data)
-        self.deliveries += 1
+                return False
+        return True
 
     def send(self, conn: Connection, message: str | bytes, rfc6455: bool) -> bool:
         """Queue one message for one user, framed for its protocol; False for a binary

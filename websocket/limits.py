@@ -41,6 +41,8 @@ DIRECT_READ_SIZE = 1024 * 1024  # ... but a large payload streams in up to this 
 FRAMES_PER_BATCH = 64  # frames parsed at a time, their events handled before the next ones
 FRAMES_PER_TURN = 1024  # frames parsed per pass: ~3 ms of the tiniest frames
 DELIVERIES_PER_TURN = 65536  # frames queued to users because of them: ~16 ms of fan-out
+REPLAY_FRAMES_PER_TURN = 256  # messages of a newcomer's history replay (replay.py) a pass
+IDLE_ROOMS_PER_TURN = 1000  # rooms the history's idle sweep looks at a pass: ~2.5 ms
 
 # What one queued frame costs beyond its bytes: a list slot and a bytes object's header
 # (sys.getsizeof(b"") is 33), rounded up. Backlog limits count this, so a million two-byte

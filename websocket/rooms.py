@@ -8,7 +8,9 @@ and one path, everyone is in the lobby and the chat is the article's.
 `Rooms` keeps the users of this process, room by room, in order of arrival (delivery.py
 keeps the same membership as connections, for the fan-out), and ties in the two things a
 room may have beyond its users:
-- --history (history.py): a newcomer gets the room's recent messages before anything live;
+- --history (history.py): a newcomer gets the room's recent messages before anything live,
+  sent as it reads them (replay.py: its replay counts against --max-buffer, and it joins
+  the room's broadcasts when the replay is done, what came meanwhile waiting behind it);
   with Redis, a room that gets its first user here loads Redis's list first, and its
   newcomers wait for it (their live messages too, so nothing comes out of order).
 - --redis (redis_link.py): a room's channel is subscribed while the room has a user here;
@@ -34,7 +36,9 @@ from typing import TYPE_CHECKING
 
 from . import handshake
 from .history import Entry, History
+from .limits import IDLE_ROOMS_PER_TURN
 from .redis_link import PRESENCE_REFRESH, PRESENCE_TTL
+from .replay import Replays
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -90,6 +94,9 @@ class Rooms:
         self.server_id = link.server_id if link is not None else secrets.token_hex(6)
         self.seq = 0  # numbers this process's messages (history ids: server_id.seq)
         self.loading: dict[str, list[User]] = {}  # newcomers waiting for Redis's history
+        # Newcomers being sent their room's history, what comes meanwhile behind it.
+        self.replays = (Replays(delivery, loop, history, tagged_text)
+                        if history is not None else None)
         # Rooms whose presence changed this pass (True: ours, to be told to the others too),
         # and the names other processes said they have in each room, until when.
         self._presence_due: dict[str, bool] = {}
@@ -140,6 +147,8 @@ class Rooms:
 
     def _remove(self, user: User) -> None:
         room = user.room
+        if self.replays is not None:
+            self.replays.cancel(user.conn)
         waiting = self.loading.get(room)
         if waiting is not None and user in waiting:
             waiting.remove(user)
@@ -178,31 +187,45 @@ class Rooms:
 
     def move(self, user: User, room: str) -> None:
         """server.join: the user gets `room`'s history and broadcasts from now on."""
+        if self.replays is not None:
+            self.replays.stop(user.conn)  # (what was sent to it in its old room is queued)
+            if not user.is_open:
+                return  # ... and that was more than it could take
         self._remove(user)
         self.delivery.leave_room(user.conn)
         user.room = room
         self.enter(user)
 
     def _replay_and_join(self, user: User) -> None:
-        rfc6455 = user.protocol == handshake.RFC6455
+        """The room's history as the user drains it (replay.py), then its broadcasts."""
+        if self.replays is None:
+            self._join(user)
+            return
         tagged = user.subprotocol == TAGGED
-        if self.history is not None:
-            entries = self.history.entries(user.room)  # oldest first
-            after = query_value(user, "after") if tagged else ""
-            if after:
-                ids = [entry.id for entry in entries]
-                if after in ids:
-                    entries = entries[ids.index(after) + 1:]
-                else:  # what came after it may be older than the history
-                    self.delivery.send(user.conn, json.dumps({"notice": "gap"}), rfc6455)
-            for entry in entries:
-                message = entry.message
-                if tagged and isinstance(message, str):
-                    message = tagged_text(message, entry.id)
-                self.delivery.send(user.conn, message, rfc6455)
-        self.delivery.join(user.conn, rfc6455=rfc6455, room=user.room, tagged=tagged,
+        # Resuming after a message: only what came after it (the replay tells of a gap).
+        after = query_value(user, "after") if tagged else ""
+        self.replays.start(user, tagged, after, self._join)
+
+    def _join(self, user: User) -> None:
+        """The user gets its room's broadcasts from now on (its replay, if any, is done)."""
+        self.delivery.join(user.conn, rfc6455=user.protocol == handshake.RFC6455,
+                           room=user.room, tagged=user.subprotocol == TAGGED,
                            deflate=user.deflate)
         self._presence_changed(user.room)
+
+    def flushed(self, conn: Connection) -> None:
+        """The kernel took some of a behind user's output (Server.flushed): a replay that
+        waits for it may go on."""
+        if self.replays is not None:
+            self.replays.flushed(conn)
+
+    def send(self, user: User, message: str | bytes) -> bool:
+        """server.send: one message for one user; behind its replay while one is sent."""
+        if self.replays is not None:
+            waited = self.replays.send(user.conn, message)
+            if waited is not None:
+                return waited
+        return self.delivery.send(user.conn, message, user.protocol == handshake.RFC6455)
 
     def _presence_changed(self, room: str, ours: bool = True) -> None:
         """Tell the room's TAGGED users (and, for a change of ours, the other processes)
@@ -277,8 +300,12 @@ class Rooms:
                 self._replay_and_join(user)
 
     def _forget_idle(self) -> None:
+        """The idle sweep, IDLE_ROOMS_PER_TURN rooms a pass (42,000 rooms forgotten at once
+        would stall the loop ~0.1 s); the rest in the next passes."""
         assert self.history is not None
-        self.history.forget_idle(self.loop.now, self.members)
+        self.history.forget_idle(self.loop.now, self.members, IDLE_ROOMS_PER_TURN)
+        if self.history.idle_due(self.loop.now):
+            self.loop.call_soon(self._forget_idle)
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -293,7 +320,11 @@ class Rooms:
             self.history.add(room, entry_id, message, self.loop.now)
         if self.link is not None:
             self.link.publish(room, message, seq)
-        return self.delivery.broadcast(message, excluded, room, self._tag(message, entry_id))
+        delivered = self.delivery.broadcast(message, excluded, room,
+                                            self._tag(message, entry_id))
+        if self.replays is not None:  # the users still replaying: behind their replay
+            delivered += self.replays.broadcast(message, room, entry_id or "", excluded)
+        return delivered
 
     def _tag(self, message: str | bytes, entry_id: str | None) -> bytes | None:
         if not self.delivery.tagged or not isinstance(message, str):
@@ -308,3 +339,5 @@ class Rooms:
         else:
             entry_id = ""
         self.delivery.broadcast(message, room=room, tagged=self._tag(message, entry_id or None))
+        if self.replays is not None:
+            self.replays.broadcast(message, room, entry_id)

@@ -302,6 +302,7 @@ class Server(Handshakes):
             conn.set_timer(self.handshake_timeout, self._deadline, conn.user)
             conn.release_input(HOLD_HTTP)
         self.delivery.flushed(conn)
+        self._rooms.flushed(conn)  # a history replay waiting for it goes on (replay.py)
 
     def connection_lost(self, conn: Connection, why: str) -> None:
         """Forget the user (the article's `disconnect`)."""
