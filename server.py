@@ -6,21 +6,35 @@ This file only reads options, starts `websocket.Server` and turns failures into 
 """
 from __future__ import annotations
 
-import argparse
-import logging
-import os
 import signal
-import sys
-import time
-from collections.abc import Callable
+from typing import Any
 
-from websocket.callbacks import CallbackError, load
-from websocket.limits import DEFAULTS
-from websocket.server import Server, ServerError
-from websocket.tls import TlsConfigError, load_context
-from websocket.trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES
-from websocket.wire import parse_networks
-from websocket.workers import Supervisor, WorkerError, check, reserve_port
+
+def _quit_while_starting(signum: int, frame: Any) -> None:
+    """Ctrl-C or SIGTERM before the loop takes them over (`serve`): stop now, quietly, with
+    status 0, as they do later; never a KeyboardInterrupt traceback."""
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":  # first of all: the imports below take a while
+    signal.signal(signal.SIGINT, _quit_while_starting)
+    signal.signal(signal.SIGTERM, _quit_while_starting)
+
+# (After the handlers on purpose.)
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+from websocket.callbacks import CallbackError, load  # noqa: E402
+from websocket.limits import DEFAULTS  # noqa: E402
+from websocket.server import Server, ServerError  # noqa: E402
+from websocket.tls import TlsConfigError, load_context  # noqa: E402
+from websocket.trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES  # noqa: E402
+from websocket.wire import parse_networks  # noqa: E402
+from websocket.workers import Supervisor, WorkerError, check, reserve_port  # noqa: E402
 
 log = logging.getLogger("websocket")
 RELOAD_INTERVAL = 1.0  # --reload: seconds between two looks at the script's file
