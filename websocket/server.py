@@ -149,14 +149,18 @@ class Server(Handshakes):
         # script starts are kept here, to be cancelled when a new version takes over.
         self.reload_interval = reload if self.callbacks.source is not None else 0.0
         self._script_timers = ScriptTimers()
-        # --trace, --trace-page (wiretap.py, wire.py): None, and no tap anywhere, when off.
+        # --trace, --trace-page (wiretap.py, wire.py): None, and no tap anywhere, when off
+        # (and, with --trace-page alone, while no viewer watches).
         self.wire: WireHub | None = None
         self.tracer: Tracer | None = None
-        if trace_page:
-            self.wire = WireHub(self.max_buffer, self.close_timeout,
-                                parse_networks(trace_page_from))
         if trace or trace_page:
-            self.tracer = Tracer(trace_bytes, to_log=trace, publisher=self.wire)
+            self.tracer = Tracer(trace_bytes, to_log=trace,
+                                 users=lambda: self._users.values(), loop=self.loop)
+        if trace_page:
+            assert self.tracer is not None
+            self.wire = self.tracer.publisher = WireHub(
+                self.max_buffer, self.close_timeout, parse_networks(trace_page_from),
+                on_viewers=self.tracer.viewers_changed)
 
     @property
     def selector_name(self) -> str:
@@ -340,8 +344,9 @@ class Server(Handshakes):
 
         One turn: frames are parsed FRAMES_PER_BATCH at a time, and their events handled,
         until the input runs out, the user's input goes on hold, or the turn's share is
-        spent (FRAMES_PER_TURN, DELIVERIES_PER_TURN: limits.py); the rest waits for the
-        next pass.
+        spent (FRAMES_PER_TURN, DELIVERIES_PER_TURN: limits.py; smaller shares when the
+        user is traced, since the trace's cost counts in: `Tracer.turn_share`); the rest
+        waits for the next pass.
         `payload`: the connection read that many bytes of the current frame's payload
         straight into its scratch buffer (`Connection.direct`), to be taken first.
         """
@@ -349,8 +354,13 @@ class Server(Handshakes):
         assert receiver is not None
         conn = user.conn
         delivery = self.delivery
+        batch = limits.FRAMES_PER_BATCH
         last_frame = receiver.frames + limits.FRAMES_PER_TURN
         last_delivery = delivery.deliveries + limits.DELIVERIES_PER_TURN
+        if conn.tap is not None and self.tracer is not None:  # its trace's cost counts in
+            frames, deliveries, batch = self.tracer.turn_share
+            last_frame = receiver.frames + frames
+            last_delivery = delivery.deliveries + deliveries
         while True:
             events: list[Event] = []
             error: ProtocolError | None = None
@@ -361,7 +371,7 @@ class Server(Handshakes):
                     receiver.receive_payload(payload[0], payload[1], events)
                     payload = None
                 else:
-                    receiver.receive(conn.inbuf, events, limits.FRAMES_PER_BATCH)
+                    receiver.receive(conn.inbuf, events, batch)
             except ProtocolError as exc:
                 error = exc
             delivery.throttle = False
@@ -382,7 +392,7 @@ class Server(Handshakes):
                 return
             if delivery.throttle and user.state is UserState.OPEN:
                 delivery.hold_sender(conn)  # its messages reached someone who is behind
-            if receiver.frames - before < limits.FRAMES_PER_BATCH or not conn.inbuf or conn.hold:
+            if receiver.frames - before < batch or not conn.inbuf or conn.hold:
                 break  # all of the input is handled (what is left is not a whole frame)
             if receiver.frames >= last_frame or delivery.deliveries >= last_delivery:
                 conn.defer()  # the rest in the next pass, after everybody else

@@ -40,7 +40,7 @@ from typing import Any
 from .connection import _SCRATCH, _SCRATCH_VIEW, Connection, Counts
 from .errors import HttpError
 from .handshake import error_response
-from .limits import FRAME_COST, READ_SIZE
+from .limits import FRAME_COST
 from .loop import READ, WRITE, Loop, Timer
 
 log = logging.getLogger("websocket")
@@ -318,7 +318,7 @@ class TlsConnection(Connection):
             self.close("" if self.closing else "connection closed by the client")
             return
         sock = self.sock
-        wanted = self.direct if self.direct else READ_SIZE
+        wanted = self.direct if self.direct else self.read_size
         got = 0
         try:
             while got < wanted:
