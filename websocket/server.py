@@ -43,6 +43,7 @@ from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 from .metrics import ServerMetrics
+from .ratelog import RateLimitedLog
 from .redis_link import RedisLink
 from .redis_wire import RedisURLError, parse_redis_url
 from .rooms import Rooms
@@ -116,6 +117,8 @@ class Server(Handshakes):
         self._agreements: dict[Agreed, Agreed] = {}  # one object per kind of agreement
         self.reuse_port: bool = settings["reuse_port"]
         self.loop = Loop(selector)
+        # Warnings anybody can cause once per connection: one line per kind every 10 s.
+        self.warnings = RateLimitedLog(log, self.loop)
         self.delivery = Delivery(self.loop, self.max_buffer, self._overflow, self.deflate)
         self.loop.before_sleep(self.delivery.release)
         self.listener: Listener | None = None
@@ -190,7 +193,7 @@ class Server(Handshakes):
         on_accept: Callable[[socket.socket, Any], None] = self._accept
         if self.ssl_context is not None:
             self._tls = TlsAcceptor(self.loop, self.ssl_context, self.handshake_timeout,
-                                    self._accept)
+                                    self._accept, self.warnings)
             on_accept = self._tls.accept
         try:
             self.listener = Listener(self.loop, self.address, self.port, on_accept,
@@ -237,6 +240,7 @@ class Server(Handshakes):
             if self._tls is not None:
                 self._tls.close_all()
             self.loop.remove_signal_handlers()
+            self.warnings.flush()
         log.info("Server stopped")
 
     def stop(self) -> None:
@@ -268,7 +272,7 @@ class Server(Handshakes):
         With TLS, `sock` is an SSLSocket whose TLS handshake is done (tls.TlsAcceptor)."""
         conn: Connection
         if isinstance(sock, ssl.SSLSocket):
-            conn = TlsConnection(self.loop, sock, self, self.metrics)
+            conn = TlsConnection(self.loop, sock, self, self.metrics, self.warnings)
         else:
             conn = Connection(self.loop, sock, self, self.metrics)
         self.metrics.connections += 1
@@ -480,14 +484,15 @@ class Server(Handshakes):
         conn.inbuf.clear()
         if isinstance(error, HttpError):
             self.metrics.refused[error.status] += 1
-            log.warning("user %d (%s): HTTP %d: %s", user.id, user.peer, error.status,
-                        error.reason)
+            self.warnings.warning(f"HTTP {error.status}", "user %d (%s): HTTP %d: %s", user.id,
+                                  user.peer, error.status, error.reason)
             self.delivery.queue(conn, handshake.error_response(error, head_only), in_chat=False)
             conn.close_after_flush(self.handshake_timeout)
             return
         code = error.code
-        log.warning("user %d (%s): closing with %d (%s): %s", user.id, user.peer, code,
-                    describe_close_code(code), error.reason)
+        self.warnings.warning(f"close {code}", "user %d (%s): closing with %d (%s): %s",
+                              user.id, user.peer, code, describe_close_code(code),
+                              error.reason)
         user.close_code, user.close_reason = code, error.reason
         if user.receiver is not None:
             user.receiver.discard()
