@@ -22,14 +22,17 @@ Who reads the trace decides what it costs:
   connection still in its HTTP requests gets its tap when its next request is parsed, as
   under `--trace`. When the last viewer leaves, every tap goes.
 - The viewers get at most WIRE_BLOCKS_PER_SECOND blocks a second (a token bucket holding
-  WIRE_BURST): a person reads a page, not 75,000 frames a second. Beyond that the taps
-  only follow the frames (parse each header, skip its payload: no hexdump, no JSON), and
-  every WIRE_NOTE_INTERVAL a line from connection 0 says how many blocks were not shown.
-- The log (`--trace`) gets every block, and a block costs ~50 µs to format and log,
-  ten times what receiving the frame costs. So the turn of a user whose frames are traced
+  WIRE_BURST): a person reads a page, not 75,000 frames a second. Beyond that rate the
+  taps only follow the frames they read (parse each header, skip its payload: no hexdump,
+  no JSON), and do not even look at a connection's output (`Tap.wants_sent`): when the
+  rate allows again, its trace picks up where its queue ends, on a frame boundary. Every
+  WIRE_NOTE_INTERVAL a line from connection 0 says how many blocks were not shown.
+- The log (`--trace`) gets every block, and a block costs ten times what receiving its
+  frame costs (limits.py has the numbers). So the turn of a user whose frames are traced
   is charged for them, in and out (limits.py TRACED_*, enforced in server.py `_receive`),
   and a traced connection reads TRACED_READ_SIZE bytes at a time, which bounds what one
-  read costs to trace: a flooder under `--trace` slows itself, nobody else.
+  read costs to trace: a flooder under `--trace` slows itself, nobody else. (With viewers
+  only, the shares are the FOLLOWED_* ones: following costs far less than formatting.)
 
 A TLS connection (an `ssl.SSLSocket`, whose reads and writes are the plaintext) starts
 with a line saying so, its version and cipher. A connection traced from its start gets its
