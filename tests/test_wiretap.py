@@ -567,3 +567,18 @@ def test_taps_come_with_the_first_viewer_and_go_with_the_last() -> None:
 
 
 HELLO_FRAME = bytes.fromhex("810548656c6c6f")  # RFC 6455 §5.7
+
+
+def test_trace_and_trace_page_together(start_server: Callable[..., ServerProcess]) -> None:
+    """--trace with --trace-page: every block logged, and the viewer sent them too (within
+    its rate), the handshake included since the log needs every connection traced."""
+    server = start_server("--trace", "--trace-page")
+    with connect(f"ws://127.0.0.1:{server.port}/wire") as viewer:
+        with connect(server.ws_url) as alice:
+            alice.send("both ways")
+            assert alice.recv(timeout=TIMEOUT) == "both ways"
+            items = wire_items(viewer, lambda item: "|both ways|" in str(item["text"])
+                               and "server->client" in str(item["text"]))
+    assert any("client->server  HTTP request head" in str(item["text"]) for item in items)
+    block_of(server, "server->client  RFC 6455 frame, 11 bytes")
+    assert "|both ways|" in server.log
