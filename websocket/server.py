@@ -117,7 +117,7 @@ class Server(Handshakes):
         self._agreements: dict[Agreed, Agreed] = {}  # one object per kind of agreement
         self.reuse_port: bool = settings["reuse_port"]
         self.loop = Loop(selector)
-        # Warnings anybody can cause once per connection: one line per kind every 10 s.
+        # Warnings anybody can cause once per connection: ten of a kind, then a count (ratelog.py).
         self.warnings = RateLimitedLog(log, self.loop)
         self.delivery = Delivery(self.loop, self.max_buffer, self._overflow, self.deflate)
         self.loop.before_sleep(self.delivery.release)
