@@ -342,6 +342,8 @@ def test_a_tls_connection_says_so_first(certificates: Certificates) -> None:
             sock: ssl.SSLSocket
             inbuf: bytearray = field(default_factory=bytearray)
             tap: Tap | None = None
+            outbuf: list[bytes] = field(default_factory=list)
+            out_offset: int = 0
 
         @dataclass
         class FakeUser:

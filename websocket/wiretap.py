@@ -191,6 +191,8 @@ class Tracer:
         if conn.tap is not None or not self.watched:
             return
         tap = self._tap(user, None)
+        if conn.outbuf:  # (an earlier answer still queued: its next one starts whole)
+            tap.trace.skip(SERVER_TO_CLIENT, sum(map(len, conn.outbuf)) - conn.out_offset)
         sock = conn.sock
         if isinstance(sock, ssl.SSLSocket):  # TLS: the tap is shown the decrypted bytes
             cipher = sock.cipher()
