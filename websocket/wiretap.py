@@ -100,15 +100,21 @@ class Tap:
         is spent (`Tracer.quiet`): the connection's frames are not even looked at then.
         Once it is back, the trace picks up after the `left` bytes still queued, where a
         whole frame begins."""
-        if self.tracer.quiet:
-            if self.output_paused or self.trace.pause_output():
-                self.output_paused = True
-                self.tracer.sends_passed += 1
+        if self.broken:
+            return False
+        try:
+            if self.tracer.quiet:
+                if self.output_paused or self.trace.pause_output():
+                    self.output_paused = True
+                    self.tracer.sends_passed += 1
+                    return False
+                return True
+            if self.output_paused:
+                self.output_paused = False
+                self.trace.resume_output(left)
                 return False
-            return True
-        if self.output_paused:
-            self.output_paused = False
-            self.trace.resume_output(left)
+        except Exception:
+            self._failed()
             return False
         return True
 
@@ -127,12 +133,15 @@ class Tap:
         try:
             blocks = direction(data)
         except Exception:
-            self.broken = True
-            trace_log.exception("trace of connection #%d failed; it is traced no further",
-                                self.conn_id)
+            self._failed()
             return
         if blocks:
             self.tracer.emit(self.conn_id, blocks)
+
+    def _failed(self) -> None:
+        self.broken = True
+        trace_log.exception("trace of connection #%d failed; it is traced no further",
+                            self.conn_id)
 
 
 class Tracer:
