@@ -1,6 +1,8 @@
 // The wire page: the server's --trace, live, from the WebSocket at /wire (websocket/wire.py).
 // - Each message is JSON {"conn": N, "text": "..."}: one block of the trace, cut by the
-//   server (--trace-bytes). It is shown with textContent, never as HTML.
+//   server (--trace-bytes). It is shown with textContent, never as HTML. Connection 0 is
+//   the trace's own note (how many blocks the stream's rate left out), shown whatever
+//   the filter.
 // - At most MAX_BLOCKS blocks are kept: the oldest go first, so a long session stays small.
 // - If the stream drops, it reconnects after 1 s, 2 s, 4 s ... up to 30 s.
 "use strict";
@@ -23,7 +25,7 @@
   }
 
   function visible(block) {
-    return !filter.value || block.dataset.conn === filter.value;
+    return !filter.value || block.dataset.conn === filter.value || block.dataset.conn === "0";
   }
 
   function updateCount() {
@@ -64,7 +66,7 @@
       return; // not ours: nothing to show
     }
     if (typeof item !== "object" || item === null || typeof item.text !== "string") return;
-    addConnection(item.conn);
+    if (item.conn !== 0) addConnection(item.conn);
     if (pause.checked) {
       paused.push(item);
       if (paused.length > MAX_BLOCKS) paused.shift();

@@ -2,14 +2,16 @@
 holds and lingering, driven over socket.socketpair() (no WebSocket involved)."""
 from __future__ import annotations
 
+import gc
 import socket
 import time
+import weakref
 from typing import Any
 
 import pytest
 
 from websocket.connection import FRAME_COST, Connection
-from websocket.loop import READ, Loop
+from websocket.loop import COMPACT_MIN, READ, Loop
 
 
 def run_for(loop: Loop, seconds: float) -> None:
@@ -198,3 +200,46 @@ def test_signals_are_delivered_in_the_loop() -> None:
     finally:
         loop.remove_signal_handlers()
     assert seen == ["usr1"]
+
+
+def test_a_closed_connection_is_not_kept_by_its_cancelled_deadline() -> None:
+    """A handshake deadline holds the user, and so the connection: cancelled when the
+    connection closes, it must let go at once, not when it would have fallen due."""
+    loop = Loop()
+    conn, peer, owner = pair(loop)
+
+    class User:  # what the server's deadline is called with
+        def __init__(self, conn: Connection) -> None:
+            self.conn = conn
+
+    user = User(conn)
+    conn.set_timer(10.0, owner.lost.append, user)
+    gone = weakref.ref(user)
+    conn.close("closed by the test")
+    peer.close()
+    del conn, user
+    gc.collect()
+    assert gone() is None  # nothing holds it, nor its connection: not the timer ...
+    assert not [obj for obj in gc.get_objects() if isinstance(obj, Connection)]
+    assert len(loop._timers) == 1 and loop._timers[0].args == ()  # ... still in the heap
+
+
+def test_connections_that_come_and_go_leave_no_trail_of_timers() -> None:
+    """10,000 connect/close cycles, each with a deadline cancelled by the close: the heap
+    keeps at most as many cancelled timers as live ones (beyond a few), and live timers
+    still run in their order."""
+    loop = Loop()
+    ran: list[int] = []
+    for n in range(10):
+        loop.call_later(0.05 + n / 1000, ran.append, n)
+    most = 0
+    for _ in range(10_000):
+        conn, peer, owner = pair(loop)
+        conn.set_timer(10.0, owner.lost.append, conn)
+        conn.close("gone")
+        peer.close()
+        most = max(most, len(loop._timers))
+    print(f"heap: at most {most} timers for 10 live ones, over 10,000 connections")
+    assert most <= 2 * COMPACT_MIN + 10
+    run_for(loop, 0.1)
+    assert ran == list(range(10))

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from attack import Healthy, rss
 from conftest import ServerProcess
 from wsclient import Client
 
@@ -117,3 +119,28 @@ def test_the_readme_clock_example_works(start_server: Start, tmp_path: Path) -> 
         user.send_text("hello")
         while (message := user.recv_message()) != "hello":
             assert str(message).startswith("It is ")
+
+
+def test_connections_that_come_and_go_as_fast_as_possible_leave_nothing(
+        start_server: Start) -> None:
+    """10,000 connections opened and closed as fast as possible, a healthy user chatting:
+    each one's handshake deadline is cancelled by the close and lets go of the connection
+    then, not when it would have fallen due (10 s later), so the server does not grow.
+    (A silent connection opened first keeps its own deadline, the earliest, at the top of
+    the timer heap: nothing cancelled below it leaves the heap before it is due.)"""
+    server = start_server()
+    pid = server.proc.pid
+    silent = socket.create_connection(("127.0.0.1", server.port))
+    healthy = Healthy(server.port, interval=0.1)
+    time.sleep(0.5)
+    base = peak = rss(pid)
+    for n in range(10_000):
+        socket.create_connection(("127.0.0.1", server.port)).close()
+        if n % 250 == 0:
+            peak = max(peak, rss(pid))
+    time.sleep(0.5)  # the last ones are read and closed
+    peak = max(peak, rss(pid))
+    print(f"10,000 connect/close cycles: RSS {base >> 10} KiB -> peak {peak >> 10} KiB")
+    healthy.check("connect/close churn", min_on_time=0.9)
+    silent.close()
+    assert peak - base < 4 << 20, f"grew {(peak - base) >> 10} KiB"

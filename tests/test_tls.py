@@ -27,6 +27,8 @@ from conftest import ROOT, SERVER, ServerProcess
 from tls import Certificates, make_certificates, require_openssl
 from wsclient import Client, close_payload, draft76_request, frame
 
+from websocket.ratelog import WARNING_BURST
+
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
 
@@ -400,6 +402,67 @@ def test_plain_http_to_the_tls_port_gets_400(start_server: Start,
     assert b"use https://" in body and len(body.splitlines()) == 1
     server.wait_for_log(r"HTTP 400: plain HTTP sent to the TLS port")
     tls_client(server.port, certs).handshake().close()  # and TLS still works
+
+
+def counted_warnings(log: str, text: str) -> tuple[int, int]:
+    """(lines, warnings) of one kind: each line is one, plus its "(and N more like it ...)"."""
+    found = [line for line in log.splitlines() if "WARNING" in line and text in line]
+    more = sum(int(line.split("(and ")[1].split(" ")[0].replace(",", ""))
+               for line in found if "(and " in line)
+    return len(found), len(found) + more
+
+
+def test_a_flood_of_plain_http_to_the_tls_port_is_one_warning_line(
+        start_server: Start, certs: Certificates) -> None:
+    """3,000 plain HTTP requests to the TLS port as fast as possible, never read: each gets
+    its 400 and its close, the log the first ten (ratelog.py) and, when the server stops,
+    one more line counting the rest; a wss user chats every 100 ms throughout, unhurt."""
+    server = start_server(*tls_args(certs, "--callback", "echo"))
+    healthy = tls_client(server.port, certs).handshake()
+    count = 3000
+    sockets: list[socket.socket] = []
+    done = threading.Event()
+
+    def flood() -> None:
+        try:
+            for _ in range(count):
+                sock = socket.create_connection(("127.0.0.1", server.port))
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                sock.shutdown(socket.SHUT_WR)  # a FIN, never a reset: the request is read
+                sockets.append(sock)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=flood, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    rtts = []
+    n = 0
+    while not done.is_set() or n < 20:
+        sent = time.monotonic()
+        healthy.send_text(f"healthy {n}")
+        assert healthy.recv_message() == f"healthy {n}"
+        rtts.append(time.monotonic() - sent)
+        n += 1
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - sent)))
+    took = time.monotonic() - started
+    thread.join(10)
+    assert len(sockets) == count
+    time.sleep(0.5)  # the last ones answered
+    lines_while_running, _ = counted_warnings(server.log, "plain HTTP sent to the TLS port")
+    healthy.close()
+    for sock in sockets:
+        sock.close()
+    assert server.stop() == 0
+    lines, warnings = counted_warnings(server.log, "plain HTTP sent to the TLS port")
+    on_time = sum(rtt <= 0.1 for rtt in rtts) / len(rtts)
+    print(f"{count} plain HTTP requests in {took:.1f} s: {lines_while_running} warning "
+          f"line(s) while they came, {lines} in all for {warnings}; healthy user "
+          f"{len(rtts)} round trips, worst {max(rtts) * 1000:.0f} ms, {on_time:.0%} on time")
+    assert lines_while_running <= WARNING_BURST + int(took // 10)  # then one every 10 s
+    assert warnings == count  # none lost: every one is in a line or a count
+    assert max(rtts) < 1.0 and on_time >= 0.9
+    assert "Traceback" not in server.log
 
 
 def test_tls_errors_are_one_line_and_close_only_that_connection(

@@ -576,3 +576,101 @@ class TestCompressed:
         (bomb,) = compressed_stream(bytes(10_000_000))
         blocks = trace.server_bytes(rsv1(encode_frame(2, bomb)))
         assert "inflates to more than 100000 bytes: not followed" in blocks[-1]
+
+
+# -- a trace nobody reads only follows; a trace may begin mid-stream (wiretap.py) ------------
+
+_frame_strategy = st.builds(
+    lambda opcode, fin, payload, masked: encode_frame(
+        opcode, payload, fin=fin, mask=b"\x01\x02\x03\x04" if masked else None),
+    opcode=st.sampled_from([0x0, 0x1, 0x2, 0x3, 0x8, 0x9, 0xA]),
+    fin=st.booleans(),
+    payload=st.sampled_from([b"", b"Hello", bytes(125), bytes(126), bytes(300),
+                             bytes(65536)]),
+    masked=st.booleans())
+
+
+def fed(trace: ConnectionTrace, data: bytes, cuts: list[int], inbound: bool = True
+        ) -> list[str]:
+    """`data` fed to one direction of `trace` in pieces of the sizes `cuts` (cycled)."""
+    blocks: list[str] = []
+    pos = turn = 0
+    while pos < len(data):
+        size = cuts[turn % len(cuts)]
+        piece = data[pos:pos + size]
+        blocks += trace.client_bytes(piece) if inbound else trace.server_bytes(piece)
+        pos += size
+        turn += 1
+    return blocks
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames=st.lists(_frame_strategy, min_size=1, max_size=12),
+       answers=st.lists(st.booleans(), min_size=1, max_size=7),
+       cuts=st.lists(st.sampled_from([1, 3, 14, 200, 70000]), min_size=1, max_size=4),
+       inbound=st.booleans())
+def test_a_frame_nobody_wants_is_followed_not_shown(frames: list[bytes], answers: list[bool],
+                                                    cuts: list[int], inbound: bool) -> None:
+    """Asked once per frame; the frames wanted get exactly the blocks a full trace gives
+    them (a continuation still says what it continues), the others none."""
+    data = b"".join(frames)
+    full = fed(ConnectionTrace("#1", 16, handshake.RFC6455), data, [len(data)], inbound)
+    assert len(full) == len(frames)
+    asked: list[bool] = []
+
+    def wants() -> bool:
+        asked.append(answers[len(asked) % len(answers)])
+        return asked[-1]
+
+    shown = fed(ConnectionTrace("#1", 16, handshake.RFC6455, wants), data, cuts, inbound)
+    assert len(asked) == len(frames)
+    assert shown == [block for block, wanted in zip(full, asked, strict=True) if wanted]
+
+
+def test_a_trace_begun_mid_frame_starts_at_the_next_one() -> None:
+    big = encode_frame(1, b"x" * 1000, mask=b"abcd")
+    rest = big[300:]  # what is still to come of a frame whose start went untraced
+    trace = ConnectionTrace("#2", 64, handshake.RFC6455)
+    trace.skip(CLIENT_TO_SERVER, len(rest))
+    trace.skip(SERVER_TO_CLIENT, 5)  # the end of output queued before the trace began
+    blocks = fed(trace, rest + HELLO_MASKED, [7])
+    assert [block.split("\n")[0] for block in blocks] == [
+        "#2 client->server  RFC 6455 frame, 11 bytes"]
+    assert "|Hello|" in blocks[0] and "note" not in blocks[0]
+    (out,) = trace.server_bytes(b"queue" + HELLO)
+    assert out.startswith("#2 server->client  RFC 6455 frame, 7 bytes")
+
+
+def test_a_trace_begun_inside_draft76_text_starts_after_its_0xff() -> None:
+    trace = ConnectionTrace("#3", 64, handshake.HIXIE76)
+    trace.skip(CLIENT_TO_SERVER, to_ff=True)
+    assert trace.client_bytes(b"rest of a text") == []
+    (block,) = trace.client_bytes(b" frame\xff\x00Hi\xff")
+    assert block.startswith("#3 client->server  draft-75/76 text frame, 4 bytes")
+
+
+def test_output_paused_and_resumed_where_the_queue_ends() -> None:
+    trace = ConnectionTrace("#4", 64)
+    assert not trace.pause_output()  # the HTTP answer must be followed: it says what follows
+    trace.client_bytes(RFC6455_REQUEST)
+    # The answer, the first fragment, and the second one's header: its payload is due.
+    assert len(trace.server_bytes(server_answer(RFC6455_REQUEST) + FRAGMENTS[:7])) == 2
+    assert trace.pause_output()  # frames now: nobody reads them, nobody follows them
+    trace.resume_output(2)  # ... until where the queue ended: whole frames from there
+    (block,) = trace.server_bytes(FRAGMENTS[7:] + HELLO)
+    assert block.startswith("#4 server->client  RFC 6455 frame, 7 bytes")
+    assert "(continuation" not in block and "note" not in block
+
+
+def test_compression_agreed_before_a_trace_begun_mid_stream() -> None:
+    (first,) = compressed_stream(b"takeover " * 10)
+    (alone,) = compressed_stream(b"no takeover " * 10)
+    trace = ConnectionTrace("#5", 64, handshake.RFC6455)
+    trace.deflate_agreed({CLIENT_TO_SERVER: (15, True), SERVER_TO_CLIENT: (15, False)})
+    frame, note = trace.client_bytes(rsv1(encode_frame(1, alone, mask=b"abcd")))
+    assert "RSV1 1" in frame and "note" not in frame  # RSV1 is agreed
+    assert "120 bytes inflated" in note  # no context takeover: each message stands alone
+    frame, note = trace.server_bytes(rsv1(encode_frame(1, first)))
+    assert "note" not in frame
+    assert field(note, "note") == ("not inflated: the trace began after this connection's "
+                                   "first messages, so the window they built is unknown")

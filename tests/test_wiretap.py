@@ -342,6 +342,8 @@ def test_a_tls_connection_says_so_first(certificates: Certificates) -> None:
             sock: ssl.SSLSocket
             inbuf: bytearray = field(default_factory=bytearray)
             tap: Tap | None = None
+            outbuf: list[bytes] = field(default_factory=list)
+            out_offset: int = 0
 
         @dataclass
         class FakeUser:
@@ -350,7 +352,9 @@ def test_a_tls_connection_says_so_first(certificates: Certificates) -> None:
             peer: str = "127.0.0.1:4444"
 
         conn = FakeConnection(server_side, bytearray(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-        Tracer(64, to_log=False, publisher=Collect()).attach(FakeUser(conn))  # type: ignore[arg-type]
+        tracer = Tracer(64, to_log=False, publisher=Collect())
+        tracer.viewers_changed(1)  # someone watches: connections get their taps
+        tracer.attach(FakeUser(conn))  # type: ignore[arg-type]
         assert len(emitted) == 2
         assert emitted[0].startswith("#4 127.0.0.1:4444 TLS  TLSv1.")
         assert emitted[0].endswith(": the bytes below are shown decrypted")
@@ -483,3 +487,100 @@ def test_compressed_messages_show_both_sizes(start_server: Callable[..., ServerP
         wire = int(note.split("permessage-deflate: ")[1].split(" ")[0])
         assert f"{wire} bytes on the wire, 620 bytes inflated (RFC 7692)" in note
         assert wire < 100 and "|the same words a|" in note
+
+
+def test_a_viewer_arriving_mid_frame_sees_whole_frames_from_then_on(
+        start_server: Callable[..., ServerProcess]) -> None:
+    """--trace-page alone: nothing is traced until a viewer arrives; then every open
+    connection is shown from its next frame each way, never from the middle of one."""
+    server = start_server("--trace-page", "-v", "--callback", "echo")
+    with Client(server.port) as alice:
+        alice.handshake()
+        alice.send(frame(0x1, b"before", mask=HELLO_MASK))
+        assert alice.recv_message() == "before"  # nobody watched: nobody traced it
+        big = frame(0x1, b"y" * 1000, mask=HELLO_MASK)
+        alice.send(big[:300])  # a frame in progress when the viewer arrives
+        server.wait_for_log("user 1 < TEXT 1000 bytes")  # its header is read
+        with connect(f"ws://127.0.0.1:{server.port}/wire") as viewer:
+            server.wait_for_log("wire viewer .* connected")
+            alice.send(big[300:] + frame(0x1, b"Hello", mask=HELLO_MASK))
+            assert alice.recv_message() == "y" * 1000
+            assert alice.recv_message() == "Hello"
+            items = wire_items(viewer, lambda item: "server->client  RFC 6455 frame, 7 bytes"
+                               in str(item["text"]))
+    texts = [str(item["text"]) for item in items]
+    assert items[0]["conn"] == 0 and texts[0].startswith("trace  the trace begins now: 1 ")
+    heads = [text.split("\n")[0].split(" ", 2) for text in texts[1:]]
+    assert [head[0] for head in heads] == ["#1"] * 3  # alice's connection only
+    assert [head[2] for head in heads] == [
+        "client->server  RFC 6455 frame, 11 bytes",  # after the rest of the big one
+        "server->client  RFC 6455 frame, 1004 bytes",  # its echo, queued after
+        "server->client  RFC 6455 frame, 7 bytes"]
+    assert "|Hello|" in texts[1] and "|yyyyyyyyyyyyyyyy|" in texts[2]
+    assert not any("note " in text or "before" in text for text in texts)
+
+
+def test_taps_come_with_the_first_viewer_and_go_with_the_last() -> None:
+    """The tracer's side of it, on stand-ins: no viewer, no tap; the first viewer gives
+    every open connection one (begun after its queued output); the last takes them."""
+
+    @dataclass
+    class FakeConnection:
+        outbuf: list[bytes] = field(default_factory=list)
+        out_offset: int = 0
+        inbuf: bytearray = field(default_factory=bytearray)
+        closed: bool = False
+        tap: Tap | None = None
+        read_size: int = 0
+
+    @dataclass
+    class FakeUser:
+        conn: FakeConnection
+        id: int
+        peer: str = "127.0.0.1:1"
+        protocol: str | None = "rfc6455"
+        receiver: object = None
+        deflate: object = None
+
+    published: list[tuple[int, str]] = []
+
+    class Collect:
+        def publish(self, conn_id: int, block: str) -> None:
+            published.append((conn_id, block))
+
+    users = [FakeUser(FakeConnection(outbuf=[b"queued", b"\x81\x02hi"], out_offset=3), 1),
+             FakeUser(FakeConnection(), 2, protocol=None)]  # still in its HTTP requests
+    tracer = Tracer(64, to_log=False, publisher=Collect(), users=lambda: users)
+    tracer.attach(users[1])  # type: ignore[arg-type]
+    assert users[1].conn.tap is None  # nobody watches: no tap
+    tracer.viewers_changed(1)
+    tap = users[0].conn.tap
+    assert tap is not None and users[1].conn.tap is None  # (its next request attaches it)
+    assert published == [(0, "trace  the trace begins now: 1 open WebSocket connection(s) "
+                             "shown from their next frame each way, new ones from their "
+                             "request")]
+    tap.sent(b"ued\x81\x02hi")  # what was queued when the trace began: not shown
+    assert len(published) == 1
+    tap.sent(HELLO_FRAME)
+    assert published[-1][1].startswith("#1 127.0.0.1:1 server->client  RFC 6455 frame, 7")
+    tracer.viewers_changed(2)
+    tracer.viewers_changed(0)
+    assert users[0].conn.tap is None
+
+
+HELLO_FRAME = bytes.fromhex("810548656c6c6f")  # RFC 6455 §5.7
+
+
+def test_trace_and_trace_page_together(start_server: Callable[..., ServerProcess]) -> None:
+    """--trace with --trace-page: every block logged, and the viewer sent them too (within
+    its rate), the handshake included since the log needs every connection traced."""
+    server = start_server("--trace", "--trace-page")
+    with connect(f"ws://127.0.0.1:{server.port}/wire") as viewer:
+        with connect(server.ws_url) as alice:
+            alice.send("both ways")
+            assert alice.recv(timeout=TIMEOUT) == "both ways"
+            items = wire_items(viewer, lambda item: "|both ways|" in str(item["text"])
+                               and "server->client" in str(item["text"]))
+    assert any("client->server  HTTP request head" in str(item["text"]) for item in items)
+    block_of(server, "server->client  RFC 6455 frame, 11 bytes")
+    assert "|both ways|" in server.log

@@ -17,6 +17,7 @@ futures, no flow-control watermarks (the owner decides), no protocol state.
 - `out_cost` is what the queue costs in memory: its unsent bytes plus FRAME_COST per frame.
 - Tracing (`--trace`): a `tap`, when set, is shown every byte read and every byte the
   kernel took, in order (wiretap.py); None costs one test per read and per send call.
+  A traced connection may read less at a time (`read_size`), to bound one read's trace.
 - Connecting: `Connector` opens an outgoing socket without blocking the loop, for a link
   the server starts itself (the Redis link); the connected socket becomes a Connection.
 - Closing: `close_after_flush()` sends what is queued, half-closes, and waits up to
@@ -84,8 +85,12 @@ class Tap(Protocol):
     def received(self, data: memoryview) -> None:
         """`data` was read from the socket (valid during the call only)."""
 
-    def sent(self, data: memoryview) -> None:
-        """The kernel took `data` (valid during the call only)."""
+    def wants_sent(self, left: int) -> bool:
+        """Does it want to be shown the bytes the kernel just took? `left`: the bytes
+        still queued after them (the queue ends on a frame boundary)."""
+
+    def sent(self, data: bytes | memoryview) -> None:
+        """The kernel took `data` (a view is valid during the call only)."""
 
 
 class Connection:
@@ -94,7 +99,7 @@ class Connection:
     __slots__ = ("sock", "loop", "owner", "user", "inbuf", "outbuf", "out_cost", "out_offset",
                  "events", "hold", "writing", "direct", "notify", "progress_at",
                  "behind_since", "closing", "lingering", "closed", "timer", "counts", "tap",
-                 "peer")
+                 "peer", "read_size")
 
     def __init__(self, loop: Loop, sock: socket.socket, owner: Owner,
                  counts: Counts | None = None) -> None:
@@ -111,6 +116,7 @@ class Connection:
         self.hold = 0  # why input waits (bits the owner defines); 0: read it
         self.writing = False  # output is left over from a flush: wait for WRITE
         self.direct = 0  # the next this-many bytes go to owner.payload_received
+        self.read_size = READ_SIZE  # bytes read at a time (less while traced: wiretap.py)
         self.notify = False  # call owner.flushed() when the queue makes progress
         self.progress_at = loop.now  # when the kernel last took some of our output
         self.behind_since = 0.0  # for the owner's fair-delivery rules (0.0: not behind)
@@ -131,7 +137,7 @@ class Connection:
     # -- reading ---------------------------------------------------------------------------
 
     def on_readable(self) -> None:
-        wanted = self.direct if self.direct else READ_SIZE
+        wanted = self.direct if self.direct else self.read_size
         try:
             size = self.sock.recv_into(_SCRATCH, wanted)
         except (BlockingIOError, InterruptedError):
@@ -283,15 +289,24 @@ class Connection:
             self.owner.flushed(self)
 
     def _trace_sent(self, sent: int) -> None:
-        """Show the tap the `sent` bytes the kernel just took from the front of the queue."""
-        assert self.tap is not None
+        """Show the tap the `sent` bytes the kernel just took from the front of the queue
+        (if it wants them): a frame sent whole as the bytes object it is, a part of one as
+        a view."""
+        tap = self.tap
+        assert tap is not None
+        if not tap.wants_sent(self.out_cost - FRAME_COST * len(self.outbuf) - sent):
+            return
         offset = self.out_offset
         for chunk in self.outbuf:
             if sent <= 0:
                 break
+            if not offset and len(chunk) <= sent:
+                tap.sent(chunk)
+                sent -= len(chunk)
+                continue
             with memoryview(chunk) as view:
                 piece = view[offset:offset + sent]
-                self.tap.sent(piece)
+                tap.sent(piece)
                 sent -= len(piece)
                 piece.release()
             offset = 0

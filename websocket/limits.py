@@ -44,6 +44,24 @@ DELIVERIES_PER_TURN = 65536  # frames queued to users because of them: ~16 ms of
 REPLAY_FRAMES_PER_TURN = 256  # messages of a newcomer's history replay (replay.py) a pass
 IDLE_ROOMS_PER_TURN = 1000  # rooms the history's idle sweep looks at a pass: ~2.5 ms
 
+# ... and of a user whose frames are traced (wiretap.py), the trace's cost counted in.
+# --trace formats and logs every frame, in (when read) and out (when sent): 65-90 µs a
+# frame on the shared test machine, where receiving one costs ~6 µs and queueing one to a
+# user well under 1 µs. So a traced turn parses one frame at a time and ends once
+# TRACED_FRAMES_PER_TURN frames came in, or as many went out to users because of them:
+# about as long as an untraced turn. (A message is always handled whole: a broadcast to 500
+# users is 500 frames out.) The frames in are traced when read, before the turn, so a
+# traced connection reads TRACED_READ_SIZE bytes at a time: at most ~340 frames (empty
+# ones; ~80 short chat lines) a read, and the next read waits until the turns have used
+# them up. With /wire viewers only, a frame over their rate is followed, not formatted:
+# its header parsed and its payload skipped (~1 µs in, a fifth of receiving it; 2-5 µs
+# out, while the rate allows any at all; nothing while it is spent), and at most a burst of
+# WIRE_BURST blocks is formatted at once: the shares are a half and a sixteenth.
+TRACED_FRAMES_PER_TURN = 64  # --trace: frames in per turn, and frames out because of them
+TRACED_READ_SIZE = 2048  # --trace: bytes read at a time from a traced connection
+FOLLOWED_FRAMES_PER_TURN = FRAMES_PER_TURN // 2  # /wire viewers only: frames in per turn
+FOLLOWED_DELIVERIES_PER_TURN = DELIVERIES_PER_TURN // 16  # ... and frames out
+
 # What one queued frame costs beyond its bytes: a list slot and a bytes object's header
 # (sys.getsizeof(b"") is 33), rounded up. Backlog limits count this, so a million two-byte
 # pongs weigh what they really take, not 2 MB.

@@ -12,9 +12,12 @@ One pass of `run()`:
        then run the `before_sleep` steps.
 
 A handler that raises gets `on_error(exc)`; a timer or callback that raises is logged with
-its traceback. Either way only that one thing is affected. Signals (`add_signal_handler`)
-are delivered through a socketpair, so the callback runs in the loop, never inside the
-signal handler. There are no threads.
+its traceback. Either way only that one thing is affected. A cancelled timer lets go of its
+callback and arguments at once (a closed connection's handshake deadline must not keep the
+connection alive until it would have fallen due), and the heap is compacted whenever more
+than half of it is cancelled timers, so connections that come and go leave no trail.
+Signals (`add_signal_handler`) are delivered through a socketpair, so the callback runs in
+the loop, never inside the signal handler. There are no threads.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ log = logging.getLogger("websocket")
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
+COMPACT_MIN = 64  # cancelled timers below this many are left to fall due
 
 
 class Handler(Protocol):
@@ -46,6 +50,10 @@ class Flushable(Protocol):
     def flush(self) -> None: ...
 
 
+def _nothing(*args: Any) -> None:
+    """What a cancelled or finished timer holds instead of its callback."""
+
+
 class Timer:
     """A call scheduled with `call_at` / `call_later`; `cancel()` it while it is pending.
 
@@ -53,17 +61,25 @@ class Timer:
     timer, which matters when every one of 10,000 users has a handshake deadline.
     """
 
-    __slots__ = ("when", "callback", "args", "cancelled")
+    __slots__ = ("when", "callback", "args", "cancelled", "loop")
 
-    def __init__(self, when: float, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(self, when: float, callback: Callable[..., Any], args: tuple[Any, ...],
+                 loop: Loop | None = None) -> None:
         self.when = when
         self.callback = callback
         self.args = args
         self.cancelled = False
+        self.loop = loop  # told of the cancel, while the timer is in its heap
 
     def cancel(self) -> None:
-        """It will not run. (It stays in the heap until it is due, and costs nothing then.)"""
+        """It will not run, and what it would have called is let go of now. (The timer
+        itself stays in the heap until it is due or the heap is compacted.)"""
+        if self.cancelled:
+            return
         self.cancelled = True
+        self.callback, self.args = _nothing, ()
+        if self.loop is not None:
+            self.loop._timer_cancelled()
 
     def __lt__(self, other: Timer) -> bool:
         return self.when < other.when
@@ -99,6 +115,7 @@ class Loop:
         # Objects with output queued during this pass: flushed once each before sleeping.
         self.pending: dict[Flushable, None] = {}
         self._timers: list[Timer] = []
+        self._cancelled = 0  # timers in the heap that were cancelled
         self._soon: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._before_sleep: list[Callable[[], Any]] = []
         self._running = False
@@ -140,8 +157,27 @@ class Loop:
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> Timer:
         """Call `callback(*args)` in the first pass at or after monotonic time `when`."""
-        timer = Timer(when, callback, args)
+        timer = Timer(when, callback, args, self)
         heapq.heappush(self._timers, timer)
+        return timer
+
+    def _timer_cancelled(self) -> None:
+        """One more cancelled timer in the heap: when they are more than half of it (and
+        the heap is not tiny), drop them all, in O(n), so that the heap is never more than
+        twice the timers still pending."""
+        self._cancelled += 1
+        timers = self._timers
+        if self._cancelled > COMPACT_MIN and self._cancelled * 2 > len(timers):
+            self._timers = [timer for timer in timers if not timer.cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled = 0
+
+    def _popped(self) -> Timer:
+        """The earliest timer, out of the heap (it no longer tells the loop of a cancel)."""
+        timer = heapq.heappop(self._timers)
+        timer.loop = None
+        if timer.cancelled:
+            self._cancelled -= 1
         return timer
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
@@ -178,22 +214,21 @@ class Loop:
     def _timeout(self) -> float | None:
         if self._soon or self.pending:
             return 0.0
-        timers = self._timers
-        while timers and timers[0].cancelled:
-            heapq.heappop(timers)
-        if not timers:
+        while self._timers and self._timers[0].cancelled:
+            self._popped()
+        if not self._timers:
             return None
-        return max(0.0, timers[0].when - time.monotonic())
+        return max(0.0, self._timers[0].when - time.monotonic())
 
     def _run_timers(self) -> None:
-        timers = self._timers
         now = time.monotonic()
-        while timers and timers[0].when <= now:
-            timer = heapq.heappop(timers)
+        while self._timers and self._timers[0].when <= now:
+            timer = self._popped()
             if timer.cancelled:
                 continue
-            timer.cancelled = True  # it has run: a late cancel() is harmless
-            self._call(timer.callback, timer.args)
+            callback, args = timer.callback, timer.args
+            timer.cancel()  # it runs now: a late cancel() is harmless, and it holds nothing
+            self._call(callback, args)
 
     def _call(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:

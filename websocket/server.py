@@ -43,6 +43,7 @@ from .listener import FD_SETSIZE, Listener, ListenError, raise_fd_limit
 from .loop import Loop
 from .messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 from .metrics import ServerMetrics
+from .ratelog import RateLimitedLog
 from .redis_link import RedisLink
 from .redis_wire import RedisURLError, parse_redis_url
 from .rooms import Rooms
@@ -116,6 +117,8 @@ class Server(Handshakes):
         self._agreements: dict[Agreed, Agreed] = {}  # one object per kind of agreement
         self.reuse_port: bool = settings["reuse_port"]
         self.loop = Loop(selector)
+        # Warnings anybody can cause once per connection: ten of a kind, then a count (ratelog.py).
+        self.warnings = RateLimitedLog(log, self.loop)
         self.delivery = Delivery(self.loop, self.max_buffer, self._overflow, self.deflate)
         self.loop.before_sleep(self.delivery.release)
         self.listener: Listener | None = None
@@ -150,14 +153,18 @@ class Server(Handshakes):
         # script starts are kept here, to be cancelled when a new version takes over.
         self.reload_interval = reload if self.callbacks.source is not None else 0.0
         self._script_timers = ScriptTimers()
-        # --trace, --trace-page (wiretap.py, wire.py): None, and no tap anywhere, when off.
+        # --trace, --trace-page (wiretap.py, wire.py): None, and no tap anywhere, when off
+        # (and, with --trace-page alone, while no viewer watches).
         self.wire: WireHub | None = None
         self.tracer: Tracer | None = None
-        if trace_page:
-            self.wire = WireHub(self.max_buffer, self.close_timeout,
-                                parse_networks(trace_page_from))
         if trace or trace_page:
-            self.tracer = Tracer(trace_bytes, to_log=trace, publisher=self.wire)
+            self.tracer = Tracer(trace_bytes, to_log=trace,
+                                 users=lambda: self._users.values(), loop=self.loop)
+        if trace_page:
+            assert self.tracer is not None
+            self.wire = self.tracer.publisher = WireHub(
+                self.max_buffer, self.close_timeout, parse_networks(trace_page_from),
+                on_viewers=self.tracer.viewers_changed)
 
     @property
     def selector_name(self) -> str:
@@ -187,7 +194,7 @@ class Server(Handshakes):
         on_accept: Callable[[socket.socket, Any], None] = self._accept
         if self.ssl_context is not None:
             self._tls = TlsAcceptor(self.loop, self.ssl_context, self.handshake_timeout,
-                                    self._accept)
+                                    self._accept, self.warnings)
             on_accept = self._tls.accept
         try:
             self.listener = Listener(self.loop, self.address, self.port, on_accept,
@@ -234,6 +241,7 @@ class Server(Handshakes):
             if self._tls is not None:
                 self._tls.close_all()
             self.loop.remove_signal_handlers()
+            self.warnings.flush()
         log.info("Server stopped")
 
     def stop(self) -> None:
@@ -265,7 +273,7 @@ class Server(Handshakes):
         With TLS, `sock` is an SSLSocket whose TLS handshake is done (tls.TlsAcceptor)."""
         conn: Connection
         if isinstance(sock, ssl.SSLSocket):
-            conn = TlsConnection(self.loop, sock, self, self.metrics)
+            conn = TlsConnection(self.loop, sock, self, self.metrics, self.warnings)
         else:
             conn = Connection(self.loop, sock, self, self.metrics)
         self.metrics.connections += 1
@@ -342,8 +350,9 @@ class Server(Handshakes):
 
         One turn: frames are parsed FRAMES_PER_BATCH at a time, and their events handled,
         until the input runs out, the user's input goes on hold, or the turn's share is
-        spent (FRAMES_PER_TURN, DELIVERIES_PER_TURN: limits.py); the rest waits for the
-        next pass.
+        spent (FRAMES_PER_TURN, DELIVERIES_PER_TURN: limits.py; smaller shares when the
+        user is traced, since the trace's cost counts in: `Tracer.turn_share`); the rest
+        waits for the next pass.
         `payload`: the connection read that many bytes of the current frame's payload
         straight into its scratch buffer (`Connection.direct`), to be taken first.
         """
@@ -351,8 +360,13 @@ class Server(Handshakes):
         assert receiver is not None
         conn = user.conn
         delivery = self.delivery
+        batch = limits.FRAMES_PER_BATCH
         last_frame = receiver.frames + limits.FRAMES_PER_TURN
         last_delivery = delivery.deliveries + limits.DELIVERIES_PER_TURN
+        if conn.tap is not None and self.tracer is not None:  # its trace's cost counts in
+            frames, deliveries, batch = self.tracer.turn_share
+            last_frame = receiver.frames + frames
+            last_delivery = delivery.deliveries + deliveries
         while True:
             events: list[Event] = []
             error: ProtocolError | None = None
@@ -363,7 +377,7 @@ class Server(Handshakes):
                     receiver.receive_payload(payload[0], payload[1], events)
                     payload = None
                 else:
-                    receiver.receive(conn.inbuf, events, limits.FRAMES_PER_BATCH)
+                    receiver.receive(conn.inbuf, events, batch)
             except ProtocolError as exc:
                 error = exc
             delivery.throttle = False
@@ -384,7 +398,7 @@ class Server(Handshakes):
                 return
             if delivery.throttle and user.state is UserState.OPEN:
                 delivery.hold_sender(conn)  # its messages reached someone who is behind
-            if receiver.frames - before < limits.FRAMES_PER_BATCH or not conn.inbuf or conn.hold:
+            if receiver.frames - before < batch or not conn.inbuf or conn.hold:
                 break  # all of the input is handled (what is left is not a whole frame)
             if receiver.frames >= last_frame or delivery.deliveries >= last_delivery:
                 conn.defer()  # the rest in the next pass, after everybody else
@@ -472,14 +486,15 @@ class Server(Handshakes):
         conn.inbuf.clear()
         if isinstance(error, HttpError):
             self.metrics.refused[error.status] += 1
-            log.warning("user %d (%s): HTTP %d: %s", user.id, user.peer, error.status,
-                        error.reason)
+            self.warnings.warning(f"HTTP {error.status}", "user %d (%s): HTTP %d: %s", user.id,
+                                  user.peer, error.status, error.reason)
             self.delivery.queue(conn, handshake.error_response(error, head_only), in_chat=False)
             conn.close_after_flush(self.handshake_timeout)
             return
         code = error.code
-        log.warning("user %d (%s): closing with %d (%s): %s", user.id, user.peer, code,
-                    describe_close_code(code), error.reason)
+        self.warnings.warning(f"close {code}", "user %d (%s): closing with %d (%s): %s",
+                              user.id, user.peer, code, describe_close_code(code),
+                              error.reason)
         user.close_code, user.close_reason = code, error.reason
         if user.receiver is not None:
             user.receiver.discard()

@@ -14,7 +14,9 @@ Three pieces, each a handler of the same loop as every other socket (nothing her
   TLS handshake is bounded by the handshake timeout: a client that sends nothing, or stops
   half-way through its ClientHello, holds one socket until then and nobody's time. A
   finished handshake becomes a `TlsConnection` (the owner's `accept` callback); a failed
-  one is one log line and closes that socket only; `failures` counts both kinds.
+  one is one log line and closes that socket only; `failures` counts both kinds. Anybody
+  can fail handshakes (or send plain HTTP) as fast as they connect, so these warnings go
+  through a `ratelog.RateLimitedLog`: one line per kind (per reason) every 10 s, and a count.
 - `TlsConnection`: a Connection whose reads and writes go through the SSLSocket.
   Reads loop until OpenSSL wants more ciphertext (one call returns at most one TLS record)
   and, since bytes OpenSSL has already decrypted (`pending()`) are invisible to the
@@ -40,8 +42,9 @@ from typing import Any
 from .connection import _SCRATCH, _SCRATCH_VIEW, Connection, Counts
 from .errors import HttpError
 from .handshake import error_response
-from .limits import FRAME_COST, READ_SIZE
+from .limits import FRAME_COST
 from .loop import READ, WRITE, Loop, Timer
+from .ratelog import RateLimitedLog
 
 log = logging.getLogger("websocket")
 
@@ -136,11 +139,14 @@ class TlsAcceptor:
     """
 
     def __init__(self, loop: Loop, context: ssl.SSLContext, timeout: float,
-                 on_secure: Callable[[ssl.SSLSocket, Any], None]) -> None:
+                 on_secure: Callable[[ssl.SSLSocket, Any], None],
+                 warnings: RateLimitedLog | None = None) -> None:
         self.loop = loop
         self.context = context
         self.timeout = timeout
         self.on_secure = on_secure
+        # Plain HTTP and failed handshakes: as many as connections, so rate-limited.
+        self.warnings = warnings if warnings is not None else RateLimitedLog(log, loop)
         self.failures = 0
         self.handshakes: set[_TlsHandshake] = set()  # in progress
 
@@ -237,7 +243,8 @@ class _TlsHandshake:
     def _refuse_plain_http(self) -> None:
         """Plain HTTP on the TLS port: a 400 saying so, sent and closed as any answer."""
         self.acceptor.failures += 1
-        log.warning("%s: HTTP 400: plain HTTP sent to the TLS port", peer_of(self.address))
+        self.acceptor.warnings.warning("plain HTTP", "%s: HTTP 400: plain HTTP sent to the "
+                                       "TLS port", peer_of(self.address))
         self._forget()
         self.acceptor.handshakes.discard(self)
         conn = Connection(self.acceptor.loop, self.sock, _Refused())
@@ -252,7 +259,8 @@ class _TlsHandshake:
 
     def _fail(self, why: str) -> None:
         self.acceptor.failures += 1
-        log.warning("%s: %s; closing that connection", peer_of(self.address), why)
+        self.acceptor.warnings.warning(why, "%s: %s; closing that connection",  # `why` is ours
+                                       peer_of(self.address), why)
         self.close()
 
     def _forget(self) -> None:
@@ -292,12 +300,14 @@ class _Refused:
 class TlsConnection(Connection):
     """A Connection over an SSLSocket whose handshake is done; see the module docstring."""
 
-    __slots__ = ("chunk", "write_wants_read", "read_wants_write", "read_soon", "eof")
+    __slots__ = ("chunk", "write_wants_read", "read_wants_write", "read_soon", "eof",
+                 "warnings")
 
     sock: ssl.SSLSocket
 
     def __init__(self, loop: Loop, sock: ssl.SSLSocket, owner: Any,
-                 counts: Counts | None = None) -> None:
+                 counts: Counts | None = None, warnings: RateLimitedLog | None = None) -> None:
+        self.warnings = warnings  # where a TLS error is told (None: the log, as it comes)
         self.chunk: bytes | memoryview | None = None  # being written: offered again as is
         self.write_wants_read = False  # OpenSSL must read before the chunk can go
         self.read_wants_write = False  # ... or write before it can read more
@@ -318,7 +328,7 @@ class TlsConnection(Connection):
             self.peer_closed()
             return
         sock = self.sock
-        wanted = self.direct if self.direct else READ_SIZE
+        wanted = self.direct if self.direct else self.read_size
         got = 0
         try:
             while got < wanted:
@@ -391,9 +401,13 @@ class TlsConnection(Connection):
                 address = self.sock.getpeername()
             except OSError:
                 address = "a TLS peer"
-        log.warning("%s: TLS error: %s; closing that connection", peer_of(address),
-                    describe(exc))
-        self.close(f"TLS error: {describe(exc)}")
+        why = describe(exc)
+        if self.warnings is not None:
+            self.warnings.warning(f"TLS error: {why}", "%s: TLS error: %s; closing that "
+                                  "connection", peer_of(address), why)
+        else:
+            log.warning("%s: TLS error: %s; closing that connection", peer_of(address), why)
+        self.close(f"TLS error: {why}")
 
     # -- writing ---------------------------------------------------------------------------
 

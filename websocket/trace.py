@@ -17,14 +17,22 @@ It never refuses anything: a frame the codecs would reject is shown with a `note
 saying which rule it breaks. It never decides anything either (no close codes, no
 answers): that stays in the codecs.
 
+A trace may begin in the middle of a connection (the server's, when a /wire viewer
+arrives: wiretap.py): `protocol` names the generation, `skip()` passes over the rest of
+the frame in progress and the output queued before, and `deflate_agreed()` gives the
+permessage-deflate terms; from then on every frame is whole.
+
 Cost: none when tracing is off, as long as the caller then makes no call and keeps no
 `ConnectionTrace` (one `is not None` test where bytes pass). When it is on, a frame's
 payload is held only up to `limit` bytes; the rest is counted and skipped, so a 1 GiB
-message costs its header and `limit` bytes of memory.
+message costs its header and `limit` bytes of memory. With `wants`, each head and frame
+asks first whether anyone will read its block: when not, the stream only follows it
+(parses its header, skips its payload) and formats nothing.
 """
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .frames import MAX_CONTROL_PAYLOAD, Opcode, apply_mask
@@ -82,6 +90,9 @@ class _Shared:
     # permessage-deflate as the 101 answer agreed it (RFC 7692 §7.1), per direction:
     # (window bits, no context takeover).
     deflate: dict[str, tuple[int, bool]] | None = None
+    # The trace began after the agreement (mid-stream): a direction with context
+    # takeover cannot be inflated, since the window its first messages built is unknown.
+    window_unknown: bool = False
 
 
 _HEAD, _BODY, _FRAMES, _RAW = "head", "body", "frames", "raw"
@@ -90,11 +101,17 @@ _HEAD, _BODY, _FRAMES, _RAW = "head", "body", "frames", "raw"
 class _Stream:
     """One direction of one connection: heads, then bodies or frames, in pieces."""
 
-    def __init__(self, direction: Direction, shared: _Shared, label: str, limit: int) -> None:
+    def __init__(self, direction: Direction, shared: _Shared, label: str, limit: int,
+                 wants: Callable[[], bool] | None) -> None:
         self.direction = direction
         self.shared = shared
         self.label = label
         self.limit = limit
+        self.wants = wants  # asked before each block: will anyone read it? (None: yes)
+        self.showing = True  # the current head, body or frame gets its block
+        self.granted = False  # `wants` said yes to the frame `_pass_over` stopped at
+        self.skip = 0  # bytes to pass over unread first (a trace begun mid-stream)
+        self.to_ff = False  # ... or up to and including the next 0xFF (draft-75/76 text)
         self.mode = _HEAD
         self.generation: str | None = None
         self.buf = bytearray()  # a head, or a frame header, still incomplete
@@ -114,15 +131,16 @@ class _Stream:
 
     def feed(self, data: bytes) -> list[str]:
         blocks: list[str] = []
-        pos = 0
+        pos = self._skip(data) if self.skip or self.to_ff else 0
         while pos < len(data):
             if self.mode == _HEAD:
                 pos = self._head(data, pos, blocks)
             elif self.mode == _BODY:
                 pos = self._body(data, pos, blocks)
             elif self.mode == _RAW:
-                blocks.append(_raw_block(data[pos:], len(data) - pos, self.direction,
-                                         self.label, self.limit, "not parsed"))
+                if self._show():
+                    blocks.append(_raw_block(data[pos:], len(data) - pos, self.direction,
+                                             self.label, self.limit, "not parsed"))
                 pos = len(data)
             elif self.generation == RFC6455:
                 pos = self._rfc6455(data, pos, blocks)
@@ -130,11 +148,34 @@ class _Stream:
                 pos = self._hixie(data, pos, blocks)
         return blocks
 
+    def _skip(self, data: bytes) -> int:
+        """Pass over what comes before the first whole frame of a trace begun mid-stream."""
+        pos = min(self.skip, len(data))
+        self.skip -= pos
+        if self.to_ff and pos < len(data):
+            stop = data.find(b"\xff", pos)
+            if stop < 0:
+                return len(data)
+            self.to_ff = False
+            pos = stop + 1
+        return pos
+
+    def _show(self) -> bool:
+        """Will the next block be read? (Asked once per head, body and frame.)"""
+        if self.granted:
+            self.granted = False
+            self.showing = True
+        else:
+            self.showing = self.wants is None or self.wants()
+        return self.showing
+
     def _head(self, data: bytes, pos: int, blocks: list[str]) -> int:
         if not self.buf and data[pos] in (0x16, 0x80):
             self.mode = _RAW
-            blocks.append(_raw_block(data[pos:], len(data) - pos, self.direction, self.label,
-                                     self.limit, "a TLS handshake on a plain connection"))
+            if self._show():
+                blocks.append(_raw_block(data[pos:], len(data) - pos, self.direction,
+                                         self.label, self.limit,
+                                         "a TLS handshake on a plain connection"))
             return len(data)
         start = len(self.buf)
         self.buf += data[pos:]
@@ -144,9 +185,10 @@ class _Stream:
         if end < 0:
             if len(self.buf) > MAX_HEAD:
                 self.mode = _RAW
-                blocks.append(_raw_block(bytes(self.buf), len(self.buf), self.direction,
-                                         self.label, self.limit,
-                                         f"no end of an HTTP head within {MAX_HEAD} bytes"))
+                if self._show():
+                    blocks.append(_raw_block(bytes(self.buf), len(self.buf), self.direction,
+                                             self.label, self.limit,
+                                             f"no end of an HTTP head within {MAX_HEAD} bytes"))
                 self.buf.clear()
             return len(data)
         head_size = end + 4
@@ -158,12 +200,15 @@ class _Stream:
         head, after = bytes(self.buf[:head_size]), bytes(self.buf[head_size:head_size + extra])
         self.buf.clear()
         self.head_end = -1
+        shown = self._show()
         if self.direction == CLIENT_TO_SERVER:
-            blocks.append(_head_block(head, after, self.direction, self.label))
+            if shown:
+                blocks.append(_head_block(head, after, self.direction, self.label))
             self._after_request(parsed, after)
         else:
-            blocks.append(_head_block(head, after, self.direction, self.label,
-                                      self.shared.accept, self.shared.answer))
+            if shown:
+                blocks.append(_head_block(head, after, self.direction, self.label,
+                                          self.shared.accept, self.shared.answer))
             self._after_response(parsed)
         return pos + used
 
@@ -217,8 +262,10 @@ class _Stream:
             self.mode = _RAW  # chunked, or up to the end of the connection
 
     def _start_payload(self, length: int, keep: int) -> None:
+        """A body or frame payload of `length` bytes begins; its first `keep` are kept for
+        its block, if it gets one."""
         self.remaining = length
-        self.keep = keep
+        self.keep = keep if self._show() else 0
         self.kept.clear()
         self.shown = False
 
@@ -232,11 +279,12 @@ class _Stream:
         return pos + take
 
     def _ready(self) -> bool:
-        """True once, when the kept bytes are all in: the time to show the block."""
+        """True once, when the kept bytes are all in: the time to show the block (never
+        for a body or frame nobody will read)."""
         if self.shown or len(self.kept) < self.keep:
             return False
         self.shown = True
-        return True
+        return self.showing
 
     def _body(self, data: bytes, pos: int, blocks: list[str]) -> int:
         pos = self._take(data, pos)
@@ -252,7 +300,43 @@ class _Stream:
             self.mode = _HEAD
         return pos
 
+    def _pass_over(self, data: bytes, pos: int) -> int:
+        """Whole frames nobody will read, in a tight loop: each header read only as far
+        as its size (RFC 6455 §5.2), the payload skipped, no block. Stops at a frame that
+        is not whole in `data` or that `wants` a block; returns where it stopped."""
+        end = len(data)
+        wants = self.wants
+        assert wants is not None
+        while end - pos >= 2:
+            first, second = data[pos], data[pos + 1]
+            length, size = second & 0x7F, 2
+            if length >= 126:
+                size = 4 if length == 126 else 10
+                if end - pos < size:
+                    break
+                length = int.from_bytes(data[pos + 2:pos + size], "big")
+            if second & 0x80:
+                size += 4  # the masking key
+            if end - pos < size + length:
+                break
+            if wants():
+                self.granted = True
+                break
+            opcode = first & 0x0F
+            if opcode < 0x8:  # data: what a continuation continues, as `_rfc6455` keeps it
+                if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
+                    self.message_opcode = opcode
+                if first & 0x80:
+                    self.message_opcode = None
+            pos += size + length
+        return pos
+
     def _rfc6455(self, data: bytes, pos: int, blocks: list[str]) -> int:
+        if (self.frame is None and not self.buf and self.wants is not None
+                and self.shared.deflate is None):
+            pos = self._pass_over(data, pos)
+            if pos == len(data):
+                return pos
         if self.frame is None:
             start = len(self.buf)
             self.buf += data[pos:pos + 14 - start]  # 14: the longest header
@@ -283,15 +367,16 @@ class _Stream:
                                        self.message_opcode, close_payload,
                                        deflate=self.inflate is not None,
                                        compressed=self.compressed and data_frame))
-            if head.opcode in (Opcode.TEXT, Opcode.BINARY):
-                self.message_opcode = head.opcode
+        if head.opcode in (Opcode.TEXT, Opcode.BINARY):
+            self.message_opcode = head.opcode
         if not self.remaining:
             if head.fin and data_frame:
                 if self.compressed and self.inflate is not None:
                     self.inflate.feed(b"", final=True)
-                    blocks.append(inflated_block(self.direction, self.label, self.wire_size,
-                                                  self.inflate,
-                                                  self.message_opcode == Opcode.TEXT))
+                    if self.showing:
+                        blocks.append(inflated_block(self.direction, self.label,
+                                                     self.wire_size, self.inflate,
+                                                     self.message_opcode == Opcode.TEXT))
                 self.compressed = False
                 self.message_opcode = None
             self.frame = None
@@ -303,6 +388,9 @@ class _Stream:
         if self.inflate is None and agreed is not None:
             bits, no_context_takeover = agreed[self.direction]
             self.inflate = InflateCounter(bits, no_context_takeover, self.limit)
+            if self.shared.window_unknown and not no_context_takeover:
+                self.inflate.lost = ("not inflated: the trace began after this connection's "
+                                     "first messages, so the window they built is unknown")
         self.compressed = bool(head.rsv[0]) and self.inflate is not None
         if self.compressed:
             assert self.inflate is not None
@@ -317,7 +405,7 @@ class _Stream:
         if self.hixie is None:
             if not self.buf and not data[pos] & 0x80:
                 self.hixie = (data[pos], b"", -1)  # 0x00 ... 0xff: no length
-                self._start_payload(0, self.limit)
+                self._start_payload(0, self.limit)  # (keeps `limit` bytes if shown)
                 return pos + 1
             # Length-prefixed (draft-76 §5.3): the type, then 7-bit groups, high bit = more.
             while pos < len(data):
@@ -327,8 +415,10 @@ class _Stream:
                     break
                 if len(self.buf) > 1 + MAX_LENGTH_BYTES:
                     self.mode = _RAW
-                    blocks.append(_raw_block(bytes(self.buf), len(self.buf), self.direction,
-                                             self.label, self.limit, "a frame length too long"))
+                    if self._show():
+                        blocks.append(_raw_block(bytes(self.buf), len(self.buf),
+                                                 self.direction, self.label, self.limit,
+                                                 "a frame length too long"))
                     self.buf.clear()
                     return pos
             else:
@@ -342,13 +432,16 @@ class _Stream:
         frame_type, length_bytes, length = self.hixie
         if length < 0:
             stop = data.find(b"\xff", pos)
-            chunk = data[pos:len(data) if stop < 0 else stop]
-            self.kept += chunk[:max(0, self.limit - len(self.kept))]
-            self.remaining += len(chunk)  # here: the bytes seen so far
+            end = len(data) if stop < 0 else stop
+            want = self.keep - len(self.kept)
+            if want > 0:
+                self.kept += data[pos:min(end, pos + want)]
+            self.remaining += end - pos  # here: the bytes seen so far
             if stop < 0:
                 return len(data)
-            blocks.append(_hixie_text_block(frame_type, bytes(self.kept), self.remaining,
-                                            self.direction, self.label, self.limit))
+            if self.showing:
+                blocks.append(_hixie_text_block(frame_type, bytes(self.kept), self.remaining,
+                                                self.direction, self.label, self.limit))
             self.hixie = None
             return stop + 1
         pos = self._take(data, pos)
@@ -376,13 +469,16 @@ class ConnectionTrace:
     """
 
     def __init__(self, label: str = "", limit: int = DEFAULT_LIMIT,
-                 protocol: str | None = None) -> None:
+                 protocol: str | None = None,
+                 wants: Callable[[], bool] | None = None) -> None:
         """Args:
             label: starts each block, to tell connections apart ("#3 127.0.0.1:50312").
             limit: payload bytes shown per frame (`--trace-bytes`).
             protocol: None to begin with the HTTP request; RFC6455, HIXIE76 or HIXIE75
                 (from `handshake`) to begin with that generation's frames, for a trace
                 that starts after the handshake.
+            wants: asked before each head and frame: False, and it is followed without
+                a block (nobody would read it); None: every one gets its block.
         """
         if limit < 0:
             raise ValueError("limit must be 0 or more")
@@ -390,9 +486,9 @@ class ConnectionTrace:
             raise ValueError(f"unknown protocol {protocol!r}")
         self.label = label
         self.limit = limit
-        shared = _Shared(generation=protocol)
-        self._client = _Stream(CLIENT_TO_SERVER, shared, label, limit)
-        self._server = _Stream(SERVER_TO_CLIENT, shared, label, limit)
+        self._shared = shared = _Shared(generation=protocol)
+        self._client = _Stream(CLIENT_TO_SERVER, shared, label, limit, wants)
+        self._server = _Stream(SERVER_TO_CLIENT, shared, label, limit, wants)
         if protocol is not None:
             for stream in (self._client, self._server):
                 stream.mode, stream.generation = _FRAMES, protocol
@@ -404,6 +500,45 @@ class ConnectionTrace:
     def server_bytes(self, data: bytes | bytearray | memoryview) -> list[str]:
         """Bytes the server sent (a server's output, a client's input), in order."""
         return self._server.feed(bytes(data))
+
+    def skip(self, direction: Direction, count: int = 0, to_ff: bool = False) -> None:
+        """For a trace begun mid-stream: `direction`'s first whole frame (or head) comes
+        after `count` bytes (the rest of a frame in progress, or output queued before the
+        trace began), or, with `to_ff`, just after the next 0xFF (the end of a draft-75/76
+        text frame in progress, draft-76 §5.3)."""
+        stream = self._client if direction == CLIENT_TO_SERVER else self._server
+        stream.skip += count
+        stream.to_ff = to_ff
+
+    def pause_output(self) -> bool:
+        """Stop following the server's bytes (nobody would read their blocks) until
+        `resume_output`; False, and nothing paused, before the connection's frames begin
+        (its HTTP heads are always followed: they say what comes after them)."""
+        return self._server.mode == _FRAMES
+
+    def resume_output(self, skip: int) -> None:
+        """Follow the server's bytes again, after `skip` bytes: where a whole frame will
+        begin (the end of what the server has queued). The message in progress is not
+        known: with context takeover the compressed window is lost (see `deflate_agreed`)."""
+        stream = self._server
+        stream.buf.clear()
+        stream.frame = None
+        stream.hixie = None
+        stream.message_opcode = None
+        stream.compressed = False
+        stream.skip = skip
+        stream.to_ff = False
+        counter = stream.inflate
+        if counter is not None and not counter.no_context_takeover:
+            counter.lost = ("not inflated: the trace passed over some of this connection's "
+                            "messages, so the window they built is unknown")
+
+    def deflate_agreed(self, agreed: dict[str, tuple[int, bool]]) -> None:
+        """For a trace begun after the 101 answer: the permessage-deflate terms it agreed
+        (per direction: window bits, no context takeover; RFC 7692 §7.1). A direction
+        with context takeover is not inflated: its window is unknown."""
+        self._shared.deflate = agreed
+        self._shared.window_unknown = True
 
     def tls(self, version: str, cipher: str | None = None) -> str:
         """The one-line TLS note for this connection (see `tls_note`)."""

@@ -43,14 +43,16 @@ class InflateCounter:
         self.size = 0
         self.head = bytearray()
         self.failed: str | None = None
-        self.lost = False  # with context takeover, a message not followed breaks the rest
+        # Why messages cannot be inflated any more: with context takeover, one message not
+        # followed (or a trace that began after the first) leaves the window unknown.
+        self.lost: str | None = None
 
     def start(self) -> None:
         if self.zlib is None or self.no_context_takeover:
             self.zlib = zlib.decompressobj(-self.window_bits)
         self.size = 0
         self.head.clear()
-        self.failed = "an earlier message could not be followed" if self.lost else None
+        self.failed = self.lost
 
     def feed(self, data: bytes, final: bool = False) -> None:
         if final:
@@ -65,7 +67,7 @@ class InflateCounter:
                     self.head += out[:self.limit - len(self.head)]
                 if self.size > MAX_INFLATE:
                     self.failed = f"inflates to more than {MAX_INFLATE} bytes: not followed"
-                    self.lost = not self.no_context_takeover
+                    self._lose()
                     return
                 if self.zlib.eof:  # a block with BFINAL: the next one starts afresh
                     data = self.zlib.unused_data
@@ -76,7 +78,11 @@ class InflateCounter:
                     return
         except zlib.error as exc:
             self.failed = f"does not inflate ({exc}): the receiver fails with 1007"
-            self.lost = not self.no_context_takeover
+            self._lose()
+
+    def _lose(self) -> None:
+        if not self.no_context_takeover:
+            self.lost = "an earlier message could not be followed"
 
 
 def agreed_deflate(value: str | None) -> dict[str, tuple[int, bool]] | None:

@@ -14,6 +14,10 @@ message of its own means anything, and one over MAX_VIEWER_MESSAGE fails it with
 
 Who may watch: the trace shows everyone's messages, so only loopback peers, and the
 addresses or networks given with `--trace-page-from`; others get HTTP 403.
+
+What is traced depends on who watches: the hub tells `on_viewers` (the Tracer) how many
+viewers there are whenever that changes, so that nothing is traced while nobody watches
+(wiretap.py).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import dataclasses
 import ipaddress
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .connection import Connection
@@ -80,11 +84,13 @@ class WireHub:
     """Every /wire viewer: who may connect, what each is sent, and how each ends."""
 
     def __init__(self, max_buffer: int, close_timeout: float,
-                 allowed: Iterable[Network] = ()) -> None:
+                 allowed: Iterable[Network] = (),
+                 on_viewers: Callable[[int], None] | None = None) -> None:
         self.max_buffer = max_buffer
         self.close_timeout = close_timeout
         self.allowed = list(allowed)
         self.viewers: dict[Connection, Receiver] = {}
+        self.on_viewers = on_viewers  # told how many watch, each time that changes
 
     def may_watch(self, address: Any) -> bool:
         """Loopback, or an address `--trace-page-from` allows."""
@@ -120,6 +126,8 @@ class WireHub:
         self.viewers[conn] = Receiver(MAX_VIEWER_MESSAGE)
         conn.queue(response)
         log.info("wire viewer %s connected (%d watching)", peer, len(self.viewers))
+        if self.on_viewers is not None:
+            self.on_viewers(len(self.viewers))
 
     def publish(self, conn_id: int, block: str) -> None:
         """One trace block to every viewer (cut already: --trace-bytes)."""
@@ -180,6 +188,8 @@ class WireHub:
         if self.viewers.pop(conn, None) is not None:
             log.info("wire viewer left%s (%d watching)", f": {why}" if why else "",
                      len(self.viewers))
+            if self.on_viewers is not None:
+                self.on_viewers(len(self.viewers))
 
     def internal_error(self, conn: Connection, exc: Exception) -> None:
         log.error("internal error while serving a wire viewer; closing it", exc_info=exc)
