@@ -19,7 +19,7 @@
   // Our server speaks this subprotocol to us (and plain text to everyone else): text frames
   // are JSON, with --history a room's messages carry ids, so a reconnect asks for what came
   // after the last one shown (?after=ID) and nothing is lost or shown twice; and who is in
-  // the room comes as a presence list.
+  // the room comes as a presence list, then as changes to it.
   const TAGGED = "chat.history.v1";
   const SEEN_MAX = 5000; // message ids remembered against duplicates
 
@@ -373,6 +373,7 @@
       if (ws !== socket) return;
       socket = null;
       ui.presence.hidden = true; // out of date from now on
+      here = null;
       onClose(event);
     });
   }
@@ -403,6 +404,18 @@
     return url.href;
   }
 
+  // Who is in the room: id -> name, in order of arrival (names repeat, ids do not).
+  let here = null;
+
+  function presenceAdd(entries) {
+    for (const entry of entries) {
+      if (entry && typeof entry.id === "string") here.set(entry.id, String(entry.name));
+    }
+    const names = Array.from(here.values());
+    ui.presence.textContent = `Here (${names.length}): ${names.join(", ")}`;
+    ui.presence.hidden = false;
+  }
+
   function onTagged(data) {
     let value;
     try {
@@ -414,9 +427,13 @@
     if (value === null || typeof value !== "object") {
       addMessage(data);
     } else if (Array.isArray(value.presence)) {
-      const names = value.presence.map(String);
-      ui.presence.textContent = `Here (${names.length}): ${names.join(", ")}`;
-      ui.presence.hidden = false;
+      here = new Map(); // the room's full list: once on joining, then deltas
+      presenceAdd(value.presence);
+    } else if (value.presence_delta && typeof value.presence_delta === "object") {
+      if (!here) return; // (the full list always comes first)
+      const { joined, left } = value.presence_delta;
+      if (Array.isArray(left)) for (const id of left) here.delete(String(id));
+      presenceAdd(Array.isArray(joined) ? joined : []);
     } else if (value.notice === "gap") {
       addLine("error", "Some messages were missed while the connection was away: they are " +
                        "older than what the server keeps.");

@@ -7,14 +7,21 @@ any pairs of text parses back to them.
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from conftest import ServerProcess
 from hypothesis import given
 from hypothesis import strategies as st
+from wsclient import Client
 
 from websocket.handshake import MAX_REQUEST_SIZE
 from websocket.query import first, first_values, parse_query, query_of
+
+Start = Callable[..., ServerProcess]
 
 
 @pytest.mark.parametrize("raw, pairs", [
@@ -90,3 +97,74 @@ def test_form_encoded_pairs_parse_back(pairs: list[tuple[str, str]]) -> None:
         return  # lone surrogates are not text a browser can send
     assert parse_query(encoded.encode("ascii")) == tuple(pairs)
 
+
+# -- end to end: a query of many fields disturbs nobody ----------------------------------------
+
+MANY = "&".join(f"f{n}=1" for n in range(25))  # main's parse_qs(max_num_fields=20) raised
+
+
+def tagged(port: int, path: str) -> Client:
+    """A chat page's connection (raw), past its 101."""
+    client = Client(port)
+    client.send(client.upgrade_request(
+        path, extra="Sec-WebSocket-Protocol: chat.history.v1\r\n")[0])
+    status, headers, _ = client.http_response()
+    assert status == 101 and headers["sec-websocket-protocol"] == "chat.history.v1"
+    return client
+
+
+def next_json(client: Client) -> dict[str, Any]:
+    message = client.recv_message()
+    assert isinstance(message, str)
+    value = json.loads(message)
+    assert isinstance(value, dict)
+    return value
+
+
+def joined_names(client: Client) -> list[str]:
+    """The names in the next presence delta."""
+    delta = next_json(client)["presence_delta"]
+    return [entry["name"] for entry in delta["joined"]]
+
+
+def test_many_fields_break_no_presence_update(chat_server: ServerProcess) -> None:
+    """A client with 25 fields (and its handle 26th) joins one room while a page joins
+    another, in the same pass as far as the sockets allow: both rooms hear of both."""
+    port = chat_server.port
+    with tagged(port, "/q?handle=qa") as qa, tagged(port, "/other?handle=oa") as oa:
+        for client in (qa, oa):
+            next_json(client), next_json(client)  # its list, and its own join
+        many, page = Client(port), Client(port)
+        many.send(many.upgrade_request(f"/q?{MANY}&handle=many")[0])
+        page.send(page.upgrade_request(
+            "/other?handle=ob", extra="Sec-WebSocket-Protocol: chat.history.v1\r\n")[0])
+        with many, page:
+            assert many.http_response()[0] == 101 and page.http_response()[0] == 101
+            assert joined_names(qa) == ["many"]
+            assert joined_names(oa) == ["ob"]
+            page.close()
+            delta = next_json(oa)["presence_delta"]
+            assert delta["joined"] == [] and len(delta["left"]) == 1
+    assert "Traceback" not in chat_server.log
+    assert "ERROR" not in chat_server.log
+
+
+def test_a_page_resuming_with_many_fields_gets_its_replay(start_server: Start) -> None:
+    server = start_server("--history", "5")
+    with Client(server.port).handshake("/r") as plain, tagged(server.port, "/r") as page:
+        next_json(page), next_json(page)
+        for n in range(4):
+            plain.send_text(f"m{n}")
+            assert plain.recv_message() == f"m{n}"
+        ids = []
+        for n in range(4):
+            value = next_json(page)
+            assert value["text"] == f"m{n}"
+            ids.append(value["id"])
+        with tagged(server.port, f"/r?{MANY}&after={ids[1]}&handle=back") as back:
+            assert [next_json(back) for _ in range(2)] == [
+                {"id": ids[2], "text": "m2"}, {"id": ids[3], "text": "m3"}]
+            assert [entry["name"] for entry in next_json(back)["presence"]] == [
+                "user 1", "user 2", "back"]
+    assert "Traceback" not in server.log
+    assert "1011" not in server.log

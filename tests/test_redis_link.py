@@ -19,7 +19,13 @@ from redis_server import RedisServer, free_port
 from test_rooms import nothing_arrives
 from wsclient import Client, wait_until
 
-from websocket.redis_wire import RedisAddress, RedisURLError, decode_presence, parse_redis_url
+from websocket.redis_wire import (
+    RedisAddress,
+    RedisURLError,
+    decode_presence,
+    encode_presence,
+    parse_redis_url,
+)
 
 Start = Callable[..., ServerProcess]
 
@@ -49,16 +55,29 @@ def test_bad_redis_urls(url: str, problem: str) -> None:
 
 @pytest.mark.parametrize("data, expected", [
     (b"abc 0 q", ("abc", "q", None)),
-    (b'abc 0 p ["ann", "b\xc3\xa9a"]', ("abc", "p", ["ann", "b\u00e9a"])),
+    (b'abc 0 p [[1,"ann"],[7,"b\xc3\xa9a"]]', ("abc", "p", [(1, "ann"), (7, "b\u00e9a")])),
     (b"abc 0 p []", ("abc", "p", [])),
-    (b"abc 0 p [1]", ("abc", "p", None)),  # presence, but no names: ignored
+    (b'abc 0 p ["ann"]', ("abc", "p", None)),  # presence, but not (user id, name): ignored
+    (b"abc 0 p [[1]]", ("abc", "p", None)),
+    (b'abc 0 p [[-1,"x"]]', ("abc", "p", None)),
+    (b'abc 0 p [[true,"x"]]', ("abc", "p", None)),
+    (b'abc 0 p [["1","x"]]', ("abc", "p", None)),
     (b"abc 0 p {oops", ("abc", "p", None)),
+    (b"a.b 0 q", None),  # an origin is letters and digits: ids are <origin>.<user id>
+    (b"\xc3\xa9 0 q", None),
+    (b"a" * 65 + b" 0 q", None),
     (b"abc 1 t hello", None),  # a message
     (b"abc 0 x", None),
     (b"abc", None),
 ])
 def test_presence_entries(data: bytes, expected: object) -> None:
     assert decode_presence(data) == expected
+
+
+def test_presence_round_trip() -> None:
+    entries = [(1, "ann"), (22, 'b\u00e9a "<x>"')]
+    assert decode_presence(encode_presence("f00d", entries)) == ("f00d", "p", entries)
+    assert decode_presence(encode_presence("f00d", None)) == ("f00d", "q", None)
 
 
 def test_a_bad_redis_url_is_one_error_line(start_server: Start) -> None:

@@ -88,19 +88,42 @@ def decode_entry(data: bytes) -> tuple[str, int, str | bytes] | None:
         return None
 
 
-def decode_presence(data: bytes) -> tuple[str, str, list[str] | None] | None:
-    """(origin, "p", names) of `<origin> 0 p <JSON names>` (names None if they are not a
-    JSON list of strings), (origin, "q", None) of `<origin> 0 q`; None for anything else."""
+def encode_presence(origin: str, entries: list[tuple[int, str]] | None) -> bytes:
+    """`<origin> 0 p <JSON [[user id, name], ...]>`: a process's users of a room (all of
+    them; an empty list when it has none left), or `<origin> 0 q` (None): the others are
+    asked for theirs."""
+    if entries is None:
+        return b"%s 0 q" % origin.encode()
+    return b"%s 0 p " % origin.encode() + json.dumps(
+        entries, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+MAX_ORIGIN_LENGTH = 64  # characters of an origin (ours are 12 hex digits)
+
+
+def decode_presence(data: bytes) -> tuple[str, str, list[tuple[int, str]] | None] | None:
+    """(origin, "p", entries) of `encode_presence`'s list (entries None if the JSON is not
+    a list of [user id >= 0, name] pairs), (origin, "q", None) of a question; None for
+    anything else, an origin that is not letters and digits included."""
     parts = data.split(b" ", 3)
     if len(parts) < 3 or parts[1] != b"0" or parts[2] not in (b"p", b"q"):
         return None
-    origin = parts[0].decode("ascii", "replace")
+    origin = parts[0]
+    if not (origin.isalnum() and len(origin) <= MAX_ORIGIN_LENGTH):
+        return None  # (bytes.isalnum is ASCII only)
+    name = origin.decode("ascii")
     if parts[2] == b"q":
-        return origin, "q", None
+        return name, "q", None
     try:
-        names = json.loads(parts[3]) if len(parts) == 4 else None
+        value = json.loads(parts[3]) if len(parts) == 4 else None
     except ValueError:
-        names = None
-    if isinstance(names, list) and all(isinstance(name, str) for name in names):
-        return origin, "p", names
-    return origin, "p", None
+        value = None
+    if not isinstance(value, list):
+        return name, "p", None
+    entries: list[tuple[int, str]] = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int
+                and item[0] >= 0 and isinstance(item[1], str)):
+            return name, "p", None
+        entries.append((item[0], item[1]))
+    return name, "p", entries
