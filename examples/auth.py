@@ -26,7 +26,6 @@ import hmac
 import os
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:  # for the type hints only: a script needs nothing from the server
     from websocket.access import UpgradeRequest
@@ -52,9 +51,9 @@ def who_has(token: str) -> str | None:
 
 def presented_token(user: User) -> str:
     """The token in the URL's query string, else in the `token` cookie, else ''."""
-    query = parse_qs(urlsplit(user.resource or "").query)
-    if query.get("token"):
-        return query["token"][0]
+    token = user.query.get("token")
+    if token:
+        return token
     for name, value in user.headers:
         if name.lower() == "cookie":
             try:

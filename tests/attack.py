@@ -53,6 +53,10 @@ class Reader(threading.Thread):
         self.close_code: int | None = None
         self.eof = False
         self.stopping = False
+        # poll(), not select(): a test with thousands of sockets has descriptors past
+        # select()'s FD_SETSIZE (1024).
+        self.poller = select.poll()
+        self.poller.register(self.sock, select.POLLIN)
 
     def run(self) -> None:
         buf = self.buf
@@ -94,8 +98,8 @@ class Reader(threading.Thread):
             if self.close_code is not None:
                 break
             try:
-                # select(), not a socket timeout: the socket may be sending in another thread.
-                if not select.select([self.sock], [], [], 0.2)[0]:
+                # poll, not a socket timeout: the socket may be sending in another thread.
+                if not self.poller.poll(200):
                     continue
                 data = self.sock.recv(1 << 20)
             except OSError:

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from websocket.query import parse_query
+
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # reported by the `browser` fixture, as a skip or (CI) a failure
@@ -1167,3 +1169,23 @@ def test_presence_changes_and_original_times_from_a_scripted_server(
         expect(page.locator("#status")).to_have_attribute("data-state", "closed")
     finally:
         fake.close()
+
+
+# Queries as the page (URLSearchParams) writes and reads them; websocket/query.py must read
+# each one as Chromium does (issue 18, point 5). No leading "?": URLSearchParams drops one.
+ODD_QUERIES = [
+    "handle=ann&after=ab12.3", "a=1&&b=2&", "&&&", "flag", "=x", "=", "a==b", "a=1&a=2",
+    "who=ann+bo", "who+am=i", "sum=1%2B1", "a=1;b=2", "p=100%", "p=%zz&q=%4", "p=%%41",
+    "h=%FF", "h=%C3", "h=%C3%A9%", "h=%e2%82%ac", "h=b\u00e9a", "h=\u20ac+%E2%82%AC",
+    "h=%00%0A%0D", "h=%F0%9F%98%80", "h=%ED%A0%80", "h=%C0%AF", "x=%2x&y=%%",
+]
+
+
+def test_the_query_parser_reads_queries_as_chromium_does(chat_server: ServerProcess,
+                                                         open_page: Callable[..., Page]
+                                                         ) -> None:
+    page = open_page(chat_server.page_url)
+    chromium = page.evaluate("queries => queries.map(q => [...new URLSearchParams(q)])",
+                             ODD_QUERIES)
+    for query, pairs in zip(ODD_QUERIES, chromium, strict=True):
+        assert parse_query(query.encode("utf-8")) == tuple(map(tuple, pairs)), query

@@ -235,7 +235,13 @@ def test_tagged_users_get_ids_resume_after_one_and_hear_of_gaps(start_server: St
     server = start_server("--history", "3")
     with Client(server.port).handshake("/t") as plain, \
             tagged_client(server.port, "/t?handle=ann") as ann:
-        assert json.loads(ann.recv_message()) == {"presence": ["user 1", "ann"]}
+        # Who is here: the full list once (ids unique, names the handles or "user N"), then
+        # the delta of the pass ann came in, which names ann (tests/test_presence.py).
+        listing = json.loads(ann.recv_message())["presence"]
+        assert [entry["name"] for entry in listing] == ["user 1", "ann"]
+        assert all(re.fullmatch(r"[0-9a-f]{12}\.\d+", entry["id"]) for entry in listing)
+        assert json.loads(ann.recv_message()) == {
+            "presence_delta": {"joined": [listing[1]], "left": []}}
         for i in range(4):
             plain.send_text(f"m{i}")
             assert plain.recv_message() == f"m{i}"  # plain text for everyone else
@@ -260,25 +266,39 @@ def test_presence_across_servers(start_server: Start,
     redis = start_redis()
     a, b = linked(start_server, redis, 2)
 
+    states: dict[Client, dict[str, str]] = {}
+    full_lists: dict[Client, int] = {}
+
     def presence(client: Client, wanted: list[str]) -> None:
+        """Until the client's list (its full list, then the deltas) holds `wanted`."""
+        state = states.setdefault(client, {})
         deadline = time.monotonic() + 10
-        seen: list[str] = []
         while time.monotonic() < deadline:
             value = json.loads(client.recv_message())
             if "presence" in value:
-                seen = sorted(value["presence"])
-                if seen == sorted(wanted):
-                    return
-        raise AssertionError(f"presence {seen}, not {sorted(wanted)}")
+                full_lists[client] = full_lists.get(client, 0) + 1
+                state.clear()
+                state.update((entry["id"], entry["name"]) for entry in value["presence"])
+            else:
+                for entry_id in value["presence_delta"]["left"]:
+                    del state[entry_id]
+                for entry in value["presence_delta"]["joined"]:
+                    state[entry["id"]] = entry["name"]
+            if sorted(state.values()) == sorted(wanted):
+                return
+        raise AssertionError(f"presence {sorted(state.values())}, not {sorted(wanted)}")
 
     with tagged_client(a.port, "/p?handle=ann") as ann:
         presence(ann, ["ann"])
         with tagged_client(b.port, "/p?handle=bo") as bo, Client(b.port).handshake("/p"):
             presence(bo, ["ann", "bo", "user 2"])  # bo's server asked a for its list
             presence(ann, ["ann", "bo", "user 2"])
+            origins = {entry_id.split(".")[0] for entry_id in states[ann]}
+            assert len(origins) == 2 and states[ann] == states[bo]  # ids: <origin>.<user>
             with tagged_client(a.port, "/elsewhere?handle=cy") as cy:
                 presence(cy, ["cy"])  # rooms apart
         presence(ann, ["ann"])  # both of b's users left: its empty list says so
+        assert full_lists[ann] == 1  # once, on joining: the rest were deltas
 
 
 def test_resume_after_a_server_restart_from_redis_history(

@@ -32,6 +32,7 @@ from websocket.redis_wire import (
     RedisURLError,
     decode_entry,
     decode_presence,
+    encode_presence,
     parse_redis_url,
 )
 
@@ -63,10 +64,17 @@ def test_bad_redis_urls(url: str, problem: str) -> None:
 
 @pytest.mark.parametrize("data, expected", [
     (b"abc 0 q", ("abc", "q", None)),
-    (b'abc 0 p ["ann", "b\xc3\xa9a"]', ("abc", "p", ["ann", "b\u00e9a"])),
+    (b'abc 0 p [[1,"ann"],[7,"b\xc3\xa9a"]]', ("abc", "p", [(1, "ann"), (7, "b\u00e9a")])),
     (b"abc 0 p []", ("abc", "p", [])),
-    (b"abc 0 p [1]", ("abc", "p", None)),  # presence, but no names: ignored
+    (b'abc 0 p ["ann"]', ("abc", "p", None)),  # presence, but not (user id, name): ignored
+    (b"abc 0 p [[1]]", ("abc", "p", None)),
+    (b'abc 0 p [[-1,"x"]]', ("abc", "p", None)),
+    (b'abc 0 p [[true,"x"]]', ("abc", "p", None)),
+    (b'abc 0 p [["1","x"]]', ("abc", "p", None)),
     (b"abc 0 p {oops", ("abc", "p", None)),
+    (b"a.b 0 q", None),  # an origin is letters and digits: ids are <origin>.<user id>
+    (b"\xc3\xa9 0 q", None),
+    (b"a" * 65 + b" 0 q", None),
     (b"abc 1 t hello", None),  # a message
     (b"abc 0 x", None),
     (b"abc", None),
@@ -84,8 +92,10 @@ def test_presence_entries(data: bytes, expected: object) -> None:
     (["\x01" * MAX_PRESENCE_NAME] * MAX_PRESENCE_NAMES, True),  # 6 bytes each in JSON
 ])
 def test_presence_names_are_held_to_what_a_server_publishes(names: list[str], ok: bool) -> None:
-    data = b"abc 0 p " + json.dumps(names).encode()
-    assert decode_presence(data) == ("abc", "p", names if ok else None)
+    # The largest user ids too: the longest JSON an origin can publish still parses.
+    entries = [(2**64 - 1 - number, name) for number, name in enumerate(names)]
+    data = b"abc 0 p " + json.dumps(entries).encode()
+    assert decode_presence(data) == ("abc", "p", entries if ok else None)
 
 
 def test_presence_json_is_not_parsed_past_what_a_list_of_names_takes() -> None:
@@ -113,6 +123,12 @@ def test_entries_are_held_to_a_clients_limits(data: bytes, kind: str | None) -> 
         with pytest.raises(EntryError) as caught:
             decode_entry(data, 100)
         assert caught.value.kind == kind
+
+
+def test_presence_round_trip() -> None:
+    entries = [(1, "ann"), (22, 'b\u00e9a "<x>"')]
+    assert decode_presence(encode_presence("f00d", entries)) == ("f00d", "p", entries)
+    assert decode_presence(encode_presence("f00d", None)) == ("f00d", "q", None)
 
 
 def test_a_bad_redis_url_is_one_error_line(start_server: Start) -> None:

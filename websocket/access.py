@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 from . import proxy
 from .errors import HttpError
+from .query import Pairs, first_values, query_of
 
 MAX_REASON = 200  # characters of a hook's reason sent back (it becomes the body's one line)
 HOOK_FAILED = "the server's on_request check failed"
@@ -73,7 +74,9 @@ class UpgradeRequest:
         path: the path of the request target, percent-decoded ("/chat").
         target: the request target as sent ("/chat?token=abc%20d").
         query: each query parameter's first value ({"token": "abc d"}).
-        query_pairs: every (name, value) pair of the query, in order.
+        query_pairs: every (name, value) pair of the query, in order (query.py says how
+            any query is read: "+" is a space, a bad escape stays as sent, bytes that are
+            not UTF-8 become U+FFFD, empty fields are skipped).
         headers: every request header, in order, as (name, value) pairs.
         cookies: the `Cookie` header's cookies by name.
         address: the client's (host, port): the socket's, or with --trust-proxy the one
@@ -96,15 +99,13 @@ class UpgradeRequest:
 
     @classmethod
     def from_request(cls, target: str, headers: tuple[tuple[str, str], ...], address: Any,
-                     origin: str | None, host: str) -> UpgradeRequest:
-        raw_path, _, raw_query = target.partition("?")
-        pairs = tuple(parse_qsl(raw_query, keep_blank_values=True))
-        query: dict[str, str] = {}
-        for name, value in pairs:
-            query.setdefault(name, value)
+                     origin: str | None, host: str, query: Pairs | None = None
+                     ) -> UpgradeRequest:
+        """`query`: the target's, parsed already (query.query_of); parsed here if None."""
+        pairs = query_of(target) if query is None else query
         cookies = parse_cookies(value for name, value in headers if name.lower() == "cookie")
-        return cls(unquote(raw_path), target, query, pairs, headers, cookies, address,
-                   origin, host)
+        return cls(unquote(path_of(target)), target, first_values(pairs), pairs, headers,
+                   cookies, address, origin, host)
 
     def header(self, name: str) -> str | None:
         """The value of header `name` (any case); repeated headers joined by ", "."""

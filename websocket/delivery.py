@@ -186,6 +186,15 @@ class Delivery:
             conns += tagged_conns  # binary: the same frame as everyone's
         return self._rest(message, payload, opcode, conns, members, excluded)
 
+    def broadcast_tagged(self, room: str, text: bytes) -> int:
+        """Queue one text message (`text`, UTF-8) for the TAGGED users of `room` only (the
+        chat page's presence, rooms.py); return how many. Encoded once, compressed once
+        per stream, as any broadcast: the room's tagged stream has no other members."""
+        members = self.rooms.get(room)
+        if members is None or not members.tagged:
+            return 0
+        return self._frame_out(list(members.tagged), Opcode.TEXT, text)
+
     def _rest(self, message: str | bytes, payload: bytes, opcode: Opcode,
               conns: list[Connection], members: RoomMembers | Delivery,
               excluded: Collection[Connection]) -> int:

@@ -20,6 +20,7 @@ from .errors import HttpError
 from .http import serve
 from .legacy import HixieReceiver
 from .messages import InputBudget, Receiver
+from .query import Pairs, query_of
 from .rooms import MAX_ROOM_LENGTH, TAGGED, Rooms, room_of
 from .sweeps import HOLD_HTTP, Timers
 from .user import User, UserState, format_peer
@@ -123,8 +124,9 @@ class Handshakes(Timers):
             return
         if len(self._open) >= self.max_connections:
             raise HttpError(503, f"server full ({self.max_connections} users)")
+        query = query_of(upgrade.resource)  # parsed once: on_request's and the room's
         if self.callbacks.on_request is not None:
-            self._check_request(user, request, upgrade)
+            self._check_request(user, request, upgrade, query)
         user.protocol = upgrade.protocol
         user.resource = upgrade.resource
         user.host = upgrade.host
@@ -162,7 +164,7 @@ class Handshakes(Timers):
         self.metrics.users_open[upgrade.protocol] += 1
         self.delivery.queue(user.conn, upgrade.response, in_chat=False)
         user.deflate = agreed
-        self._rooms.enter(user)  # its room's history, then its broadcasts
+        self._rooms.enter(user, query)  # its room's history, then its broadcasts
         via = "" if user.via is None else f" via {format_peer(user.via)}"
         log.info("user %d (%s%s) joined: %s, resource %s, origin %s", user.id, user.peer, via,
                  _PROTOCOL_NAMES[upgrade.protocol], user.resource, user.origin or "-")
@@ -184,11 +186,12 @@ class Handshakes(Timers):
         self.wire.adopt(user.conn, upgrade.response, user.peer)
 
     def _check_request(self, user: User, request: handshake.Request,
-                       upgrade: handshake.Upgrade) -> None:
+                       upgrade: handshake.Upgrade, query: Pairs) -> None:
         """The script's on_request(request, server), before the 101 (access.ask)."""
         assert self.callbacks.on_request is not None
         seen = access.UpgradeRequest.from_request(request.target, request.headers,
-                                                  user.address, upgrade.origin, upgrade.host)
+                                                  user.address, upgrade.origin, upgrade.host,
+                                                  query)
         started = time.perf_counter()
         refusal, failure = access.ask(self.callbacks.on_request, seen, self)
         self.metrics.callback_seconds += time.perf_counter() - started

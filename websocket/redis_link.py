@@ -17,11 +17,14 @@ channel, so a room forgotten and used again never reuses one), so a message seen
 (in a history list and live) is delivered once. Redis keeps each publisher's order on a
 channel, so per-sender order holds.
 
-Presence (who is in a room) travels on the same channels as `<origin> 0 p <JSON names>`
-(a process's users of the room, whenever they change and every PRESENCE_REFRESH seconds;
-an empty list when the last one leaves) and `<origin> 0 q` (a process that just subscribed
-asks the others to say theirs); nothing is stored in Redis, so a process that dies simply
-stops refreshing and the others forget its users after PRESENCE_TTL.
+Presence (who is in a room) travels on the same channels as
+`<origin> 0 p <JSON [[user id, name], ...]>` (a process's users of the room, at most
+presence.MAX_PER_ORIGIN: at most once per loop pass when they change, and every
+PRESENCE_REFRESH seconds; an empty list when the last one leaves) and `<origin> 0 q` (a
+process that just subscribed asks the others to say theirs). Each is a whole list, so a
+lost one is made good by the next, and the receiver diffs it against the last one
+(presence.py). Nothing is stored in Redis, so a process that dies simply stops refreshing
+and the others forget its users after PRESENCE_TTL.
 
 With --history, each publish to a room also goes to the room's capped list
 (RPUSH, LTRIM to the newest N, EXPIRE after the idle time), and `load_history` reads its
@@ -30,7 +33,7 @@ newest N (LRANGE) for a room that gets its first local user.
 What comes from Redis is held to the limits of what comes from a client, since anyone who
 can reach Redis can publish on our channels or push to our lists (issue 18):
 - An entry whose message is over --max-message-size, that is not an entry at all, whose
-  text is not UTF-8, or presence that is not a list of at most 1,000 names of at most 32
+  text is not UTF-8, or presence that is not a list of at most 1,000 users named in at most 32
   characters, is dropped, counted (`rejected`, by kind) and logged: the first of a kind at
   once, then one line per kind per DROP_LOG_INTERVAL with how many more. Live or in a
   history list alike; it never reaches a user. A value longer than the longest entry a
@@ -57,7 +60,6 @@ Trouble (each logged once, when it starts, and once when it ends):
 """
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import socket
@@ -79,6 +81,7 @@ from .redis_wire import (
     decode_presence,
     describe,
     encode_entry,
+    encode_presence,
     max_entry_bytes,
 )
 from .resp import (
@@ -324,9 +327,10 @@ class RedisLink:
         self.history_size = 0  # --history: the length of each room's list in Redis
         self.history_idle = 0.0  # ... and how long it outlives the room's last message
         self._loads: dict[str, Callable[[list[tuple[str, str | bytes]] | None], None]] = {}
-        # Presence (rooms.py sets these): names from another process, and a process that
-        # asks for ours; `on_up(room)`: a room's channel is live (subscribed, link up).
-        self.on_presence: Callable[[str, str, list[str]], None] | None = None
+        # Presence (rooms.py sets these): (user id, name) pairs from another process, and a
+        # process that asks for ours; `on_live(room)`: a room's channel is live (subscribed,
+        # link up).
+        self.on_presence: Callable[[str, str, list[tuple[int, str]]], None] | None = None
         self.on_presence_query: Callable[[str], None] | None = None
         self.on_live: Callable[[str], None] | None = None
         self._dropping = False
@@ -387,17 +391,16 @@ class RedisLink:
     def history_key(self, room: str) -> bytes:
         return (self.prefix + "history:" + room).encode()
 
-    def publish_presence(self, room: str, names: list[str] | None) -> None:
-        """Tell the other processes who of the room is here (None: ask them for theirs).
+    def publish_presence(self, room: str, entries: list[tuple[int, str]] | None) -> None:
+        """Tell the other processes who of the room is here, as (user id, name) pairs
+        (None: ask them for theirs).
 
         Straight to the socket, never into the backlog: while Redis is slow it is skipped
         (the next refresh says it again), so the backlog and its drop count are messages."""
         conn = self.publisher.conn
         if not self.up or conn is None or self.backlog or conn.out_cost >= PUBLISH_WINDOW:
             return
-        data = (b"%s 0 q" % self.server_id.encode() if names is None else
-                b"%s 0 p " % self.server_id.encode()
-                + json.dumps(names, ensure_ascii=False).encode())
+        data = encode_presence(self.server_id, entries)
         self.publisher.expect.append("publish")
         conn.queue(encode_command("PUBLISH", self.channel(room), data))
         self.in_flight += 1
@@ -413,13 +416,13 @@ class RedisLink:
         presence = decode_presence(data)
         if presence is None:
             return False
-        origin, kind, names = presence
-        if kind == "p" and names is None:
+        origin, kind, entries = presence
+        if kind == "p" and entries is None:
             self.rejected.add(BAD_PRESENCE, room, len(data))
         elif origin != self.server_id and kind == "q" and self.on_presence_query is not None:
             self.on_presence_query(room)
-        elif origin != self.server_id and names is not None and self.on_presence is not None:
-            self.on_presence(room, origin, names)
+        elif origin != self.server_id and entries is not None and self.on_presence is not None:
+            self.on_presence(room, origin, entries)
         return True
 
     def publish(self, room: str | None, message: str | bytes, seq: int = 0) -> None:

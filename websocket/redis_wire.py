@@ -81,10 +81,11 @@ MAX_SEQ_DIGITS = 20  # a sequence number is at most 2**64 - 1
 # many characters (rooms.py's MAX_HANDLE: the page's handle rule; "user 123" if none).
 MAX_PRESENCE_NAMES = 1000
 MAX_PRESENCE_NAME = 32
-# ... so its JSON is at most this long: a character takes at most 6 bytes ("\u001f"), a
-# name 2 quotes and ", " more; checked before parsing, so no JSON is parsed that could not
-# be a list of such names.
-MAX_PRESENCE_JSON = 2 + MAX_PRESENCE_NAMES * (6 * MAX_PRESENCE_NAME + 4)
+# ... so its JSON ([[user id, "name"], ...]) is at most this long: a character takes at most
+# 6 bytes ("\u001f"), an entry its brackets, its quotes, a user id of MAX_SEQ_DIGITS digits
+# and two ", " more (we write none of the spaces; json.dumps' default writes them); checked
+# before parsing, so no JSON is parsed that could not be a list of such entries.
+MAX_PRESENCE_JSON = 2 + MAX_PRESENCE_NAMES * (6 * MAX_PRESENCE_NAME + MAX_SEQ_DIGITS + 8)
 # An entry's bytes beyond its message: origin, sequence, kind and three spaces.
 ENTRY_OVERHEAD = MAX_ORIGIN + MAX_SEQ_DIGITS + 8
 
@@ -99,8 +100,8 @@ def max_entry_bytes(max_message_size: int) -> int:
 TOO_BIG = "over --max-message-size"
 NOT_AN_ENTRY = "not an entry a chat server publishes"
 NOT_UTF8 = "text that is not UTF-8"
-BAD_PRESENCE = (f"presence that is not a list of at most {MAX_PRESENCE_NAMES} names of at most "
-                f"{MAX_PRESENCE_NAME} characters")
+BAD_PRESENCE = (f"presence that is not a list of at most {MAX_PRESENCE_NAMES} users with names "
+                f"of at most {MAX_PRESENCE_NAME} characters")
 
 
 class EntryError(ValueError):
@@ -134,26 +135,44 @@ def decode_entry(data: bytes, max_size: int | None = None) -> tuple[str, int, st
         raise EntryError(NOT_UTF8) from None
 
 
-def decode_presence(data: bytes) -> tuple[str, str, list[str] | None] | None:
-    """(origin, "p", names) of `<origin> 0 p <JSON names>`, (origin, "q", None) of
-    `<origin> 0 q`; None for anything else. Names are None unless they are a JSON list of at
-    most MAX_PRESENCE_NAMES strings of at most MAX_PRESENCE_NAME characters each (what
-    rooms.py would publish itself); a longer JSON is not parsed at all."""
+def encode_presence(origin: str, entries: list[tuple[int, str]] | None) -> bytes:
+    """`<origin> 0 p <JSON [[user id, name], ...]>`: a process's users of a room (all of
+    them, up to MAX_PRESENCE_NAMES; an empty list when it has none left), or `<origin> 0 q`
+    (None): the others are asked for theirs."""
+    if entries is None:
+        return b"%s 0 q" % origin.encode()
+    return b"%s 0 p " % origin.encode() + json.dumps(
+        entries, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_presence(data: bytes) -> tuple[str, str, list[tuple[int, str]] | None] | None:
+    """(origin, "p", entries) of `encode_presence`'s list, (origin, "q", None) of a
+    question; None for anything else, an origin that is not letters and digits included.
+    Entries are None unless the JSON is a list of at most MAX_PRESENCE_NAMES [user id >= 0,
+    name] pairs, each name of at most MAX_PRESENCE_NAME characters (what rooms.py would
+    publish itself); a longer JSON is not parsed at all."""
     parts = data.split(b" ", 3)
-    if (len(parts) < 3 or parts[1] != b"0" or parts[2] not in (b"p", b"q")
-            or len(parts[0]) > MAX_ORIGIN):
+    if len(parts) < 3 or parts[1] != b"0" or parts[2] not in (b"p", b"q"):
         return None
-    origin = parts[0].decode("ascii", "replace")
+    origin = parts[0]
+    if not (origin.isalnum() and len(origin) <= MAX_ORIGIN):
+        return None  # (bytes.isalnum is ASCII only)
+    name = origin.decode("ascii")
     if parts[2] == b"q":
-        return origin, "q", None
-    names: object = None
+        return name, "q", None
+    value: object = None
     if len(parts) == 4 and len(parts[3]) <= MAX_PRESENCE_JSON:
         try:
-            names = json.loads(parts[3])
+            value = json.loads(parts[3])
         except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
-            names = None
-    if (isinstance(names, list) and len(names) <= MAX_PRESENCE_NAMES
-            and all(isinstance(name, str) and len(name) <= MAX_PRESENCE_NAME
-                    for name in names)):
-        return origin, "p", names
-    return origin, "p", None
+            value = None
+    if not isinstance(value, list) or len(value) > MAX_PRESENCE_NAMES:
+        return name, "p", None
+    entries: list[tuple[int, str]] = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int
+                and item[0] >= 0 and isinstance(item[1], str)
+                and len(item[1]) <= MAX_PRESENCE_NAME):
+            return name, "p", None
+        entries.append((item[0], item[1]))
+    return name, "p", entries

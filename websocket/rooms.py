@@ -22,21 +22,35 @@ which always accepts it, and every other client keeps the article's plain text. 
 user's text frames are JSON objects:
 `{"id": "<origin>.<seq>", "text": ...}` for a room's broadcast with --history (its id),
 `{"text": ...}` for anything else, `{"notice": "gap"}` when the message it asked to resume
-after (`?after=ID` on its URL) is no longer in the history, and `{"presence": [names]}`
-with the names (`?handle=NAME`) of this process's users in its room whenever that changes.
+after (`?after=ID` on its URL) is no longer in the history, and who is in its room
+(presence.py keeps it), every user of every process, each an entry
+`{"id": "<origin>.<user id>", "name": "<?handle=NAME, or user N>"}` (names repeat, ids are
+unique across processes):
+- `{"presence": [entry, ...]}`, the room's full list, once, when it joins (no resync is
+  ever needed: the deltas are exact);
+- `{"presence_delta": {"joined": [entry, ...], "left": ["<id>", ...]}}`, at most one per
+  room and loop pass, with every change of the pass (either list may be empty), broadcast
+  to the room's TAGGED users like any message: encoded once, compressed once per room
+  stream. A newcomer gets its list at the end of the pass it joined in, then that pass's
+  delta, which names it too and changes nothing in its list.
 Binary messages stay binary frames.
+
+A user's query (query.py) is parsed once, at the upgrade: `?handle=` and `?after=` are
+kept until they are used, never read again from the request target.
 """
 from __future__ import annotations
 
 import json
+import logging
 import secrets
-import urllib.parse
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from . import handshake
 from .history import Entry, History
 from .limits import IDLE_ROOMS_PER_TURN
+from .presence import MAX_HANDLE, MAX_ORIGINS, Presence, encode_delta, encode_full
+from .query import Pairs, first
 from .redis_link import PRESENCE_REFRESH, PRESENCE_TTL
 from .replay import Replays
 
@@ -47,23 +61,17 @@ if TYPE_CHECKING:
     from .redis_link import RedisLink
     from .user import User
 
+log = logging.getLogger("websocket")
+
 LOBBY = "/"
 MAX_ROOM_LENGTH = 256  # characters of a room name: a path, and a Redis channel name
 TAGGED = "chat.history.v1"  # the chat page's subprotocol: JSON text with message ids
-MAX_HANDLE = 32  # characters of a presence name (the page's handle rule)
 
 
 def tagged_text(message: str, entry_id: str | None = None) -> str:
     """A text message for a TAGGED user (see the module docstring)."""
     value = {"id": entry_id, "text": message} if entry_id else {"text": message}
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def query_value(user: User, name: str) -> str:
-    """A query parameter of the user's request target ("" if absent)."""
-    query = user.resource.partition("?")[2]
-    values = urllib.parse.parse_qs(query, max_num_fields=20).get(name)
-    return values[0] if values else ""
 
 
 def room_of(resource: str) -> str:
@@ -97,17 +105,21 @@ class Rooms:
         # Newcomers being sent their room's history, what comes meanwhile behind it.
         self.replays = (Replays(delivery, loop, history, tagged_text)
                         if history is not None else None)
-        # Rooms whose presence changed this pass (True: ours, to be told to the others too),
-        # and the names other processes said they have in each room, until when.
-        self._presence_due: dict[str, bool] = {}
-        self.remote: dict[str, dict[str, tuple[list[str], float]]] = {}
+        # Who is in each room (presence.py), sent once per pass (`_send_presence`); the
+        # page users who joined a room this pass, for its full list; our users' names
+        # (?handle=) and the ids they resume after (?after=), from their query.
+        self.presence = Presence(self.server_id, always=link is not None)
+        self._presence_soon = False
+        self._newcomers: dict[str, list[User]] = {}
+        self._names: dict[int, str] = {}
+        self._after: dict[int, str] = {}
+        self._origins_warned = False
         self._refresh: Repeating | None = None
-        self._names: dict[int, str] = {}  # presence names of our users, by id
         self._sweep: Repeating | None = None
         if link is not None:
             link.deliver = self._deliver_remote
             link.on_presence = self._remote_presence
-            link.on_presence_query = lambda room: self._presence_changed(room)
+            link.on_presence_query = self._presence_asked
             link.on_live = self._room_live
             if history is not None:
                 link.history_size = history.size
@@ -142,6 +154,7 @@ class Rooms:
         if users is None:
             users = self.members[user.room] = {}
             if self.link is not None:
+                self.presence.open(user.room)  # the others' lists count from now on
                 self.link.subscribe(user.room)
         users[user.id] = user
 
@@ -153,20 +166,29 @@ class Rooms:
         if waiting is not None and user in waiting:
             waiting.remove(user)
         users = self.members.get(room)
-        self._names.pop(user.id, None)
         if users is None or users.pop(user.id, None) is None:
             return
-        self._presence_changed(room)
+        self.presence.leave(room, user.id, user.subprotocol == TAGGED)
+        self._presence_soon_due()
         if not users:
             del self.members[room]
-            self.remote.pop(room, None)
+            self.presence.close(room)
             if self.link is not None:
                 self.link.unsubscribe(room)
                 if self.history is not None:
                     self.history.unload(room)  # others may add to Redis's list meanwhile
 
-    def enter(self, user: User) -> None:
-        """A WebSocket user is open: its room's history, then the room's broadcasts."""
+    def enter(self, user: User, query: Pairs | None = None) -> None:
+        """A WebSocket user is open: its room's history, then the room's broadcasts.
+        `query`: its request's (query.py), parsed once at the upgrade: its presence name
+        (`?handle=`) and, for a page, the message it resumes after (`?after=`)."""
+        if query is not None:
+            handle = (first(query, "handle") or "")[:MAX_HANDLE]
+            if handle:
+                self._names[user.id] = handle
+            after = first(query, "after")
+            if after and user.subprotocol == TAGGED:
+                self._after[user.id] = after
         self._add(user)
         room = user.room
         history, link = self.history, self.link
@@ -184,6 +206,8 @@ class Rooms:
     def leave(self, user: User) -> None:
         """The user left the chat (delivery.leave does the rest)."""
         self._remove(user)
+        self._names.pop(user.id, None)
+        self._after.pop(user.id, None)
 
     def move(self, user: User, room: str) -> None:
         """server.join: the user gets `room`'s history and broadcasts from now on."""
@@ -202,16 +226,27 @@ class Rooms:
             self._join(user)
             return
         tagged = user.subprotocol == TAGGED
-        # Resuming after a message: only what came after it (the replay tells of a gap).
-        after = query_value(user, "after") if tagged else ""
+        # Resuming after a message (?after=, the room it connected to only): only what
+        # came after it (the replay tells of a gap).
+        after = self._after.pop(user.id, "") if tagged else ""
         self.replays.start(user, tagged, after, self._join)
 
     def _join(self, user: User) -> None:
-        """The user gets its room's broadcasts from now on (its replay, if any, is done)."""
+        """The user gets its room's broadcasts from now on (its replay, if any, is done),
+        and the room's presence counts it: a page user gets the full list in this pass."""
+        tagged = user.subprotocol == TAGGED
         self.delivery.join(user.conn, rfc6455=user.protocol == handshake.RFC6455,
-                           room=user.room, tagged=user.subprotocol == TAGGED,
-                           deflate=user.deflate)
-        self._presence_changed(user.room)
+                           room=user.room, tagged=tagged, deflate=user.deflate)
+        room = user.room
+        if tagged and room not in self.presence.rooms:  # its first page user: who is here
+            self.presence.open(room, ((other.id, self._name(other))
+                                      for other in self.members[room].values()
+                                      if other is not user))
+        if room in self.presence.rooms:  # (kept: a page user is there, or with Redis)
+            self.presence.enter(room, user.id, self._name(user), tagged)
+        if tagged:
+            self._newcomers.setdefault(room, []).append(user)
+        self._presence_soon_due()
 
     def flushed(self, conn: Connection) -> None:
         """The kernel took some of a behind user's output (Server.flushed): a replay that
@@ -227,68 +262,79 @@ class Rooms:
                 return waited
         return self.delivery.send(user.conn, message, user.protocol == handshake.RFC6455)
 
-    def _presence_changed(self, room: str, ours: bool = True) -> None:
-        """Tell the room's TAGGED users (and, for a change of ours, the other processes)
-        who is here, once per loop pass at most."""
-        if not self._presence_due:
+    def _name(self, user: User) -> str:
+        """Its presence name: its `?handle=`, or `user N`."""
+        return self._names.get(user.id) or f"user {user.id}"
+
+    # -- presence (presence.py): a newcomer's full list, then one delta per room and pass --
+
+    def _presence_soon_due(self) -> None:
+        if not self._presence_soon:
+            self._presence_soon = True
             self.loop.call_soon(self._send_presence)
-        self._presence_due[room] = self._presence_due.get(room, False) or ours
 
     def _send_presence(self) -> None:
-        due, self._presence_due = self._presence_due, {}
-        now = self.loop.now
-        for room, ours in due.items():
-            users = self.users(room)
-            tagged = [user for user in users if user.subprotocol == TAGGED and user.is_open]
-            publish = ours and self.link is not None
-            if not tagged and not publish:
+        """Once per pass, for each room that changed: our list to the other processes
+        (when ours changed, or they asked), the full list to the room's page users that
+        joined in this pass, then the pass's changes as one delta to all its page users,
+        encoded once and compressed once for the room (Delivery.broadcast_tagged). A
+        newcomer gets the delta too: its list is the pass's end state, so the delta
+        changes nothing in it."""
+        self._presence_soon = False
+        presence, link = self.presence, self.link
+        for room in presence.take_due():
+            state = presence.rooms.get(room)
+            if state is None:
                 continue
-            names = [self._name(user) for user in users]
-            if publish and self.link is not None:
-                self.link.publish_presence(room, names)
-            if not tagged:
+            if state.publish and link is not None:
+                entries = state.to_publish()
+                if entries is not None:
+                    link.publish_presence(room, entries)
+            users = self.members.get(room)
+            if users is None or not presence.needed(room):  # nobody to tell
+                presence.forget(room)
+                self._newcomers.pop(room, None)
                 continue
-            for origin_names, until in self.remote.get(room, {}).values():
-                if until > now:
-                    names += origin_names
-            text = json.dumps({"presence": names}, ensure_ascii=False)
-            for user in tagged:
-                self.delivery.send(user.conn, text, True)
+            newcomers = self._newcomers.pop(room, ())
+            if newcomers:
+                full = encode_full(state.here.values())
+                for user in newcomers:
+                    if user.is_open and users.get(user.id) is user:
+                        self.delivery.send(user.conn, full, True)
+            joined, left = state.take_delta()
+            if joined or left:
+                self.delivery.broadcast_tagged(room, encode_delta(joined, left).encode())
 
-    def _name(self, user: User) -> str:
-        name = self._names.get(user.id)
-        if name is None:
-            name = self._names[user.id] = (query_value(user, "handle")[:MAX_HANDLE]
-                                           or f"user {user.id}")
-        return name
+    def _remote_presence(self, room: str, origin: str, entries: list[tuple[int, str]]
+                         ) -> None:
+        """Another process's whole list of its users in `room` (redis_link.py)."""
+        if (not self.presence.heard(room, origin, entries, self.loop.now + PRESENCE_TTL)
+                and not self._origins_warned):
+            self._origins_warned = True
+            log.warning("presence: more than %d other processes have users in %s; the "
+                        "users of the others are not listed (logged once)", MAX_ORIGINS,
+                        room)
+        if self.presence.due:
+            self._presence_soon_due()
 
-    def _remote_presence(self, room: str, origin: str, names: list[str]) -> None:
-        if room not in self.members:
-            return
-        others = self.remote.setdefault(room, {})
-        if names:
-            others[origin] = (names[:1000], self.loop.now + PRESENCE_TTL)
-        elif others.pop(origin, None) is None:
-            return
-        self._presence_changed(room, ours=False)
+    def _presence_asked(self, room: str) -> None:
+        """Another process asks who of ours is in `room`."""
+        self.presence.ask(room)
+        self._presence_soon_due()
 
     def _room_live(self, room: str) -> None:
         """Our subscription to the room is live: ask the others who is there, say ours."""
         assert self.link is not None
         self.link.publish_presence(room, None)
-        self._presence_changed(room)
+        self._presence_asked(room)
 
     def _refresh_presence(self) -> None:
-        now = self.loop.now
-        for room in list(self.remote):
-            others = self.remote[room]
-            for origin in [o for o, (_, until) in others.items() if until <= now]:
-                del others[origin]
-                self._presence_changed(room, ours=False)
-            if not others or room not in self.members:
-                del self.remote[room]
-        for room in self.members:
-            self._presence_changed(room)
+        """Every PRESENCE_REFRESH (with Redis): our lists again, to the others only, and
+        the processes not heard from in PRESENCE_TTL leave."""
+        self.presence.expire(self.loop.now)
+        self.presence.refresh()
+        if self.presence.due:
+            self._presence_soon_due()
 
     def _loaded(self, room: str, entries: list[tuple[str, str | bytes]] | None) -> None:
         assert self.history is not None

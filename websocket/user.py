@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .legacy import HixieReceiver
 from .messages import Receiver
+from .query import first_values, query_of
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -48,7 +49,8 @@ class User:
         state: a `UserState`; `handshake` is True once the WebSocket is established.
         protocol: "rfc6455", "hixie76" or "hixie75" after the handshake, else None.
         subprotocol: the RFC 6455 subprotocol selected from the script's SUBPROTOCOLS.
-        resource: the request path the client connected to (e.g. "/" or "/chat").
+        resource: the request target the client connected to (e.g. "/" or
+            "/chat?token=abc"); `query` has its query's parameters.
         room: the room it is in: the path of `resource` ("/" the lobby), until
             `server.join(user, room)` moves it.
         host, origin: the request's Host and Origin headers (origin may be None).
@@ -120,6 +122,12 @@ class User:
     @headers.setter
     def headers(self, headers: tuple[tuple[str, str], ...]) -> None:
         self._headers = "".join(f"{name}:{value}\n" for name, value in headers)
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Each parameter of the query of `resource`, its first value, read as on_request's
+        `request.query` (query.py); parsed again at each call, so read it once."""
+        return first_values(query_of(self.resource))
 
     @property
     def is_open(self) -> bool:
