@@ -35,7 +35,7 @@ can reach Redis can publish on our channels or push to our lists (issue 18):
 - An entry whose message is over --max-message-size, that is not an entry at all, whose
   text is not UTF-8, or presence that is not a list of at most 1,000 users named in at most 32
   characters, is dropped, counted (`rejected`, by kind) and logged: the first of a kind at
-  once, then one line per kind per DROP_LOG_INTERVAL with how many more. Live or in a
+  once, then one line per kind per DROP_LOG_INTERVAL with how many more (ratelog.py). Live or in a
   history list alike; it never reaches a user. A value longer than the longest entry a
   chat server publishes is not even held: the reader drops its bytes as they come.
 - Each connection's reply reader (resp.py) is sized to the replies that connection asks
@@ -71,6 +71,7 @@ from collections.abc import Callable
 from .connection import Connection, Connector
 from .loop import Loop, Timer
 from .messages import DEFAULT_MAX_MESSAGE_SIZE
+from .ratelog import RateLimitedLog
 from .redis_wire import (
     BAD_PRESENCE,
     NOT_AN_ENTRY,
@@ -618,40 +619,17 @@ class RedisLink:
 
 
 class _Rejected:
-    """Entries from Redis dropped, counted by kind, and logged without flooding the log:
-    the first of a kind at once, then, every DROP_LOG_INTERVAL in which more came, one
-    line with how many (a kind quiet for a whole interval is logged at once again)."""
+    """Entries from Redis dropped, counted by kind, and logged without flooding the log
+    (ratelog.py, one line a kind and interval: the first at once, then the count)."""
 
     def __init__(self, loop: Loop) -> None:
-        self.loop = loop
         self.counts: dict[str, int] = {}  # every entry dropped, by kind (for tests, metrics)
-        self._since_logged: dict[str, int] = {}  # kinds logged this interval: dropped since
-        self._timer: Timer | None = None
+        self._log = RateLimitedLog(log, loop, DROP_LOG_INTERVAL, burst=1)
 
     def add(self, kind: str, where: str, size: int) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
-        if kind in self._since_logged:
-            self._since_logged[kind] += 1
-            return
-        log.warning("dropped a message from Redis on %s (%d bytes): %s; never delivered "
-                    "(more of this kind: one line per %g s)", where, size, kind,
-                    DROP_LOG_INTERVAL)
-        self._since_logged[kind] = 0
-        if self._timer is None:
-            self._timer = self.loop.call_later(DROP_LOG_INTERVAL, self._interval_over)
-
-    def _interval_over(self) -> None:
-        self._timer = None
-        since, self._since_logged = self._since_logged, {}
-        for kind, count in since.items():
-            if count:
-                log.warning("dropped %d more message(s) from Redis in the last %g s: %s",
-                            count, DROP_LOG_INTERVAL, kind)
-                self._since_logged[kind] = 0  # and quiet for one more interval
-        if self._since_logged:
-            self._timer = self.loop.call_later(DROP_LOG_INTERVAL, self._interval_over)
+        self._log.warning(kind, "dropped a message from Redis on %s (%d bytes): %s; never "
+                          "delivered", where, size, kind)
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._log.flush()
