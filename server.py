@@ -370,12 +370,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(server: Server) -> int:
     """Run the server until Ctrl-C or SIGTERM; the exit status."""
-    # From here on the loop handles Ctrl-C and SIGTERM (a graceful shutdown; twice: at
-    # once). Outside it they are ignored, so a second one that comes while the process
-    # exits cannot turn into a KeyboardInterrupt traceback or an exit by signal: the loop
-    # hands back exactly this.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+    # The loop handles Ctrl-C and SIGTERM while it runs (a graceful shutdown; twice: at
+    # once); until then they stop the server at once (`_quit_while_starting`, with no gap
+    # in which one would be lost), and once it is over they are ignored, so that one that
+    # comes while the process exits cannot turn into a traceback or an exit by signal.
     try:
         server.serve_forever()
     except KeyboardInterrupt:  # pragma: no cover - SIGINT is the loop's or ignored
@@ -385,6 +383,9 @@ def serve(server: Server) -> int:
         print(f"server.py: internal error: {type(exc).__name__}: {exc} "
               "(run with -v for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
     return 0
 
 
