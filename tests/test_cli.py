@@ -151,6 +151,11 @@ def test_ctrl_c_or_sigterm_while_starting_stops_quietly_with_status_0() -> None:
                 while "CTRL-C to quit" not in first:
                     first += proc.stdout.readline()
             proc.send_signal(signum)
-            out, _ = proc.communicate(timeout=20)
+            try:
+                out, _ = proc.communicate(timeout=20)
+            finally:
+                if proc.poll() is None:  # it went on running: stop it by its PID
+                    proc.kill()
+                    proc.communicate(timeout=10)
             assert proc.returncode == 0, (signum, proc.returncode, first + out)
             assert "Traceback" not in first + out, first + out
