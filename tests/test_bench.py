@@ -276,8 +276,7 @@ def test_wss_targets_and_loadgen_over_tls(target: Target, loadgen: str, started:
                                           tmp_path: Path) -> None:
     """The wss scenarios: every target serves wss:// with the one certificate (checked with
     the websockets client, which trusts its CA), and the generator's --tls counts are exact."""
-    from tls import make_certificates, require_openssl
-    from websockets.sync.client import connect
+    from tls import WebsocketsClient, make_certificates, require_openssl
 
     require_openssl()
     certs = make_certificates(tmp_path / "tls")
@@ -286,8 +285,8 @@ def test_wss_targets_and_loadgen_over_tls(target: Target, loadgen: str, started:
     started.append(chat)
     url = f"wss://localhost:{chat.port}/"
     with contextlib.ExitStack() as stack:
-        users = [stack.enter_context(connect(url, ssl=certs.client_context(), open_timeout=10,
-                                             compression=None)) for _ in range(3)]
+        users = [stack.enter_context(WebsocketsClient(url, certs.client_context(),
+                                                      compression=None)) for _ in range(3)]
         time.sleep(0.2)  # every user is in the chat before the message
         users[0].send("over tls")
         assert [u.recv(timeout=10) for u in users] == ["over tls"] * 3

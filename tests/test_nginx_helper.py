@@ -25,12 +25,12 @@ import pytest
 from nginx import READ_TIMEOUT_S, Nginx, nginx_binary, site_config
 from tls import (  # noqa: F401 (certificates: the fixture)
     Certificates,
+    WebsocketsClient,
     certificates,
     make_certificates,
     require_openssl,
     tool_missing,
 )
-from websockets.sync.client import connect
 
 if TYPE_CHECKING:
     from conftest import ServerProcess
@@ -197,8 +197,8 @@ def logs_on_failure(proxy: Nginx, server: ServerProcess) -> Iterator[None]:
 
 def chat_through(ws_url: str, ssl_context: ssl.SSLContext | None = None) -> None:
     """Two users chat through the proxy: each line reaches both (the article's echo-all)."""
-    with connect(ws_url, ssl=ssl_context, open_timeout=TIMEOUT, proxy=None) as alice, \
-            connect(ws_url, ssl=ssl_context, open_timeout=TIMEOUT, proxy=None) as bob:
+    with WebsocketsClient(ws_url, ssl_context, open_timeout=TIMEOUT, proxy=None) as alice, \
+            WebsocketsClient(ws_url, ssl_context, open_timeout=TIMEOUT, proxy=None) as bob:
         alice.send("alice: hello through nginx")
         assert alice.recv(TIMEOUT) == "alice: hello through nginx"
         assert bob.recv(TIMEOUT) == "alice: hello through nginx"

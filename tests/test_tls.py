@@ -625,7 +625,7 @@ def test_chromium_and_websockets_chat_over_wss(tls_browser: BrowserContext,
                                                certs: Certificates) -> None:
     from playwright.sync_api import expect
     from test_browser import connect, messages, say, wait_for_message
-    from websockets.sync.client import connect as connect_sync
+    from tls import WebsocketsClient
 
     server = start_server(*tls_args(certs))
     page = tls_browser.new_page()
@@ -636,8 +636,7 @@ def test_chromium_and_websockets_chat_over_wss(tls_browser: BrowserContext,
         page.goto(f"https://localhost:{server.port}/")
         expect(page.locator("#server")).to_have_value(f"wss://localhost:{server.port}/")
         connect(page, "chromium")
-        with connect_sync(f"wss://localhost:{server.port}/",
-                          ssl=certs.client_context(), open_timeout=10) as other:
+        with WebsocketsClient(f"wss://localhost:{server.port}/", certs.client_context()) as other:
             other.send("websockets: hello Chromium")
             assert other.recv(timeout=10) == "websockets: hello Chromium"
             wait_for_message(page, "websockets: hello Chromium")
