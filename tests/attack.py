@@ -5,11 +5,13 @@
   `check()` fails the test if it was ever disconnected, if its worst round trip passed
   HEALTHY_RTT_LIMIT, or (with `min_on_time`) if too few of its answers came within one interval.
 - `Reader`: reads one user's socket as fast as it can and counts the flood's messages in order.
-- `rss(pid)`: the server's resident memory, for memory bounds stated in bytes.
+- `rss(pid)`: the server's resident memory, for memory bounds stated in bytes; `RssPeak(pid)`
+  samples it throughout an attack; `cpu_seconds(pid)` its CPU time.
 - `flood_frames`, `FloodCounter`: a flood of small masked frames, and its checker.
 """
 from __future__ import annotations
 
+import os
 import select
 import struct
 import threading
@@ -31,6 +33,47 @@ def rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, user + system (/proc/PID/stat utime and stime)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class RssPeak(threading.Thread):
+    """Samples a process's RSS every 10 ms from its creation until stopped: `stop()` gives
+    the peak, `growth()` the peak's growth over the RSS at the start."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.base = rss(pid)
+        self.peak = self.base
+        self.stopping = False
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopping:
+            try:
+                self.peak = max(self.peak, rss(self.pid))
+            except (OSError, AssertionError):
+                return
+            time.sleep(0.01)
+
+    def stop(self) -> int:
+        """Stop sampling; the peak RSS."""
+        self.stopping = True
+        self.join(2)
+        return self.peak
+
+    def growth(self, stop: bool = True) -> int:
+        """The peak's growth over the start, sampled once more now (and stopped, if asked)."""
+        if stop:
+            self.stop()
+        self.peak = max(self.peak, rss(self.pid))
+        return self.peak - self.base
 
 
 class Reader(threading.Thread):

@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
-from tests.attack import Reader
+from tests.attack import Reader, cpu_seconds
 from tests.conftest import ServerProcess
 from tests.test_deflate import far_repeats, inflate_within_window
 from tests.wsclient import Client, frame, wait_until
@@ -564,12 +564,6 @@ def test_websockets_clients_offering_every_window(chat_server: ServerProcess) ->
     asyncio.run(run())
 
 
-def server_cpu(pid: int) -> float:
-    """The process's CPU time so far, user + system (/proc/PID/stat utime and stime)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def _broadcast_cpu(port: int, pid: int, offers: list[int | None], texts: list[str]) -> float:
     """Server CPU seconds for broadcasting `texts` (from a plain sender) to users offering
@@ -590,11 +584,11 @@ def _broadcast_cpu(port: int, pid: int, offers: list[int | None], texts: list[st
     for reader in readers:
         reader.start()
     try:
-        before = server_cpu(pid)
+        before = cpu_seconds(pid)
         for text in texts:
             sender.send_text(text)
         assert wait_until(lambda: min(got) == len(texts), timeout=60), got
-        return server_cpu(pid) - before
+        return cpu_seconds(pid) - before
     finally:
         for reader in readers:
             reader.stopping = True

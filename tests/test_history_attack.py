@@ -10,7 +10,6 @@ printed (pytest -s shows them).
 from __future__ import annotations
 
 import json
-import os
 import socket
 import struct
 import textwrap
@@ -18,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from attack import ZERO_MASK, Healthy, Reader, Start, rss
+from attack import ZERO_MASK, Healthy, Reader, RssPeak, Start, cpu_seconds, rss
 from wsclient import Client, close_payload, frame, wait_until
 
 MiB = 1 << 20
@@ -28,41 +27,12 @@ PAGE_HEADERS = ("Sec-WebSocket-Protocol: chat.history.v1\r\n"
 EMOJI = "\N{GRINNING FACE}".encode()
 
 
-def cpu_seconds(pid: int) -> float:
-    """The server's CPU time so far (user + system, /proc/PID/stat fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def numbered(i: int, size: int = MiB, emoji: bool = False) -> bytes:
     """A masked text frame of `size` bytes: "F" + 8-digit number (what Reader counts),
     one emoji if asked, then "x"s."""
     head = b"F%08d" % i + (EMOJI if emoji else b"")
     return frame(1, head + b"x" * (size - len(head)), mask=ZERO_MASK)
-
-
-class Sampler(threading.Thread):
-    """The server's peak RSS, sampled every 20 ms until stopped."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.peak = rss(pid)
-        self.stopping = False
-
-    def run(self) -> None:
-        while not self.stopping:
-            try:
-                self.peak = max(self.peak, rss(self.pid))
-            except (OSError, AssertionError):
-                return
-            time.sleep(0.02)
-
-    def stop(self) -> int:
-        self.stopping = True
-        self.join(2)
-        return self.peak
 
 
 def fill_room(port: int, room: str, count: int, size: int = MiB,
@@ -110,8 +80,7 @@ def test_eviction_among_12000_rooms_does_not_stall_anyone(start_server: Start) -
     opened = time.monotonic() - started
     after_rooms = rss(pid)
     healthy = Healthy(server.port, interval=0.1)
-    sampler = Sampler(pid)
-    sampler.start()
+    sampler = RssPeak(pid)
     time.sleep(0.5)
     senders = [Client(server.port, timeout=60).handshake(f"/big{n}") for n in range(2)]
     readers = [Reader(sender) for sender in senders]
@@ -149,8 +118,7 @@ def test_messages_wider_than_their_characters_are_counted_in_bytes(start_server:
     healthy = Healthy(server.port, interval=0.1)
     time.sleep(0.3)
     base = rss(pid)
-    sampler = Sampler(pid)
-    sampler.start()
+    sampler = RssPeak(pid)
     _, _, took = fill_room(server.port, "/emoji", 100, emoji=True)
     time.sleep(0.5)
     held = rss(pid)
@@ -177,8 +145,7 @@ def test_newcomers_that_never_read_are_dropped_and_hold_no_history(start_server:
     healthy = Healthy(server.port, interval=0.1)
     time.sleep(0.3)
     base = rss(pid)
-    sampler = Sampler(pid)
-    sampler.start()
+    sampler = RssPeak(pid)
     held = []
     for round_ in (1, 2):
         newcomers = []
@@ -229,8 +196,7 @@ def test_pages_replaying_everything_in_a_loop_cost_the_others_nothing(start_serv
     healthy = Healthy(server.port, interval=0.1)
     time.sleep(0.3)
     base = rss(pid)
-    sampler = Sampler(pid)
-    sampler.start()
+    sampler = RssPeak(pid)
     stopping = threading.Event()
     cycles = [0] * 5
     replays_read = [0]

@@ -14,7 +14,6 @@ discards what comes, counting bytes, so the server rightly keeps them.
 """
 from __future__ import annotations
 
-import os
 import resource
 import selectors
 import threading
@@ -22,7 +21,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from attack import Healthy, Start, rss
+from attack import Healthy, Start, cpu_seconds, rss
 from redis_server import RedisServer
 from wsclient import Client
 
@@ -43,12 +42,6 @@ def raise_open_file_limit(wanted: int) -> None:
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= wanted, \
         "the open-file limit is too low for this test"
 
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (/proc/PID/stat fields 14 and 15), in seconds."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def handle(n: int) -> str:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from attack import Healthy, Reader, rss
+from attack import Healthy, Reader, RssPeak
 from conftest import ServerProcess
 from redis_server import RedisServer, RespClient
 from test_redis_link import wait_subscribed
@@ -43,33 +43,6 @@ LIMIT = MiB  # the server's default --max-message-size
 
 
 # -- tools -------------------------------------------------------------------------------------
-
-class RssPeak(threading.Thread):
-    """Samples a process's RSS every 10 ms until stopped: the peak growth over `base`."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.base = rss(pid)
-        self.peak = self.base
-        self.stopping = False
-        self.start()
-
-    def run(self) -> None:
-        while not self.stopping:
-            try:
-                self.peak = max(self.peak, rss(self.pid))
-            except (OSError, AssertionError):
-                return
-            time.sleep(0.01)
-
-    def growth(self, stop: bool = True) -> int:
-        if stop:
-            self.stopping = True
-            self.join(2)
-        self.peak = max(self.peak, rss(self.pid))
-        return self.peak - self.base
-
 
 def count_lines(server: ServerProcess, pattern: str) -> int:
     return len(re.findall(pattern, server.log, re.MULTILINE))

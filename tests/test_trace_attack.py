@@ -15,7 +15,6 @@ server's CPU time is read from /proc/PID/stat; every number is printed (pytest -
 from __future__ import annotations
 
 import json
-import os
 import selectors
 import socket
 import struct
@@ -23,7 +22,7 @@ import threading
 import time
 
 import pytest
-from attack import ZERO_MASK, Healthy, Reader, Start, flood_frames
+from attack import ZERO_MASK, Healthy, Reader, Start, cpu_seconds, flood_frames
 from conftest import ServerProcess
 from wsclient import Client, frame, wait_until
 
@@ -32,12 +31,6 @@ CROWD_RATE = 150.0  # messages a second, from the whole crowd
 CROWD_SECONDS = 10.0
 FLOOD = 10_000  # messages in one go from one flooder
 
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Crowd:
