@@ -28,13 +28,13 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
-from websocket.callbacks import CallbackError, load  # noqa: E402
+from websocket.chat.callbacks import CallbackError, load  # noqa: E402
+from websocket.chat.server import Server, ServerError  # noqa: E402
 from websocket.limits import DEFAULTS  # noqa: E402
-from websocket.server import Server, ServerError  # noqa: E402
-from websocket.tls import TlsConfigError, load_context  # noqa: E402
-from websocket.trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES  # noqa: E402
-from websocket.wire import parse_networks  # noqa: E402
-from websocket.workers import Supervisor, WorkerError, check, reserve_port  # noqa: E402
+from websocket.net.tls import TlsConfigError, load_context  # noqa: E402
+from websocket.observe.trace import DEFAULT_LIMIT as DEFAULT_TRACE_BYTES  # noqa: E402
+from websocket.observe.wire import parse_networks  # noqa: E402
+from websocket.scale.workers import Supervisor, WorkerError, check, reserve_port  # noqa: E402
 
 log = logging.getLogger("websocket")
 RELOAD_INTERVAL = 1.0  # --reload: seconds between two looks at the script's file

@@ -3,7 +3,7 @@
 
     python3 bench/deflate_study.py [--quick] [--repeat N] [--json FILE] [--windows-only]
 
-Standard library only (run it with the system python3); it uses websocket/deflate.py from
+Standard library only (run it with the system python3); it uses websocket/protocol/deflate.py from
 this repository. Everything is deterministic but the clock: traffic comes from a seeded
 generator (many senders, short chat lines of 20-120 bytes, ~200-byte JSON objects).
 
@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from websocket.deflate import (  # noqa: E402
+from websocket.protocol.deflate import (  # noqa: E402
     EMPTY_BLOCK_TAIL,
     Agreed,
     DeflatePolicy,

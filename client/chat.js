@@ -672,7 +672,7 @@
     return url.href;
   }
 
-  // A TAGGED text frame (websocket/rooms.py): {"id", "text"} (a room's message, with
+  // A TAGGED text frame (websocket/chat/rooms.py): {"id", "text"} (a room's message, with
   // --history), {"text"}, {"notice": "gap"}, {"presence": [...]} (who is here) and
   // {"presence_delta": {"joined": [...], "left": [...]}} (who came and went).
   function onTagged(data) {

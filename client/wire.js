@@ -1,4 +1,4 @@
-// The wire page: the server's --trace, live, from the WebSocket at /wire (websocket/wire.py).
+// The wire page: the server's --trace, live, from the WebSocket at /wire (websocket/observe/wire.py).
 // - Each message is JSON {"conn": N, "text": "..."}: one block of the trace, cut by the
 //   server (--trace-bytes). It is shown with textContent, never as HTML. Connection 0 is
 //   the trace's own note (how many blocks the stream's rate left out), shown whatever

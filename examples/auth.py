@@ -28,9 +28,9 @@ from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for the type hints only: a script needs nothing from the server
-    from websocket.access import UpgradeRequest
-    from websocket.callbacks import Server
-    from websocket.user import User
+    from websocket.chat.access import UpgradeRequest
+    from websocket.chat.callbacks import Server
+    from websocket.chat.user import User
 
 
 def tokens() -> dict[str, str]:

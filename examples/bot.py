@@ -23,8 +23,8 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for the type hints only: a script needs nothing from the server
-    from websocket.callbacks import Server
-    from websocket.user import User
+    from websocket.chat.callbacks import Server
+    from websocket.chat.user import User
 
 INTERVAL = float(os.environ.get("BOT_INTERVAL", "300"))
 ANNOUNCEMENTS = itertools.cycle([

@@ -21,8 +21,8 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for the type hints only: a script needs nothing from the server
-    from websocket.callbacks import Server
-    from websocket.user import User
+    from websocket.chat.callbacks import Server
+    from websocket.chat.user import User
 
 HISTORY = 100  # lines kept and replayed
 NICK = re.compile(r"[A-Za-z0-9_-]{1,32}")

@@ -20,8 +20,8 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for the type hints only: a script needs nothing from the server
-    from websocket.callbacks import Server
-    from websocket.user import User
+    from websocket.chat.callbacks import Server
+    from websocket.chat.user import User
 
 PAGES = "game_pages"
 LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8),

@@ -29,8 +29,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for the type hints only: a script needs nothing from the server
-    from websocket.callbacks import Server
-    from websocket.user import User
+    from websocket.chat.callbacks import Server
+    from websocket.chat.user import User
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_TEXT = 1000

@@ -12,8 +12,8 @@ tests/tls.py's make_certificates) it speaks TLS only (`--port 0 --tls-port P`, n
 certificates asked): `url` is then rediss://, and `client()` speaks TLS too.
 
 No pytest inside: fixtures wrap it (see tests/test_redis_server.py). `redis_server_path()`
-is None when redis-server is not installed. `RespClient` uses websocket/resp.py over a plain
-blocking socket; it is a test tool, not the server's (non-blocking) Redis link.
+is None when redis-server is not installed. `RespClient` uses websocket/protocol/resp.py over
+a plain blocking socket; it is a test tool, not the server's (non-blocking) Redis link.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # imported from a test run elsewhere than the checkout's root
     sys.path.insert(0, str(ROOT))
 
-from websocket.resp import NEED_MORE, Reader, Reply, encode_command  # noqa: E402
+from websocket.protocol.resp import NEED_MORE, Reader, Reply, encode_command  # noqa: E402
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0  # seconds for redis-server to answer PING (it takes ~10 ms here)

@@ -2,7 +2,7 @@
 
 The server is `server.py` as a user starts it (conftest.py); the clients are the raw one of
 wsclient.py (every byte ours) and the `websockets` library (a client nobody here wrote), so
-the refusals are checked as a real client reads them. Unit tests of websocket/access.py
+the refusals are checked as a real client reads them. Unit tests of websocket/chat/access.py
 come first.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from wsclient import Client, close_payload, draft75_request, wait_until
 
-from websocket.access import (
+from websocket.chat.access import (
     MAX_REASON,
     HookResultError,
     UpgradeRequest,
@@ -33,7 +33,7 @@ from websocket.access import (
     refusal_from,
 )
 from websocket.errors import HttpError
-from websocket.ratelog import WARNING_BURST
+from websocket.net.ratelog import WARNING_BURST
 
 Start = Callable[..., ServerProcess]
 TIMEOUT = 10.0

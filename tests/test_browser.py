@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from websocket.query import parse_query
+from websocket.protocol.query import parse_query
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -1171,7 +1171,7 @@ def test_presence_changes_and_original_times_from_a_scripted_server(
         fake.close()
 
 
-# Queries as the page (URLSearchParams) writes and reads them; websocket/query.py must read
+# Queries as the page (URLSearchParams) writes and reads them; websocket/protocol/query.py must read
 # each one as Chromium does (issue 18, point 5). No leading "?": URLSearchParams drops one.
 ODD_QUERIES = [
     "handle=ann&after=ab12.3", "a=1&&b=2&", "&&&", "flag", "=x", "=", "a==b", "a=1&a=2",

@@ -1,4 +1,4 @@
-"""The blocking client and the terminal program (`websocket/client.py`), over real sockets.
+"""The blocking client and the terminal program (`websocket/client/__init__.py`), over real sockets.
 
 Most tests talk to the project's server started as a user would (`echo_server`,
 `chat_server`, `start_server`). What that server never does (fragment its messages, send a
@@ -26,15 +26,15 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, ServerProcess
 
-from websocket import handshake
 from websocket.client import (
     ConnectionClosed,
     HandshakeFailed,
     connect,
     parse_url,
 )
-from websocket.frames import Opcode, encode_close, encode_frame
-from websocket.messages import Close, Message, Pong, Receiver
+from websocket.protocol import handshake
+from websocket.protocol.frames import Opcode, encode_close, encode_frame
+from websocket.protocol.messages import Close, Message, Pong, Receiver
 
 TIMEOUT = 10.0
 

@@ -18,9 +18,9 @@ from conftest import ROOT
 from test_client import ScriptedServer, read_events
 
 from websocket.client import ConnectionClosed, HandshakeFailed, connect
-from websocket.client_deflate import agree
-from websocket.frames import Opcode, encode_frame
-from websocket.messages import Close
+from websocket.client.deflate import agree
+from websocket.protocol.frames import Opcode, encode_frame
+from websocket.protocol.messages import Close
 
 try:
     import websockets.sync.server as websockets_sync  # requirements-dev.txt

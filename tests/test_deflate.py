@@ -17,7 +17,8 @@ from websockets.extensions.permessage_deflate import (
 from websockets.frames import Frame, Opcode
 from websockets.headers import build_extension, parse_extension
 
-from websocket.deflate import (
+from websocket.errors import HttpError, InvalidPayload, MessageTooBig
+from websocket.protocol.deflate import (
     EMPTY_BLOCK_TAIL,
     Agreed,
     DeflatePolicy,
@@ -29,7 +30,6 @@ from websocket.deflate import (
     new_compressor,
     parse_extensions,
 )
-from websocket.errors import HttpError, InvalidPayload, MessageTooBig
 
 # RFC 7692 §7.2.3, verbatim (payloads; the frame headers 0xc1 0xNN carry RSV1).
 HELLO_ONE_BLOCK = bytes.fromhex("f248cdc9c90700")                    # §7.2.3.1
@@ -804,7 +804,7 @@ def test_receiver_inflates_fragmented_messages_however_chopped(
     """zlib-compressed messages (and uncompressed ones) cut into 1-5 frames, RSV1 on the
     first only, pings between fragments, the whole stream fed in arbitrary pieces: the
     Receiver gives back exactly the messages, and then a fresh stream byte by byte too."""
-    from websocket.messages import Message, Ping, Receiver
+    from websocket.protocol.messages import Message, Ping, Receiver
     wire = b""
     expected: list[object] = []
     for i, (data, compress, text, parts) in enumerate(messages):

@@ -376,7 +376,7 @@ DROP_IN = [b for b in code_blocks(readme()) if kind(b) == "python"
 def speak_to(name: str, server: Started, command: str) -> None:
     """What each drop-in script of the README does, seen from a client."""
     from websocket.client import connect
-    from websocket.client_handshake import HandshakeFailed
+    from websocket.client.handshake import HandshakeFailed
 
     url = f"ws://127.0.0.1:{server.port}/"
     origin = None

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from websocket.errors import InvalidPayload, ProtocolError
-from websocket.frames import (
+from websocket.protocol.frames import (
     CloseCode,
     Opcode,
     apply_mask,

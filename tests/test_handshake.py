@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from websocket.errors import HttpError
-from websocket.handshake import (
+from websocket.protocol.handshake import (
     HIXIE75,
     HIXIE76,
     MAX_REQUEST_SIZE,

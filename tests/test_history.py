@@ -17,7 +17,7 @@ from test_redis_link import linked, wait_subscribed
 from test_rooms import nothing_arrives
 from wsclient import Client, draft76_request
 
-from websocket.history import ENTRY_OVERHEAD, ROOM_OVERHEAD, Entry, History
+from websocket.chat.history import ENTRY_OVERHEAD, ROOM_OVERHEAD, Entry, History
 
 Start = Callable[..., ServerProcess]
 

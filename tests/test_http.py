@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from websocket.chat.pages import keep_alive, resolve, serve
 from websocket.errors import HttpError
-from websocket.handshake import Request, parse_request
-from websocket.http import keep_alive, resolve, serve
+from websocket.protocol.handshake import Request, parse_request
 
 
 @pytest.fixture

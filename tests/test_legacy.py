@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from websocket.errors import HttpError, InvalidPayload, MessageTooBig
-from websocket.legacy import (
+from websocket.protocol.legacy import (
     CLOSE_FRAME,
     HixieReceiver,
     accept_response,
@@ -12,7 +12,7 @@ from websocket.legacy import (
     encode_text,
     key_part,
 )
-from websocket.messages import Close, Event, Message
+from websocket.protocol.messages import Close, Event, Message
 
 
 def test_draft76_example_from_the_draft() -> None:

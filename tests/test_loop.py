@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from websocket.connection import FRAME_COST, Connection
-from websocket.loop import COMPACT_MIN, READ, Loop
+from websocket.net.connection import FRAME_COST, Connection
+from websocket.net.loop import COMPACT_MIN, READ, Loop
 
 
 def run_for(loop: Loop, seconds: float) -> None:

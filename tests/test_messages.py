@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from websocket.errors import InvalidPayload, MessageTooBig, ProtocolError
-from websocket.frames import Opcode, encode_close, encode_frame
-from websocket.messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
+from websocket.protocol.frames import Opcode, encode_close, encode_frame
+from websocket.protocol.messages import Close, Event, InputBudget, Message, Ping, Pong, Receiver
 
 KEY = b"\x37\xfa\x21\x3d"
 

@@ -1,4 +1,4 @@
-"""websocket/metrics.py: the counters, and their text exposition read back by real parsers.
+"""websocket/observe/metrics.py: the counters, and their text exposition read back by real parsers.
 
 Two readers check every rendering: `prometheus_client.parser` (the reference Python
 implementation, which is lax: it accepts lines Prometheus would refuse), and `strict_lines`
@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from websocket.metrics import (
+from websocket.observe.metrics import (
     CONTENT_TYPE,
     PROTOCOLS,
     Registry,

@@ -1,7 +1,7 @@
 """Presence as deltas (issue 18, point 1): a newcomer gets its room's full list once, then
 one delta per room and loop pass, the same bytes for every page user of the room.
 
-The state and its changes (websocket/presence.py) are held against a model with
+The state and its changes (websocket/chat/presence.py) are held against a model with
 hypothesis: any sequence of joins, leaves, other processes' lists and expiries, cut into
 passes, leaves every client (one that has been there all along, one whose full list was
 taken in the middle of a pass) with exactly the room's list. On the wire, the `websockets`
@@ -29,7 +29,7 @@ from test_rooms import nothing_arrives
 from websockets.sync.client import ClientConnection, connect
 from wsclient import Client
 
-from websocket.presence import (
+from websocket.chat.presence import (
     MAX_ORIGINS,
     MAX_PER_ORIGIN,
     Presence,
@@ -326,7 +326,7 @@ SHORT_REFRESH_SERVER = '''
 import sys
 sys.path.insert(0, {root!r})
 import server
-from websocket import rooms
+from websocket.chat import rooms
 rooms.PRESENCE_REFRESH = 0.5
 rooms.PRESENCE_TTL = 1.5
 sys.exit(server.main())

@@ -42,9 +42,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `pytest` run from elsewhere than the checkout's root
     sys.path.insert(0, str(ROOT))
 
-from websocket import http  # noqa: E402
+from websocket.chat import pages as http  # noqa: E402
 from websocket.errors import HttpError, InvalidPayload, MessageTooBig, ProtocolError  # noqa: E402
-from websocket.frames import (  # noqa: E402
+from websocket.protocol.frames import (  # noqa: E402
     SENDABLE_CLOSE_CODES,
     Frame,
     Opcode,
@@ -54,7 +54,7 @@ from websocket.frames import (  # noqa: E402
     parse_frame,
     parse_header,
 )
-from websocket.handshake import (  # noqa: E402
+from websocket.protocol.handshake import (  # noqa: E402
     HIXIE75,
     HIXIE76,
     RFC6455,
@@ -62,8 +62,8 @@ from websocket.handshake import (  # noqa: E402
     parse_request,
     upgrade,
 )
-from websocket.legacy import HixieReceiver  # noqa: E402
-from websocket.messages import Close, Message, Ping, Pong, Receiver  # noqa: E402
+from websocket.protocol.legacy import HixieReceiver  # noqa: E402
+from websocket.protocol.messages import Close, Message, Ping, Pong, Receiver  # noqa: E402
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3, retyped on purpose
 CLOSE_CODES = {1002, 1007, 1009}  # the only codes a receiver may fail with

@@ -1,11 +1,11 @@
-"""websocket/proxy.py: the client address from Forwarded (RFC 7239) and X-Forwarded-For."""
+"""websocket/protocol/proxy.py: the client address from Forwarded (RFC 7239) and X-Forwarded-For."""
 from __future__ import annotations
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from websocket.proxy import Node, client_address, forwarded_for, x_forwarded_for
+from websocket.protocol.proxy import Node, client_address, forwarded_for, x_forwarded_for
 
 # RFC 7239 §4's examples, then §7.1's and §7.4's: the last element's for= is the answer.
 RFC_EXAMPLES = [

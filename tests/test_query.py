@@ -1,6 +1,6 @@
 """The one query parser (issue 18, point 5): a defined answer for any query, as bytes.
 
-The decisions are websocket/query.py's docstring; each has a case here. Any bytes give
+The decisions are websocket/protocol/query.py's docstring; each has a case here. Any bytes give
 pairs of text and never an exception (hypothesis), whatever the number of fields; on ASCII
 queries the answer is Python's own `parse_qsl` (code we did not write), and form-encoding
 any pairs of text parses back to them.
@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsclient import Client
 
-from websocket.handshake import MAX_REQUEST_SIZE
-from websocket.query import first, first_values, parse_query, query_of
+from websocket.protocol.handshake import MAX_REQUEST_SIZE
+from websocket.protocol.query import first, first_values, parse_query, query_of
 
 Start = Callable[..., ServerProcess]
 

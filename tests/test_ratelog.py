@@ -1,4 +1,4 @@
-"""Warnings anybody can cause in bulk (websocket/ratelog.py): the first few of a kind at
+"""Warnings anybody can cause in bulk (websocket/net/ratelog.py): the first few of a kind at
 once, the rest of an interval counted and written as one line, kinds apart, nothing lost at
 the end. On the real loop, with a short interval."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from websocket.loop import Loop
-from websocket.ratelog import WARNING_BURST, RateLimitedLog
+from websocket.net.loop import Loop
+from websocket.net.ratelog import WARNING_BURST, RateLimitedLog
 
 INTERVAL = 0.2
 

@@ -34,8 +34,8 @@ from redis_server import RedisServer, RespClient
 from test_redis_link import wait_subscribed
 from wsclient import Client, wait_until
 
-from websocket.resp import NEED_MORE, encode_command
-from websocket.resp import Reader as RespReader
+from websocket.protocol.resp import NEED_MORE, encode_command
+from websocket.protocol.resp import Reader as RespReader
 
 Start = Callable[..., ServerProcess]
 MiB = 1 << 20

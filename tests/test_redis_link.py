@@ -20,7 +20,7 @@ from redis_server import RedisServer, free_port
 from test_rooms import nothing_arrives
 from wsclient import Client, wait_until
 
-from websocket.redis_wire import (
+from websocket.protocol.redis_entries import (
     MAX_PRESENCE_JSON,
     MAX_PRESENCE_NAME,
     MAX_PRESENCE_NAMES,

@@ -1,4 +1,4 @@
-"""websocket/resp.py against a real redis-server (tests/redis_server.py), over real sockets.
+"""websocket/protocol/resp.py against a real redis-server (tests/redis_server.py), over sockets.
 
 Besides checking the codec on Redis's own bytes, these tests pin down the Redis behaviour the
 server's Redis link relies on: what a subscribed connection may send, that channels ignore
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from redis_server import RedisServer, RespClient, redis_server_path
 
-from websocket.resp import RedisError, RespProtocolError, encode_command
+from websocket.protocol.resp import RedisError, RespProtocolError, encode_command
 
 
 def _unavailable(reason: str) -> None:

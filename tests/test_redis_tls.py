@@ -21,9 +21,9 @@ from test_rooms import nothing_arrives
 from tls import OPENSSL, Certificates, make_certificates, require_openssl
 from wsclient import Client
 
-from websocket.redis_wire import RedisAddress, parse_redis_url
-from websocket.tls import TlsConfigError
-from websocket.tls_client import client_context
+from websocket.net.connect import client_context
+from websocket.net.tls import TlsConfigError
+from websocket.protocol.redis_entries import RedisAddress, parse_redis_url
 
 Start = Callable[..., ServerProcess]
 StartRedis = Callable[..., RedisServer]

@@ -134,8 +134,8 @@ def test_reload_needs_a_script(start_server: Start) -> None:
 
 
 def test_script_timers_are_cancelled_together_and_do_not_pile_up() -> None:
-    from websocket.callbacks import ScriptTimers
-    from websocket.loop import Loop
+    from websocket.chat.callbacks import ScriptTimers
+    from websocket.net.loop import Loop
 
     loop = Loop()
     try:

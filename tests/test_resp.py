@@ -1,4 +1,4 @@
-"""The RESP2 codec (websocket/resp.py) on bytes: the protocol specification's own examples,
+"""The RESP2 codec (websocket/protocol/resp.py) on bytes: the protocol specification's own examples,
 cut anywhere, the encoder, the limits, and fuzzing.
 
 Vectors marked "spec" are the examples of the Redis serialization protocol specification
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `pytest` run from elsewhere than the checkout's root
     sys.path.insert(0, str(ROOT))
 
-from websocket import resp  # noqa: E402
-from websocket.resp import (  # noqa: E402
+from websocket.protocol import resp  # noqa: E402
+from websocket.protocol.resp import (  # noqa: E402
     ELEMENT_COST,
     MAX_ARRAY_LENGTH,
     MAX_BULK_BYTES,

@@ -585,7 +585,7 @@ def test_close_that_is_never_answered_times_out(start_server: Start, tmp_path: P
 BUGGY_SERVER = '''
 import sys
 sys.path.insert(0, {root!r})
-from websocket import messages
+from websocket.protocol import messages
 import server
 
 real_receive = messages.Receiver.receive

@@ -27,7 +27,7 @@ from conftest import ROOT, SERVER, ServerProcess
 from tls import Certificates, make_certificates, require_openssl
 from wsclient import Client, close_payload, draft76_request, frame
 
-from websocket.ratelog import WARNING_BURST
+from websocket.net.ratelog import WARNING_BURST
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
@@ -509,8 +509,8 @@ def test_a_tls_user_that_stops_reading_is_dropped(start_server: Start,
 def test_failed_handshakes_are_counted(certs: Certificates) -> None:
     """The server's `tls_handshake_failures` (for the metrics): plain HTTP, a silent client
     timed out, a client that refuses the certificate; a good handshake is not counted."""
-    from websocket.server import Server
-    from websocket.tls import load_context
+    from websocket.chat.server import Server
+    from websocket.net.tls import load_context
 
     server = Server("127.0.0.1", 0, handshake_timeout=1.0,
                     ssl_context=load_context(str(certs.cert), str(certs.key)))

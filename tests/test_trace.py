@@ -1,4 +1,4 @@
-"""The wire trace (`websocket/trace.py`) on byte vectors: RFC 6455 §5.7, §1.3, draft-76.
+"""The wire trace (`websocket/observe/trace.py`) on byte vectors: RFC 6455 §5.7, §1.3, draft-76.
 
 A few blocks are compared whole, so that the format is pinned; the rest check the lines
 that matter. `ConnectionTrace` is also fed the same conversation at once, byte by byte
@@ -13,9 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from websocket import handshake, legacy
-from websocket.frames import encode_close, encode_frame
-from websocket.trace import (
+from websocket.observe.trace import (
     CLIENT_TO_SERVER,
     SERVER_TO_CLIENT,
     ConnectionTrace,
@@ -28,6 +26,8 @@ from websocket.trace import (
     hexdump,
     tls_note,
 )
+from websocket.protocol import handshake, legacy
+from websocket.protocol.frames import encode_close, encode_frame
 
 # RFC 6455 §5.7
 HELLO = bytes.fromhex("810548656c6c6f")
@@ -571,7 +571,7 @@ class TestCompressed:
         trace = deflate_trace()
         blocks = trace.server_bytes(rsv1(encode_frame(2, b"\xff\xff\xff\xff")))
         assert "does not inflate" in blocks[-1] and "1007" in blocks[-1]
-        monkeypatch.setattr("websocket.trace_deflate.MAX_INFLATE", 100_000)
+        monkeypatch.setattr("websocket.observe.trace_deflate.MAX_INFLATE", 100_000)
         trace = deflate_trace()
         (bomb,) = compressed_stream(bytes(10_000_000))
         blocks = trace.server_bytes(rsv1(encode_frame(2, bomb)))

@@ -93,14 +93,14 @@ def missing(text: str) -> list[str]:
 
 def test_the_checker_finds_what_exists_and_refuses_what_does_not() -> None:
     """The check itself can fail: real names pass, made-up ones are reported."""
-    good = ("`websocket/handshake.py:accept_key` `websocket/server.py:Server._fail` "
-            "`websocket/handshake.py:GUID` `websocket/user.py:User.handshake` "
-            "`websocket/connection.py:Connection.outbuf` `websocket/user.py:User.data` "
+    good = ("`websocket/protocol/handshake.py:accept_key` `websocket/chat/server.py:Server._fail` "
+            "`websocket/protocol/handshake.py:GUID` `websocket/chat/user.py:User.handshake` "
+            "`websocket/net/connection.py:Connection.outbuf` `websocket/chat/user.py:User.data` "
             "`client/chat.js:openSocket` `client/index.html`")
     assert missing(good) == []
-    bad = ("`websocket/handshake.py:no_such` `websocket/server.py:Server.nope` "
-           "`websocket/gone.py` `client/chat.js:nothing` `websocket/server.py:log.info` "
-           "`websocket/server.py:Server._fail.deeper`")
+    bad = ("`websocket/protocol/handshake.py:no_such` `websocket/chat/server.py:Server.nope` "
+           "`websocket/gone.py` `client/chat.js:nothing` `websocket/chat/server.py:log.info` "
+           "`websocket/chat/server.py:Server._fail.deeper`")
     assert len(missing(bad)) == 6
 
 

@@ -21,9 +21,9 @@ from tls import Certificates, certificates
 from wsclient import Client, draft75_request, draft76_request, frame
 
 from websocket.client import Connection, ConnectionClosed, HandshakeFailed, connect
-from websocket.trace import ConnectionTrace
-from websocket.wire import WireHub, parse_networks
-from websocket.wiretap import Tap, Tracer
+from websocket.observe.tap import Tap, Tracer
+from websocket.observe.trace import ConnectionTrace
+from websocket.observe.wire import WireHub, parse_networks
 
 __all__ = ["certificates"]  # a fixture, used by name
 HELLO_MASK = bytes.fromhex("37fa213d")  # RFC 6455 §5.7

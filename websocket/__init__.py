@@ -6,10 +6,10 @@
 Public names: `Server`, `User`, `UserState`, the built-in callbacks `echo_to_all` and
 `echo_to_sender`, and `CloseCode`.
 """
-from .callbacks import echo_to_all, echo_to_sender
-from .frames import CloseCode, Opcode
-from .server import Server, ServerError
-from .user import User, UserState
+from .chat.callbacks import echo_to_all, echo_to_sender
+from .chat.server import Server, ServerError
+from .chat.user import User, UserState
+from .protocol.frames import CloseCode, Opcode
 
 __all__ = ["CloseCode", "Opcode", "Server", "ServerError", "User", "UserState",
            "echo_to_all", "echo_to_sender"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .handshake import MAX_REQUEST_SIZE
-from .messages import DEFAULT_MAX_INPUT_MEMORY, DEFAULT_MAX_MESSAGE_SIZE
+from .protocol.handshake import MAX_REQUEST_SIZE
+from .protocol.messages import DEFAULT_MAX_INPUT_MEMORY, DEFAULT_MAX_MESSAGE_SIZE
 
 DEFAULTS: dict[str, Any] = {
     "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,  # bytes per message (RFC 6455 and hixie)
